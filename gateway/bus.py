@@ -1,0 +1,138 @@
+"""Fan-out of live events to many in-process subscribers, with a bound on every buffer.
+
+A `Topic` is one stream of events (price ticks, provider state changes, …). Publishing never
+blocks and never fails: each subscriber has its own ring buffer of `buffer` events, and when a
+subscriber falls behind the oldest event in *its* buffer is dropped and counted. One slow
+reader therefore costs a fixed amount of memory and slows nobody else.
+
+The subscribers here are internal consumers (a shared GraphQL subscription, the storage feed),
+not sockets: per-socket buffering is the WebSocket connection's job (ws.py), so a thousand
+clients of one subscription are still one subscriber here.
+
+Must never: block a publisher, or hold more than `buffer` events for any subscriber.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Generic, TypeVar
+
+import trio
+from trio.lowlevel import ParkingLot
+
+from gateway.models import PriceTick
+
+__all__ = ["EventBus", "Subscriber", "Topic"]
+
+T = TypeVar("T")
+
+
+class Subscriber(Generic[T]):
+    """One reader of a topic: an async iterator over a bounded ring buffer."""
+
+    __slots__ = ("_buffer", "_closed", "_lot", "dropped")
+
+    def __init__(self, size: int) -> None:
+        self._buffer: deque[T] = deque(maxlen=size)
+        self._lot = ParkingLot()
+        self._closed = False
+        self.dropped = 0
+
+    def _offer(self, event: T) -> bool:
+        """Append without blocking; returns False when the oldest event had to be dropped."""
+        full = len(self._buffer) == self._buffer.maxlen
+        if full:
+            self.dropped += 1
+        self._buffer.append(event)
+        if self._lot.statistics().tasks_waiting:
+            self._lot.unpark_all()
+        return not full
+
+    def close(self) -> None:
+        """End the stream: a waiting reader wakes and iteration stops after the buffer drains."""
+        self._closed = True
+        self._lot.unpark_all()
+
+    @property
+    def pending(self) -> int:
+        return len(self._buffer)
+
+    def drain(self) -> list[T]:
+        """Take every buffered event at once (no waiting)."""
+        events = list(self._buffer)
+        self._buffer.clear()
+        return events
+
+    async def receive(self) -> T:
+        """The next event, waiting for one; raises trio.EndOfChannel once closed and drained."""
+        while not self._buffer:
+            if self._closed:
+                raise trio.EndOfChannel
+            await self._lot.park()
+        return self._buffer.popleft()
+
+    def __aiter__(self) -> Subscriber[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        try:
+            return await self.receive()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
+
+
+class Topic(Generic[T]):
+    """A named stream of events fanned out to every current subscriber."""
+
+    def __init__(self, name: str, buffer: int) -> None:
+        if buffer < 1:
+            raise ValueError("a topic buffer must hold at least one event")
+        self.name = name
+        self._buffer = buffer
+        self._subscribers: set[Subscriber[T]] = set()
+        self.published = 0
+        self.dropped = 0
+
+    def publish(self, event: T) -> None:
+        """Hand `event` to every subscriber; never blocks."""
+        self.published += 1
+        for subscriber in self._subscribers:
+            if not subscriber._offer(event):
+                self.dropped += 1
+
+    @contextmanager
+    def subscribe(self, buffer: int | None = None) -> Iterator[Subscriber[T]]:
+        """Receive every event published while the block is open (bounded, drop-oldest)."""
+        subscriber: Subscriber[T] = Subscriber(buffer or self._buffer)
+        self._subscribers.add(subscriber)
+        try:
+            yield subscriber
+        finally:
+            self._subscribers.discard(subscriber)
+            subscriber.close()
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscribers)
+
+    def close(self) -> None:
+        """End every subscriber's stream (shutdown)."""
+        for subscriber in self._subscribers:
+            subscriber.close()
+
+
+class EventBus:
+    """Every topic of the gateway, named so readers can follow one event end to end."""
+
+    def __init__(self, buffer: int) -> None:
+        self.prices: Topic[PriceTick] = Topic("prices", buffer)
+
+    @property
+    def topics(self) -> tuple[Topic[PriceTick], ...]:
+        return (self.prices,)
+
+    def close(self) -> None:
+        for topic in self.topics:
+            topic.close()

@@ -1,0 +1,57 @@
+"""The services a GraphQL resolver may use, and the per-request context that carries them.
+
+`Services` is built once by the supervisor; `RequestContext` is made for every HTTP request,
+every WebSocket operation and every shared subscription group, so request-scoped things
+(warnings for the response's `extensions`, later the caller's identity) never leak between
+clients.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from gateway import __version__
+
+if TYPE_CHECKING:
+    from gateway.bus import EventBus
+    from gateway.config import ProvidersFile, Settings
+    from gateway.fanout import SubscriptionHub
+    from gateway.provider_status import ProviderStatusBoard
+    from gateway.storage import Storage
+    from gateway.ws import WebSocketStats
+
+__all__ = ["RequestContext", "Services"]
+
+
+@dataclass
+class Services:
+    """Everything long-lived that resolvers and endpoints read."""
+
+    settings: Settings
+    providers: ProvidersFile
+    storage: Storage
+    bus: EventBus
+    status_board: ProviderStatusBoard
+    ws_stats: WebSocketStats
+    hub: SubscriptionHub | None = None
+    version: str = __version__
+    started_monotonic: float = field(default_factory=time.monotonic)
+    ready: bool = False
+
+    @property
+    def uptime_seconds(self) -> float:
+        return time.monotonic() - self.started_monotonic
+
+
+@dataclass
+class RequestContext:
+    """What one request (or one shared subscription) sees as `info.context`."""
+
+    services: Services
+    warnings: list[dict[str, Any]] = field(default_factory=list)
+
+    def warn(self, code: str, message: str, **fields: Any) -> None:
+        """Note something the client should know that is not an error (shown in extensions)."""
+        self.warnings.append({"code": code, "message": message, **fields})

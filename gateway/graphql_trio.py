@@ -1,0 +1,294 @@
+"""What it takes to run graphql-core 3.3 under Trio, and nothing else.
+
+graphql-core executes sibling async resolvers (several fields of one object, the items of a
+list) through `graphql.execution.executor.gather_with_cancel`, which is built on
+`asyncio.ensure_future` and `asyncio.gather`. Under Trio there is no asyncio loop, so the first
+query with two async resolvers at one level dies with "trio.run received unrecognized yield
+message". Everything else graphql-core does is plain coroutine code and runs under any loop.
+
+The fix is one function: `_trio_gather_with_cancel` runs the awaitables as children of a Trio
+nursery, with the same contract as the original (results in order; the first failure cancels
+the siblings and propagates *unwrapped*, so graphql-core's null propagation and error paths work
+unchanged). `install()` puts it in place of the module-level name that graphql-core looks up at
+call time; under asyncio it defers to the original, so nothing else in the process changes.
+
+The rest of the module is the execution front door used by HTTP and WebSocket handlers: a cache
+of parsed and validated documents (parsing and validation are the expensive, repeatable part),
+`execute` and `subscribe` with errors formatted the same way everywhere.
+
+Must never: start work outside the caller's nursery, or swallow trio.Cancelled.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import sniffio
+import structlog
+import trio
+from graphql import (
+    DocumentNode,
+    ExecutionResult,
+    GraphQLError,
+    GraphQLSchema,
+    OperationDefinitionNode,
+    OperationType,
+    get_operation_ast,
+    parse,
+    validate,
+)
+from graphql.execution import execute, subscribe
+from graphql.execution import executor as _executor_module
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+
+from gateway.errors import GatewayError
+
+__all__ = [
+    "GraphQLEngine",
+    "PreparedOperation",
+    "format_error",
+    "install",
+    "installed",
+    "result_to_dict",
+    "uninstall",
+]
+
+log = structlog.get_logger(__name__)
+
+_ORIGINAL_GATHER = _executor_module.gather_with_cancel
+
+
+async def _trio_gather_with_cancel(*awaitables: Awaitable[Any]) -> list[Any]:
+    """graphql-core's `gather_with_cancel`, with Trio tasks instead of asyncio futures."""
+    if sniffio.current_async_library() != "trio":
+        return await _ORIGINAL_GATHER(*awaitables)
+    results: list[Any] = [None] * len(awaitables)
+
+    async def run_one(index: int, awaitable: Awaitable[Any]) -> None:
+        results[index] = await awaitable
+
+    try:
+        async with trio.open_nursery() as nursery:
+            for index, awaitable in enumerate(awaitables):
+                nursery.start_soon(run_one, index, awaitable)
+    except BaseExceptionGroup as group:
+        # graphql-core expects the failing field's own exception, not a group: it decides null
+        # propagation by the exception type. Siblings were cancelled by the nursery; if several
+        # failed at the same instant, the first is reported, as asyncio.gather would.
+        first = _first_leaf(group)
+        raise first from None
+    return results
+
+
+def _first_leaf(group: BaseExceptionGroup[Any]) -> BaseException:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            return _first_leaf(exc)
+        return exc
+    return group  # pragma: no cover - an empty group cannot be constructed
+
+
+def install() -> None:
+    """Make graphql-core's concurrent resolver gathering Trio-native (idempotent)."""
+    _executor_module.gather_with_cancel = _trio_gather_with_cancel  # type: ignore[assignment]
+
+
+def uninstall() -> None:
+    """Restore graphql-core's asyncio gathering (used by the tests that prove the need)."""
+    _executor_module.gather_with_cancel = _ORIGINAL_GATHER
+
+
+def installed() -> bool:
+    return _executor_module.gather_with_cancel is _trio_gather_with_cancel  # type: ignore[comparison-overlap]
+
+
+install()
+
+
+class _TrioExecutor(StrawberryGraphQLCoreExecutionContext):
+    """Strawberry's executor (so resolvers get strawberry's Info), with no asyncio fallbacks.
+
+    `settle_in_background` is called when a synchronous error bubbles past siblings that were
+    already created as coroutines; graphql-core would hand them to asyncio. Under Trio they have
+    not started (coroutines are lazy), so closing them is the complete and correct settlement.
+    """
+
+    def settle_in_background(self, awaitables: list[Awaitable[Any]]) -> None:
+        if sniffio.current_async_library() != "trio":
+            super().settle_in_background(awaitables)
+            return
+        for awaitable in awaitables:
+            close = getattr(awaitable, "close", None)
+            if close is not None:
+                close()
+
+
+# ---------------------------------------------------------------------------------------------
+# error formatting
+
+
+def format_error(error: GraphQLError) -> dict[str, Any]:
+    """The JSON form of one error, with `extensions.code` always present.
+
+    A GatewayError raised by a resolver keeps its message and code; any other exception from a
+    resolver is an INTERNAL error whose message does not leak internals (it is logged instead).
+    """
+    formatted: dict[str, Any] = dict(error.formatted)
+    original = error.original_error
+    extensions = dict(formatted.get("extensions") or {})
+    if isinstance(original, GatewayError):
+        extensions.update({k: v for k, v in original.extensions().items() if v is not None})
+        extensions["code"] = original.code
+    elif original is not None and not isinstance(original, GraphQLError):
+        log.error(
+            "resolver_failed",
+            path=formatted.get("path"),
+            error=repr(original),
+            exc_info=original,
+        )
+        formatted["message"] = "internal error"
+        extensions["code"] = "INTERNAL"
+    else:
+        extensions.setdefault("code", "BAD_USER_INPUT" if error.path is None else "INTERNAL")
+    formatted["extensions"] = extensions
+    return formatted
+
+
+def result_to_dict(result: ExecutionResult) -> dict[str, Any]:
+    """The GraphQL response map: data only when execution started, errors only when present."""
+    response: dict[str, Any] = {}
+    if result.errors:
+        response["errors"] = [format_error(error) for error in result.errors]
+    if result.data is not None or not result.errors or _execution_started(result):
+        response["data"] = result.data
+    return response
+
+
+def _execution_started(result: ExecutionResult) -> bool:
+    # A request error (parse, validation, variables) has errors without paths and no data key;
+    # a field error during execution has a path, and then "data" must be present (maybe null).
+    return any(error.path is not None for error in result.errors or ())
+
+
+def bad_request(message: str, code: str = "BAD_USER_INPUT") -> ExecutionResult:
+    """An ExecutionResult for a request that never reached execution."""
+    return ExecutionResult(None, [GraphQLError(message, extensions={"code": code})])
+
+
+# ---------------------------------------------------------------------------------------------
+# the front door
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedOperation:
+    """A parsed, validated document and the operation in it that a request selected."""
+
+    document: DocumentNode
+    operation: OperationDefinitionNode
+
+    @property
+    def kind(self) -> OperationType:
+        return self.operation.operation
+
+
+class GraphQLEngine:
+    """Parses, validates (cached), executes and subscribes against one schema under Trio."""
+
+    def __init__(self, schema: GraphQLSchema, *, cache_size: int = 512) -> None:
+        self.schema = schema
+        self._cache_size = cache_size
+        self._documents: OrderedDict[str, DocumentNode | list[GraphQLError]] = OrderedDict()
+
+    def _document(self, query: str) -> DocumentNode | list[GraphQLError]:
+        cached = self._documents.get(query)
+        if cached is not None:
+            self._documents.move_to_end(query)
+            return cached
+        try:
+            document = parse(query)
+        except GraphQLError as error:
+            outcome: DocumentNode | list[GraphQLError] = [error]
+        else:
+            errors = validate(self.schema, document)
+            outcome = errors if errors else document
+        self._documents[query] = outcome
+        if len(self._documents) > self._cache_size:
+            self._documents.popitem(last=False)
+        return outcome
+
+    def prepare(
+        self, query: Any, operation_name: Any = None
+    ) -> PreparedOperation | ExecutionResult:
+        """Parse and validate; an ExecutionResult with errors means "reject the request"."""
+        if not isinstance(query, str) or not query.strip():
+            return bad_request("a GraphQL request must include a non-empty string 'query'")
+        if operation_name is not None and not isinstance(operation_name, str):
+            return bad_request("'operationName' must be a string")
+        outcome = self._document(query)
+        if isinstance(outcome, list):
+            return ExecutionResult(None, outcome)
+        operation = get_operation_ast(outcome, operation_name)
+        if operation is None:
+            if operation_name:
+                return bad_request(f"unknown operation named {operation_name!r}")
+            return bad_request("the document has several operations: give 'operationName'")
+        return PreparedOperation(outcome, operation)
+
+    async def execute(
+        self,
+        prepared: PreparedOperation,
+        *,
+        variables: Mapping[str, Any] | None,
+        context: Any,
+        root_value: Any = None,
+    ) -> ExecutionResult:
+        """Run a query or mutation; all of its resolvers run under the caller's cancel scope."""
+        result = execute(
+            self.schema,
+            prepared.document,
+            root_value=root_value,
+            context_value=context,
+            variable_values=dict(variables) if variables is not None else None,
+            operation_name=_name(prepared.operation),
+            executor_class=_TrioExecutor,
+        )
+        if isinstance(result, ExecutionResult):
+            return result
+        return await result  # type: ignore[no-any-return]
+
+    async def subscribe(
+        self,
+        prepared: PreparedOperation,
+        *,
+        variables: Mapping[str, Any] | None,
+        context: Any,
+    ) -> AsyncIterator[ExecutionResult] | ExecutionResult:
+        """Start a subscription; an ExecutionResult (errors) means it could not start.
+
+        Each source event is executed once into an ExecutionResult, however many clients share
+        the stream (fanout.py hands the same result to all of them).
+        """
+        outcome = subscribe(
+            self.schema,
+            prepared.document,
+            context_value=context,
+            variable_values=dict(variables) if variables is not None else None,
+            operation_name=_name(prepared.operation),
+            executor_class=_TrioExecutor,
+        )
+        if not isinstance(outcome, ExecutionResult) and not hasattr(outcome, "__anext__"):
+            outcome = await outcome  # type: ignore[misc]
+        return outcome  # type: ignore[return-value]
+
+
+def _name(operation: OperationDefinitionNode) -> str | None:
+    return operation.name.value if operation.name else None
+
+
+def dumps(payload: Any) -> str:
+    """Compact JSON for responses (one place, so HTTP and WebSocket bytes agree)."""
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)

@@ -1,0 +1,58 @@
+"""Normalized records that flow from sources through the bus into storage and GraphQL.
+
+Every record is a frozen dataclass: once a source has parsed an upstream payload the fact is
+immutable, so the same object can be handed to the store and to many subscribers at once.
+Times are timezone-aware UTC datetimes; money is USD.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+__all__ = ["Candle", "PriceTick", "utc_now"]
+
+
+def utc_now() -> datetime:
+    """The current time as an aware UTC datetime (the only clock records use)."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class PriceTick:
+    """One observation of an asset's USD price by one provider.
+
+    `observed_at` is when the provider says the price was valid (or when we fetched it, if the
+    provider gives no time). `(provider, symbol, observed_at)` identifies a tick: storing the
+    same tick twice keeps one row.
+    """
+
+    symbol: str
+    usd: float
+    provider: str
+    observed_at: datetime
+    market_cap_usd: float | None = None
+    volume_24h_usd: float | None = None
+    change_24h_pct: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Candle:
+    """Open/high/low/close of one provider's ticks for one symbol over one interval.
+
+    `open_time` is the start of the interval, aligned to a multiple of `interval_seconds` since
+    the Unix epoch. `volume` is None when the ticks carry no per-interval volume (price ticks
+    carry 24-hour volume only). `complete` is false while the interval is still open or has
+    holes, so a client knows the figures may still change or are built on partial data.
+    """
+
+    symbol: str
+    interval_seconds: int
+    open_time: datetime
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float | None
+    provider: str
+    complete: bool

@@ -1,0 +1,252 @@
+"""The supervisor: who runs, who restarts, and how the gateway stops.
+
+One `trio.run` holds everything. Lifetimes nest so that shutdown happens in the right order:
+
+    root nursery ─ storage writer        (cancelled last: flushes every queued write)
+      └ service nursery ─ subscription hub
+                        ─ collectors      (each restarted with capped doubling backoff)
+                        ─ hypercorn       (stops accepting; connections drain)
+
+On the shutdown trigger (SIGINT/SIGTERM in the CLI, an Event in tests): readiness drops,
+WebSockets are closed with 1001, hypercorn stops accepting and drains for `shutdown_grace`,
+then the service nursery is cancelled (with a hard deadline), and finally the storage writer
+commits what it holds. The whole sequence is bounded well inside 5 seconds.
+
+A collector that raises is logged and restarted; nothing a collector does can end the process.
+
+Must never: let an upstream failure propagate into the root nursery, or exit before the
+writer's final flush.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import structlog
+import trio
+
+from gateway.app import GatewayApp
+from gateway.bus import EventBus
+from gateway.config import ProvidersFile, Settings
+from gateway.context import RequestContext, Services
+from gateway.fanout import SubscriptionHub
+from gateway.graphql_trio import GraphQLEngine
+from gateway.models import PriceTick
+from gateway.provider_status import ProviderStatusBoard
+from gateway.schema import build_schema
+from gateway.server import serve_http
+from gateway.sources import CollectorContext, collector_for
+from gateway.storage import Storage
+from gateway.upstream.client import Attempt, UpstreamClient
+from gateway.ws import WebSocketOptions, WebSocketStats
+
+__all__ = ["Gateway", "RunningGateway", "run_gateway", "supervise"]
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class RunningGateway:
+    """What `run_gateway` reports once it is serving."""
+
+    urls: list[str]
+    services: Services
+    app: GatewayApp
+    gateway: Gateway
+    restarts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def port(self) -> int:
+        return int(self.urls[0].rsplit(":", 1)[1])
+
+
+async def supervise(
+    name: str,
+    run: Callable[[], Awaitable[object]],
+    *,
+    initial_backoff: float,
+    max_backoff: float,
+    restarts: dict[str, int],
+) -> None:
+    """Run `run()` forever: log and restart it when it raises or returns.
+
+    The delay doubles after each failure up to `max_backoff`, and resets once the task has
+    stayed up for longer than `max_backoff` (it was healthy, this is a new problem).
+    """
+    backoff = initial_backoff
+    while True:
+        began = trio.current_time()
+        try:
+            await run()
+            log.warning("task.returned", task=name)
+        except Exception as exc:
+            log.error("task.crashed", task=name, error=repr(exc), exc_info=exc)
+        restarts[name] = restarts.get(name, 0) + 1
+        if trio.current_time() - began > max_backoff:
+            backoff = initial_backoff
+        log.info("task.restarting", task=name, in_s=backoff, restarts=restarts[name])
+        await trio.sleep(backoff)
+        backoff = min(backoff * 2, max_backoff)
+
+
+def _make_ingest(bus: EventBus, storage: Storage) -> Callable[[Sequence[PriceTick]], Awaitable[None]]:
+    async def ingest(ticks: Sequence[PriceTick]) -> None:
+        # Publish first, then store: a replaying subscriber (priceTicks with `since`) subscribes
+        # before it reads the store, so every tick is either in its replay or in its buffer.
+        for tick in ticks:
+            bus.prices.publish(tick)
+        await storage.write_ticks(ticks)
+
+    return ingest
+
+
+class Gateway:
+    """Builds the services from settings; `run` serves until `shutdown` is set."""
+
+    def __init__(self, settings: Settings, providers: ProvidersFile) -> None:
+        self.settings = settings
+        self.providers = providers
+        self.shutdown = trio.Event()
+        self.stopped = trio.Event()
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[RunningGateway] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        settings = self.settings
+        storage = await Storage.open(settings.db_path, settings)
+        try:
+            await self._run_with_storage(storage, task_status)
+        finally:
+            with trio.CancelScope(shield=True):
+                await storage.aclose()
+            self.stopped.set()
+            log.info("gateway.stopped")
+
+    async def _run_with_storage(
+        self, storage: Storage, task_status: trio.TaskStatus[RunningGateway]
+    ) -> None:
+        settings = self.settings
+        bus = EventBus(settings.bus_buffer)
+        board = ProviderStatusBoard(self.providers)
+        services = Services(settings, self.providers, storage, bus, board, WebSocketStats())
+        engine = GraphQLEngine(build_schema()._schema)
+        hub = SubscriptionHub(engine, RequestContext(services))
+        services.hub = hub
+        client = UpstreamClient()
+        client.on_attempt = lambda attempt: _record_attempt(board, attempt)
+        app = GatewayApp(
+            services,
+            engine,
+            ws_options=WebSocketOptions(
+                init_timeout=settings.ws_init_timeout,
+                ping_interval=settings.ws_ping_interval,
+                send_queue=settings.ws_send_queue,
+                slow_consumer_drops=settings.ws_slow_consumer_drops,
+                max_message_bytes=settings.ws_max_message_bytes,
+            ),
+            upstream_counters=lambda: dict(client.counters),
+            supervisor_running=lambda: not self.shutdown.is_set(),
+        )
+        running = RunningGateway([], services, app, self)
+        async with trio.open_nursery() as root:
+            await root.start(storage.run)
+            try:
+                async with trio.open_nursery() as service:
+                    await service.start(hub.run)
+                    self._start_collectors(service, client, bus, storage, running.restarts)
+                    server_done = trio.Event()
+
+                    async def serve(*, task_status: trio.TaskStatus[list[str]]) -> None:
+                        try:
+                            await serve_http(app, settings, self.shutdown.wait, task_status=task_status)
+                        finally:
+                            server_done.set()
+
+                    running.urls = await service.start(serve)
+                    services.ready = True
+                    log.info("gateway.serving", urls=running.urls, db=str(settings.db_path))
+                    task_status.started(running)
+
+                    await self.shutdown.wait()
+                    log.info("gateway.stopping")
+                    services.ready = False
+                    app.shutdown.set()  # every WebSocket closes with 1001
+                    service.cancel_scope.deadline = trio.current_time() + settings.shutdown_grace + 0.5
+                    await server_done.wait()
+                    service.cancel_scope.cancel()
+            finally:
+                await client.aclose()
+                bus.close()
+                root.cancel_scope.cancel()  # the writer flushes what it holds, then returns
+
+    def _start_collectors(
+        self,
+        nursery: trio.Nursery,
+        client: UpstreamClient,
+        bus: EventBus,
+        storage: Storage,
+        restarts: dict[str, int],
+    ) -> None:
+        ingest = _make_ingest(bus, storage)
+        for provider in self.providers.providers:
+            if not provider.enabled:
+                continue
+            collector_class = collector_for(provider)
+            if collector_class is None:
+                continue
+            context = CollectorContext(
+                provider=provider,
+                client=client,
+                symbols=self.settings.symbols,
+                publish=ingest,
+            )
+
+            def make_runner(ctx: CollectorContext = context, cls: type = collector_class) -> Callable[[], Awaitable[object]]:
+                return lambda: cls(ctx).run()
+
+            nursery.start_soon(
+                lambda name=provider.id, runner=make_runner(): supervise(
+                    f"collector:{name}",
+                    runner,
+                    initial_backoff=self.settings.restart_backoff_initial,
+                    max_backoff=self.settings.restart_backoff_max,
+                    restarts=restarts,
+                )
+            )
+
+
+def _record_attempt(board: ProviderStatusBoard, attempt: Attempt) -> None:
+    board.record(
+        attempt.provider,
+        ok=attempt.ok,
+        at=attempt.at,
+        latency_ms=attempt.latency_ms,
+        error=attempt.error_type,
+    )
+
+
+async def run_gateway(
+    settings: Settings,
+    providers: ProvidersFile,
+    *,
+    task_status: trio.TaskStatus[RunningGateway] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run a gateway that stops on SIGINT or SIGTERM (the CLI's entry point)."""
+    import signal
+
+    gateway = Gateway(settings, providers)
+    async with trio.open_nursery() as nursery:
+
+        async def on_signals() -> None:
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for signum in signals:
+                    log.info("gateway.signal", signal=signal.Signals(signum).name)
+                    gateway.shutdown.set()
+                    return
+
+        nursery.start_soon(on_signals)
+        running = await nursery.start(gateway.run)
+        task_status.started(running)
+        await gateway.stopped.wait()
+        nursery.cancel_scope.cancel()

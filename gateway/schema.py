@@ -1,0 +1,351 @@
+"""The GraphQL types and resolvers: the public contract of ../shared/schema.graphql.
+
+Resolvers only read: history from `Storage`, live events from the `EventBus`. They never call
+an upstream themselves (collectors do that, on their own schedule), so a query is as fast as
+the database and keeps answering while upstreams are down.
+
+Field descriptions live here so they show in GraphiQL's docs panel.
+"""
+
+from __future__ import annotations
+
+import difflib
+import enum
+import statistics
+from collections.abc import AsyncGenerator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Annotated, cast
+
+import strawberry
+from strawberry.types import Info
+
+from gateway.assets import known_symbols, normalize_symbol
+from gateway.context import RequestContext
+from gateway.errors import BadUserInput, UnknownSymbol, UpstreamError
+from gateway.models import Candle as CandleRecord
+from gateway.models import PriceTick, utc_now
+
+if TYPE_CHECKING:
+    from gateway.context import Services
+    from gateway.storage import Storage
+
+__all__ = ["Interval", "build_schema"]
+
+MAX_SYMBOLS = 100
+MAX_CANDLES = 5_000
+# A provider's latest price counts towards the consensus while it is at most this old.
+FRESH_SECONDS = 10 * 60
+REPLAY_PAGE = 5_000
+
+
+@strawberry.enum(description="Candle width.")
+class Interval(enum.Enum):
+    M1 = "M1"
+    M5 = "M5"
+    M15 = "M15"
+    H1 = "H1"
+    H4 = "H4"
+    D1 = "D1"
+
+    @property
+    def seconds(self) -> int:
+        return _INTERVAL_SECONDS[self.value]
+
+
+_INTERVAL_SECONDS = {"M1": 60, "M5": 300, "M15": 900, "H1": 3600, "H4": 14_400, "D1": 86_400}
+
+
+@strawberry.type(description="An asset's USD price: one provider's tick, or the median of several.")
+class Price:
+    symbol: str = strawberry.field(description="Canonical asset symbol, e.g. BTC.")
+    usd: float = strawberry.field(description="Price in US dollars.")
+    market_cap_usd: float | None = strawberry.field(description="Market capitalisation, USD.")
+    volume_24h_usd: float | None = strawberry.field(description="Traded volume over 24 h, USD.")
+    change_24h_pct: float | None = strawberry.field(description="Change over 24 h, percent.")
+    provider: str = strawberry.field(
+        description='The provider that reported it, or "consensus" when several agree.'
+    )
+    sources: list[str] = strawberry.field(description="Providers that contributed.")
+    observed_at: datetime = strawberry.field(description="When the price was observed (UTC).")
+
+    @strawberry.field(description="Seconds between observedAt and the moment of this response.")
+    def age_seconds(self) -> float:
+        return max(0.0, (utc_now() - self.observed_at).total_seconds())
+
+    @classmethod
+    def from_tick(cls, tick: PriceTick) -> Price:
+        return cls(
+            symbol=tick.symbol,
+            usd=tick.usd,
+            market_cap_usd=tick.market_cap_usd,
+            volume_24h_usd=tick.volume_24h_usd,
+            change_24h_pct=tick.change_24h_pct,
+            provider=tick.provider,
+            sources=[tick.provider],
+            observed_at=tick.observed_at,
+        )
+
+
+@strawberry.type(description="One OHLC candle computed from stored ticks.")
+class Candle:
+    symbol: str
+    interval: Interval
+    open_time: datetime = strawberry.field(description="Start of the interval (UTC).")
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float | None = strawberry.field(
+        description="Traded volume in the interval, when the source reports it; null otherwise."
+    )
+    provider: str = strawberry.field(description="Provider whose ticks built this candle.")
+    complete: bool = strawberry.field(
+        description="False while the interval is still open or when minutes in it have no tick."
+    )
+
+    @classmethod
+    def from_record(cls, record: CandleRecord, interval: Interval) -> Candle:
+        return cls(
+            symbol=record.symbol,
+            interval=interval,
+            open_time=record.open_time,
+            open=record.open,
+            high=record.high,
+            low=record.low,
+            close=record.close,
+            volume=record.volume,
+            provider=record.provider,
+            complete=record.complete,
+        )
+
+
+@strawberry.type(description="How many providers are in each state.")
+class ProviderCounts:
+    total: int
+    online: int
+    degraded: int
+    offline: int
+    unconfigured: int
+
+
+@strawberry.type(description="The gateway itself: liveness, version, load.")
+class SystemStatus:
+    status: str = strawberry.field(description='"ok", or "degraded" when no provider is online.')
+    version: str
+    uptime_seconds: float
+    providers: ProviderCounts
+    subscribers: int = strawberry.field(description="Live subscription operations right now.")
+    database_bytes: int = strawberry.field(description="Size of the SQLite files on disk.")
+
+
+# ---------------------------------------------------------------------------------------------
+# argument checks
+
+
+def _context(info: Info) -> RequestContext:
+    return cast(RequestContext, info.context)
+
+
+def canonical_symbols(symbols: Sequence[str]) -> list[str]:
+    """Normalized, de-duplicated symbols in request order; unknown ones are UNKNOWN_SYMBOL."""
+    if not symbols:
+        raise BadUserInput("give at least one symbol")
+    if len(symbols) > MAX_SYMBOLS:
+        raise BadUserInput(f"at most {MAX_SYMBOLS} symbols per request, got {len(symbols)}")
+    known = known_symbols()
+    result: list[str] = []
+    for raw in symbols:
+        symbol = normalize_symbol(raw)
+        if symbol not in known:
+            raise UnknownSymbol(raw, difflib.get_close_matches(symbol, sorted(known), n=3))
+        if symbol not in result:
+            result.append(symbol)
+    return result
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def consensus(symbol: str, ticks: Sequence[PriceTick], now: datetime) -> Price | None:
+    """The median of every provider's latest fresh price (or the newest stale one if none is fresh)."""
+    if not ticks:
+        return None
+    fresh = [t for t in ticks if (now - t.observed_at).total_seconds() <= FRESH_SECONDS]
+    chosen = fresh or [max(ticks, key=lambda t: t.observed_at)]
+    if len(chosen) == 1:
+        return Price.from_tick(chosen[0])
+    newest = max(chosen, key=lambda t: t.observed_at)
+    with_cap = [t for t in chosen if t.market_cap_usd is not None]
+    reference = max(with_cap, key=lambda t: t.observed_at) if with_cap else newest
+    return Price(
+        symbol=symbol,
+        usd=statistics.median(t.usd for t in chosen),
+        market_cap_usd=reference.market_cap_usd,
+        volume_24h_usd=reference.volume_24h_usd,
+        change_24h_pct=reference.change_24h_pct,
+        provider="consensus",
+        sources=sorted(t.provider for t in chosen),
+        observed_at=newest.observed_at,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# root types
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(
+        description="Latest price of each symbol: the median of every provider's fresh price. "
+        "Symbols with no stored price yet are left out and named in extensions.warnings."
+    )
+    async def prices(self, info: Info, symbols: list[str]) -> list[Price]:
+        wanted = canonical_symbols(symbols)
+        context = _context(info)
+        ticks = await context.services.storage.latest_ticks(wanted)
+        now = utc_now()
+        by_symbol: dict[str, list[PriceTick]] = {}
+        for tick in ticks:
+            by_symbol.setdefault(tick.symbol, []).append(tick)
+        result = []
+        missing = []
+        for symbol in wanted:
+            price = consensus(symbol, by_symbol.get(symbol, []), now)
+            if price is None:
+                missing.append(symbol)
+            else:
+                result.append(price)
+        if missing and not result:
+            raise UpstreamError(
+                f"no price has been collected yet for {', '.join(missing)}", provider="gateway"
+            )
+        for symbol in missing:
+            context.warn("NO_DATA", f"no price has been collected yet for {symbol}", symbol=symbol)
+        return result
+
+    @strawberry.field(
+        description="Candles computed from stored ticks between `from` and `to` "
+        "(default: the last 24 hours up to now)."
+    )
+    async def price_history(
+        self,
+        info: Info,
+        symbol: str,
+        from_: Annotated[datetime | None, strawberry.argument(name="from")] = None,
+        to: datetime | None = None,
+        interval: Interval = Interval.M5,
+    ) -> list[Candle]:
+        (canonical,) = canonical_symbols([symbol])
+        end = _aware(to) or utc_now()
+        start = _aware(from_) or end - timedelta(days=1)
+        if start >= end:
+            raise BadUserInput("'from' must be before 'to'")
+        buckets = (end - start).total_seconds() / interval.seconds
+        if buckets > MAX_CANDLES:
+            raise BadUserInput(
+                f"the range holds {int(buckets)} {interval.value} candles; at most {MAX_CANDLES}"
+            )
+        records = await _context(info).services.storage.candles(
+            canonical, interval.seconds, start, end
+        )
+        return [Candle.from_record(record, interval) for record in records]
+
+    @strawberry.field(description="The most recent `limit` candles of an interval, oldest first.")
+    async def ohlcv(
+        self, info: Info, symbol: str, interval: Interval, limit: int = 100
+    ) -> list[Candle]:
+        (canonical,) = canonical_symbols([symbol])
+        if not 1 <= limit <= MAX_CANDLES:
+            raise BadUserInput(f"limit must be between 1 and {MAX_CANDLES}")
+        end = utc_now()
+        aligned = int(end.timestamp()) // interval.seconds * interval.seconds
+        start = datetime.fromtimestamp(aligned - (limit - 1) * interval.seconds, UTC)
+        records = await _context(info).services.storage.candles(
+            canonical, interval.seconds, start, end
+        )
+        return [Candle.from_record(record, interval) for record in records[-limit:]]
+
+    @strawberry.field(description="Liveness, version, provider counts and load.")
+    async def status(self, info: Info) -> SystemStatus:
+        services = _context(info).services
+        counts = services.status_board.counts()
+        hub = services.hub
+        return SystemStatus(
+            status="ok" if counts["online"] or counts["total"] == 0 else "degraded",
+            version=services.version,
+            uptime_seconds=services.uptime_seconds,
+            providers=ProviderCounts(**counts),
+            subscribers=hub.member_count if hub is not None else 0,
+            database_bytes=services.storage.database_bytes(),
+        )
+
+
+@strawberry.type
+class Subscription:
+    @strawberry.subscription(
+        description="Live price ticks of the given symbols, one per provider observation. "
+        "With `since` (the last observedAt a client saw), every stored tick after it is "
+        "replayed first, then live ticks follow with no gap and no duplicate."
+    )
+    def price_ticks(
+        self, info: Info, symbols: list[str], since: datetime | None = None
+    ) -> AsyncGenerator[Price, None]:
+        # Arguments are checked here, before the stream exists, so a bad symbol is an `error`
+        # for the subscribe request rather than a failure of a running stream.
+        wanted = set(canonical_symbols(symbols))
+        return _price_ticks(_context(info).services, wanted, _aware(since))
+
+
+async def _price_ticks(
+    services: Services, wanted: set[str], since: datetime | None
+) -> AsyncGenerator[Price, None]:
+    with services.bus.prices.subscribe() as live:
+        # Subscribed before reading the store: a tick is published before it is written (see
+        # nursery.ingest), so anything the replay misses is already in `live`, and anything in
+        # both is among the events that were buffered when the replay ended.
+        replayed: set[tuple[str, str, datetime]] = set()
+        if since is not None:
+            async for tick in _replay(services.storage, sorted(wanted), since):
+                replayed.add((tick.provider, tick.symbol, tick.observed_at))
+                yield Price.from_tick(tick)
+        overlap = live.pending
+        async for tick in live:
+            if overlap:
+                overlap -= 1
+                if (tick.provider, tick.symbol, tick.observed_at) in replayed:
+                    continue
+                if overlap == 0:
+                    replayed.clear()
+            if tick.symbol in wanted and (since is None or tick.observed_at > since):
+                yield Price.from_tick(tick)
+
+
+async def _replay(
+    storage: Storage, symbols: list[str], since: datetime
+) -> AsyncGenerator[PriceTick, None]:
+    """Stored ticks after `since`, oldest first, in pages so memory stays bounded."""
+    cursor = since
+    boundary: set[tuple[str, str, datetime]] = set()
+    while True:
+        page = await storage.ticks_since(symbols, cursor, limit=REPLAY_PAGE)
+        for tick in page:
+            key = (tick.provider, tick.symbol, tick.observed_at)
+            if key not in boundary:
+                yield tick
+        if len(page) < REPLAY_PAGE:
+            return
+        # Ticks that share the last page's final timestamp may straddle the page edge: ask
+        # again from just before it and skip the ones already sent.
+        last = page[-1].observed_at
+        boundary = {(t.provider, t.symbol, t.observed_at) for t in page if t.observed_at == last}
+        if len(boundary) == len(page):
+            raise UpstreamError("too many ticks share one timestamp to replay", provider="gateway")
+        cursor = last - timedelta(milliseconds=1)
+
+
+def build_schema() -> strawberry.Schema:
+    """The strawberry schema; its `_schema` is the graphql-core schema our engine executes."""
+    return strawberry.Schema(query=Query, subscription=Subscription)

@@ -1,0 +1,45 @@
+"""Hypercorn's trio worker serving the app inside the supervisor's nursery.
+
+`serve_http` reports started (with the bound URLs) only once the socket listens, so
+`await nursery.start(serve_http, …)` means "clients can connect". Shutdown is hypercorn's own
+graceful path: the trigger stops accepting, open connections get `graceful_timeout` to finish.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve
+
+from gateway.app import GatewayApp
+from gateway.config import Settings
+
+__all__ = ["hypercorn_config", "serve_http"]
+
+
+def _bind(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
+def hypercorn_config(settings: Settings) -> Config:
+    config = Config()
+    config.bind = [_bind(settings.host, settings.port)]
+    config.graceful_timeout = settings.shutdown_grace
+    config.websocket_max_message_size = settings.ws_max_message_bytes
+    config.accesslog = None
+    config.keep_alive_timeout = 30
+    config.include_server_header = False
+    return config
+
+
+async def serve_http(
+    app: GatewayApp,
+    settings: Settings,
+    shutdown_trigger: Callable[[], Awaitable[None]],
+    *,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve until `shutdown_trigger` returns and connections have drained."""
+    await serve(app, hypercorn_config(settings), shutdown_trigger=shutdown_trigger, task_status=task_status)  # type: ignore[arg-type]

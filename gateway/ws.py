@@ -1,0 +1,485 @@
+"""GraphQL over WebSocket, Trio-native: `graphql-transport-ws` and the legacy `graphql-ws`.
+
+`graphql-transport-ws` is the protocol of the `graphql-ws` client library (GraphiQL, Apollo
+Client 3.5+, urql). `graphql-ws` is the older subscriptions-transport-ws protocol that older
+Apollo clients still speak. Both are served here over raw ASGI so that strawberry's asyncio
+handlers are never involved.
+
+Structure: each connection is a nursery; inside it a reader (this task), a writer that owns
+the socket's send side, an init timer, a keep-alive pinger, a shutdown watcher, and one task
+per operation whose cancel scope `complete`/`stop` cancels. Everything a connection will send
+goes through its `OutboundQueue`, bounded: when a client reads too slowly the oldest *data*
+frames are dropped (counted), control frames never are, and a client that keeps falling behind
+is disconnected with close code 4413 so it stops holding resources.
+
+Close codes (graphql-transport-ws): 4400 malformed message, 4401 subscribe before ack, 4408
+init timeout, 4409 duplicate operation id, 4429 second connection_init; 1001 server shutdown;
+1009 message too big; 4413 slow consumer (ours: the client stopped reading).
+
+Must never: run an operation before connection_ack, let a client grow server memory without
+bound, or let one operation's failure end the connection.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+import trio
+from graphql import ExecutionResult, OperationType
+from trio.lowlevel import ParkingLot
+
+from gateway.fanout import Membership, SubscriptionHub
+from gateway.graphql_trio import GraphQLEngine, dumps, format_error, result_to_dict
+
+__all__ = [
+    "GRAPHQL_TRANSPORT_WS",
+    "GRAPHQL_WS",
+    "OutboundQueue",
+    "WebSocketOptions",
+    "serve_websocket",
+]
+
+log = structlog.get_logger(__name__)
+
+GRAPHQL_TRANSPORT_WS = "graphql-transport-ws"
+GRAPHQL_WS = "graphql-ws"
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class WebSocketOptions:
+    """Per-connection limits; the defaults mirror `gateway.config.Settings`."""
+
+    init_timeout: float = 10.0
+    ping_interval: float = 20.0
+    send_queue: int = 256
+    slow_consumer_drops: int = 2048
+    max_message_bytes: int = 256 * 1024
+
+
+class WebSocketStats:
+    """Counters exported on /metrics."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.connections_total = 0
+        self.frames_sent = 0
+        self.frames_dropped = 0
+        self.slow_consumer_closes = 0
+        self.operations = 0
+
+
+class _Close:
+    __slots__ = ("code", "reason")
+
+    def __init__(self, code: int, reason: str) -> None:
+        self.code = code
+        self.reason = reason
+
+
+class OutboundQueue:
+    """A connection's bounded send queue.
+
+    Data frames (subscription payloads) are droppable: when the queue is full the oldest one
+    goes. Control frames (ack, pong, error, complete, close) are never dropped; they are few and
+    each answers something the client did.
+    """
+
+    __slots__ = ("_items", "_limit", "_lot", "dropped", "dropped_in_a_row")
+
+    def __init__(self, limit: int) -> None:
+        self._items: deque[tuple[bool, str | _Close]] = deque()
+        self._limit = limit
+        self._lot = ParkingLot()
+        self.dropped = 0
+        self.dropped_in_a_row = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, frame: str | _Close, *, droppable: bool = False) -> bool:
+        """Queue a frame; returns False when a data frame (an older one, or this) was dropped."""
+        kept = True
+        if droppable and len(self._items) >= self._limit:
+            self.dropped += 1
+            self.dropped_in_a_row += 1
+            kept = False
+            if not self._drop_oldest_data():
+                return False  # nothing but control frames queued: this data frame goes
+        self._items.append((droppable, frame))
+        if self._lot.statistics().tasks_waiting:
+            self._lot.unpark_all()
+        return kept
+
+    def _drop_oldest_data(self) -> bool:
+        for index, (droppable, _frame) in enumerate(self._items):
+            if droppable:
+                del self._items[index]
+                return True
+        return False
+
+    async def take_all(self) -> list[str | _Close]:
+        """Wait for at least one frame and take everything queued."""
+        while not self._items:
+            await self._lot.park()
+        frames = [frame for _droppable, frame in self._items]
+        self._items.clear()
+        self.dropped_in_a_row = 0
+        return frames
+
+
+class _ProtocolError(Exception):
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class _OperationSink:
+    """Delivers one operation's shared-subscription payloads into its connection's queue."""
+
+    __slots__ = ("_connection", "_prefix", "done", "errors")
+
+    def __init__(self, connection: _Connection, prefix: str) -> None:
+        self._connection = connection
+        self._prefix = prefix
+        self.done = trio.Event()
+        self.errors: list[dict[str, Any]] | None = None
+
+    def deliver(self, payload: str) -> None:
+        self._connection.queue_data(self._prefix + payload + "}")
+
+    def fail(self, errors: list[dict[str, Any]]) -> None:
+        self.errors = errors
+        self.done.set()
+
+    def finish(self) -> None:
+        self.done.set()
+
+
+class _Connection:
+    """One WebSocket connection speaking one of the two protocols."""
+
+    def __init__(
+        self,
+        *,
+        legacy: bool,
+        receive: Receive,
+        send: Send,
+        engine: GraphQLEngine,
+        hub: SubscriptionHub,
+        context: Any,
+        options: WebSocketOptions,
+        stats: WebSocketStats,
+        shutdown: trio.Event,
+    ) -> None:
+        self.legacy = legacy
+        self._receive = receive
+        self._send = send
+        self._engine = engine
+        self._hub = hub
+        self._context = context
+        self._options = options
+        self._stats = stats
+        self._shutdown = shutdown
+        self._queue = OutboundQueue(options.send_queue)
+        self._operations: dict[str, trio.CancelScope] = {}
+        self._init_received = False
+        self._acknowledged = False
+        self._acked = trio.Event()
+        self._closing = False
+        self.init_payload: dict[str, Any] = {}
+
+    # -- sending ------------------------------------------------------------------------------
+
+    def queue_control(self, message: dict[str, Any]) -> None:
+        if len(self._queue) >= 4 * self._options.send_queue:
+            # The client keeps asking (pings, operations) without reading the answers.
+            self._stats.slow_consumer_closes += 1
+            self.close(4413, "slow consumer: replies are not being read")
+            return
+        self._queue.put(dumps(message))
+
+    def queue_data(self, frame: str) -> None:
+        if not self._queue.put(frame, droppable=True):
+            self._stats.frames_dropped += 1
+            if self._queue.dropped_in_a_row >= self._options.slow_consumer_drops:
+                self._stats.slow_consumer_closes += 1
+                self.close(4413, "slow consumer: too many messages dropped")
+
+    def close(self, code: int, reason: str) -> None:
+        if not self._closing:
+            self._closing = True
+            self._queue.put(_Close(code, reason))
+
+    async def _writer(self, done: trio.CancelScope) -> None:
+        stats = self._stats
+        while True:
+            for frame in await self._queue.take_all():
+                if isinstance(frame, _Close):
+                    with trio.move_on_after(1):
+                        await self._send(
+                            {"type": "websocket.close", "code": frame.code, "reason": frame.reason}
+                        )
+                    done.cancel()
+                    return
+                await self._send({"type": "websocket.send", "text": frame})
+                stats.frames_sent += 1
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._writer, nursery.cancel_scope)
+            nursery.start_soon(self._init_timer)
+            nursery.start_soon(self._watch_shutdown)
+            nursery.start_soon(self._keep_alive)
+            await self._read_loop()
+            if not self._closing:  # the client went away: nothing more to send
+                nursery.cancel_scope.cancel()
+
+    async def _init_timer(self) -> None:
+        with trio.move_on_after(self._options.init_timeout):
+            await self._acked.wait()
+            return
+        self.close(4408, "Connection initialisation timeout")
+
+    async def _watch_shutdown(self) -> None:
+        await self._shutdown.wait()
+        self.close(1001, "server shutting down")
+
+    async def _keep_alive(self) -> None:
+        await self._acked.wait()
+        message = {"type": "ka"} if self.legacy else {"type": "ping"}
+        while True:
+            await trio.sleep(self._options.ping_interval)
+            self.queue_control(message)
+
+    async def _read_loop(self) -> None:
+        while not self._closing:
+            message = await self._receive()
+            kind = message["type"]
+            if kind == "websocket.disconnect":
+                return
+            if kind != "websocket.receive":
+                continue
+            text = message.get("text")
+            if text is None:
+                data = message.get("bytes") or b""
+                try:
+                    text = data.decode("utf-8")
+                except UnicodeDecodeError:
+                    self.close(4400, "Invalid message received")
+                    continue
+            if len(text) > self._options.max_message_bytes:
+                self.close(1009, "message too big")
+                continue
+            try:
+                self._dispatch(text)
+            except _ProtocolError as error:
+                self.close(error.code, error.reason)
+
+    # -- protocol -----------------------------------------------------------------------------
+
+    def _dispatch(self, text: str) -> None:
+        try:
+            message = json.loads(text)
+        except ValueError:
+            raise _ProtocolError(4400, "Invalid message received") from None
+        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+            raise _ProtocolError(4400, "Invalid message received")
+        kind = message["type"]
+        if kind == "connection_init":
+            self._on_init(message)
+        elif self.legacy:
+            self._dispatch_legacy(kind, message)
+        else:
+            self._dispatch_transport(kind, message)
+
+    def _on_init(self, message: dict[str, Any]) -> None:
+        if self._init_received:
+            raise _ProtocolError(4429, "Too many initialisation requests")
+        payload = message.get("payload")
+        if payload is not None and not isinstance(payload, dict):
+            raise _ProtocolError(4400, "Invalid connection_init payload")
+        self._init_received = True
+        self.init_payload = payload or {}
+        self._acknowledged = True
+        self._acked.set()
+        self.queue_control({"type": "connection_ack"})
+        if self.legacy:
+            self.queue_control({"type": "ka"})
+
+    def _dispatch_transport(self, kind: str, message: dict[str, Any]) -> None:
+        if kind == "ping":
+            pong: dict[str, Any] = {"type": "pong"}
+            if isinstance(message.get("payload"), dict):
+                pong["payload"] = message["payload"]
+            self.queue_control(pong)
+        elif kind == "pong":
+            return
+        elif kind == "subscribe":
+            if not self._acknowledged:
+                raise _ProtocolError(4401, "Unauthorized")
+            op_id, payload = _operation_fields(message)
+            if op_id in self._operations:
+                raise _ProtocolError(4409, f"Subscriber for {op_id} already exists")
+            self._start_operation(op_id, payload)
+        elif kind == "complete":
+            op_id = message.get("id")
+            if not isinstance(op_id, str):
+                raise _ProtocolError(4400, "Invalid message received")
+            self._cancel_operation(op_id)
+        else:
+            raise _ProtocolError(4400, f"Unknown message type {kind!r}")
+
+    def _dispatch_legacy(self, kind: str, message: dict[str, Any]) -> None:
+        if kind == "start":
+            if not self._acknowledged:
+                raise _ProtocolError(4401, "Unauthorized")
+            op_id, payload = _operation_fields(message)
+            if op_id in self._operations:
+                self._cancel_operation(op_id)  # legacy clients restart an id by re-sending it
+            self._start_operation(op_id, payload)
+        elif kind == "stop":
+            op_id = message.get("id")
+            if isinstance(op_id, str):
+                self._cancel_operation(op_id)
+        elif kind == "connection_terminate":
+            self.close(1000, "terminated by client")
+        else:
+            self.queue_control(
+                {"type": "error", "id": message.get("id"), "payload": {"message": f"unknown message type {kind!r}"}}
+            )
+
+    # -- operations ---------------------------------------------------------------------------
+
+    def _start_operation(self, op_id: str, payload: dict[str, Any]) -> None:
+        scope = trio.CancelScope()
+        self._operations[op_id] = scope
+        self._stats.operations += 1
+        self._nursery.start_soon(self._run_operation, op_id, payload, scope)
+
+    def _cancel_operation(self, op_id: str) -> None:
+        scope = self._operations.pop(op_id, None)
+        if scope is not None:
+            scope.cancel()
+
+    def _send_errors(self, op_id: str, errors: list[dict[str, Any]]) -> None:
+        payload: Any = errors[0] if self.legacy and errors else errors
+        self.queue_control({"type": "error", "id": op_id, "payload": payload})
+
+    def _data_prefix(self, op_id: str) -> str:
+        kind = "data" if self.legacy else "next"
+        return '{"id":' + json.dumps(op_id) + ',"type":"' + kind + '","payload":'
+
+    async def _run_operation(self, op_id: str, payload: dict[str, Any], scope: trio.CancelScope) -> None:
+        try:
+            with scope:
+                completed = await self._operate(op_id, payload)
+                if completed:
+                    self.queue_control({"id": op_id, "type": "complete"})
+        except Exception as exc:  # an operation's failure is reported, never fatal
+            log.exception("ws_operation_failed", op_id=op_id, error=repr(exc))
+            self._send_errors(op_id, [{"message": "internal error", "extensions": {"code": "INTERNAL"}}])
+        finally:
+            if self._operations.get(op_id) is scope:
+                del self._operations[op_id]
+
+    async def _operate(self, op_id: str, payload: dict[str, Any]) -> bool:
+        """Run one operation; True when a `complete` should follow."""
+        query = payload.get("query")
+        variables = payload.get("variables")
+        prepared = self._engine.prepare(query, payload.get("operationName"))
+        if isinstance(prepared, ExecutionResult):
+            self._send_errors(op_id, result_to_dict(prepared)["errors"])
+            return False
+        if variables is not None and not isinstance(variables, dict):
+            self._send_errors(op_id, [{"message": "'variables' must be an object", "extensions": {"code": "BAD_USER_INPUT"}}])
+            return False
+        if prepared.kind is not OperationType.SUBSCRIPTION:
+            result = await self._engine.execute(prepared, variables=variables, context=self._context)
+            self.queue_control({"id": op_id, "type": "data" if self.legacy else "next", "payload": result_to_dict(result)})
+            return True
+        sink = _OperationSink(self, self._data_prefix(op_id))
+        joined = await self._hub.join(query, prepared, variables, sink)  # type: ignore[arg-type]
+        if not isinstance(joined, Membership):
+            self._send_errors(op_id, joined)
+            return False
+        try:
+            await sink.done.wait()
+        finally:
+            self._hub.leave(joined)
+        if sink.errors is not None:
+            self._send_errors(op_id, sink.errors)
+            return False
+        return True
+
+
+def _operation_fields(message: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    op_id = message.get("id")
+    payload = message.get("payload")
+    if not isinstance(op_id, str) or not op_id:
+        raise _ProtocolError(4400, "Invalid message received: 'id' must be a non-empty string")
+    if not isinstance(payload, dict) or not isinstance(payload.get("query"), str):
+        raise _ProtocolError(4400, "Invalid message received: 'payload.query' must be a string")
+    return op_id, payload
+
+
+def choose_subprotocol(offered: list[str]) -> str | None:
+    """The newer protocol wins when a client offers both."""
+    for protocol in (GRAPHQL_TRANSPORT_WS, GRAPHQL_WS):
+        if protocol in offered:
+            return protocol
+    return None
+
+
+async def serve_websocket(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    *,
+    engine: GraphQLEngine,
+    hub: SubscriptionHub,
+    context: Any,
+    options: WebSocketOptions,
+    stats: WebSocketStats,
+    shutdown: trio.Event,
+) -> None:
+    """The ASGI WebSocket endpoint for /graphql."""
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return
+    protocol = choose_subprotocol(list(scope.get("subprotocols") or []))
+    if protocol is None or shutdown.is_set():
+        # 4406 is what graphql-ws servers use for "Subprotocol not acceptable"; before accept
+        # ASGI turns a close into an HTTP 403 rejection.
+        await send({"type": "websocket.close", "code": 4406, "reason": "Subprotocol not acceptable"})
+        return
+    await send({"type": "websocket.accept", "subprotocol": protocol})
+    connection = _Connection(
+        legacy=protocol == GRAPHQL_WS,
+        receive=receive,
+        send=send,
+        engine=engine,
+        hub=hub,
+        context=context,
+        options=options,
+        stats=stats,
+        shutdown=shutdown,
+    )
+    stats.connections += 1
+    stats.connections_total += 1
+    try:
+        await connection.run()
+    finally:
+        stats.connections -= 1

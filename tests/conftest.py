@@ -1,0 +1,45 @@
+"""Shared fixtures: an in-process gateway on an ephemeral loopback port.
+
+Every test that talks to a server gets one started in its own nursery with a fresh database,
+and stopped (and awaited) at the end, so no server outlives its test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from gateway.config import ProvidersFile, Settings
+from gateway.nursery import Gateway, RunningGateway
+
+StartGateway = Callable[..., Awaitable[RunningGateway]]
+
+
+@pytest.fixture
+async def start_gateway(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[StartGateway]:
+    """`await start_gateway(**settings_overrides, providers=ProvidersFile(...))`."""
+    started: list[Gateway] = []
+
+    async def start(providers: ProvidersFile | None = None, **overrides: Any) -> RunningGateway:
+        overrides.setdefault("db_path", tmp_path / "gateway.db")
+        settings = Settings(port=0, **overrides).validated()
+        gateway = Gateway(settings, providers or ProvidersFile(()))
+        started.append(gateway)
+        with trio.fail_after(10):
+            running: RunningGateway = await nursery.start(gateway.run)
+        return running
+
+    yield start
+    for gateway in started:
+        gateway.shutdown.set()
+        with trio.fail_after(10):
+            await gateway.stopped.wait()
+
+
+@pytest.fixture
+async def gateway(start_gateway: StartGateway) -> RunningGateway:
+    return await start_gateway()
