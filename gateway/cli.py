@@ -94,11 +94,25 @@ def main(argv: list[str] | None = None) -> int:
         trio.run(run_gateway, settings, providers)
     except KeyboardInterrupt:
         return 0
-    except GatewayError as exc:
-        return _fail(EXIT_START_FAILED, str(exc))
-    except OSError as exc:
-        return _fail(EXIT_START_FAILED, f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}")
+    except BaseException as exc:
+        cause = _start_failure(exc)
+        if isinstance(cause, GatewayError):
+            return _fail(EXIT_START_FAILED, str(cause))
+        if isinstance(cause, OSError):
+            reason = cause.strerror or str(cause)
+            return _fail(EXIT_START_FAILED, f"cannot listen on {settings.host}:{settings.port}: {reason}")
+        raise
     return 0
+
+
+def _start_failure(exc: BaseException) -> BaseException:
+    """The error worth one line to the user, out of Trio's exception groups."""
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _start_failure(inner)
+            if isinstance(found, GatewayError | OSError):
+                return found
+    return exc
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,7 +59,9 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
-_ORIGINAL_GATHER = _executor_module.gather_with_cancel
+# graphql-core does not re-export the name, so it is reached through the module's namespace.
+_GATHER = "gather_with_cancel"
+_ORIGINAL_GATHER: Callable[..., Awaitable[list[Any]]] = vars(_executor_module)[_GATHER]
 
 
 async def _trio_gather_with_cancel(*awaitables: Awaitable[Any]) -> list[Any]:
@@ -85,25 +87,22 @@ async def _trio_gather_with_cancel(*awaitables: Awaitable[Any]) -> list[Any]:
 
 
 def _first_leaf(group: BaseExceptionGroup[Any]) -> BaseException:
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            return _first_leaf(exc)
-        return exc
-    return group  # pragma: no cover - an empty group cannot be constructed
+    first: BaseException = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 def install() -> None:
     """Make graphql-core's concurrent resolver gathering Trio-native (idempotent)."""
-    _executor_module.gather_with_cancel = _trio_gather_with_cancel  # type: ignore[assignment]
+    vars(_executor_module)[_GATHER] = _trio_gather_with_cancel
 
 
 def uninstall() -> None:
     """Restore graphql-core's asyncio gathering (used by the tests that prove the need)."""
-    _executor_module.gather_with_cancel = _ORIGINAL_GATHER
+    vars(_executor_module)[_GATHER] = _ORIGINAL_GATHER
 
 
 def installed() -> bool:
-    return _executor_module.gather_with_cancel is _trio_gather_with_cancel  # type: ignore[comparison-overlap]
+    return vars(_executor_module)[_GATHER] is _trio_gather_with_cancel
 
 
 install()
@@ -258,7 +257,7 @@ class GraphQLEngine:
         )
         if isinstance(result, ExecutionResult):
             return result
-        return await result  # type: ignore[no-any-return]
+        return await result
 
     async def subscribe(
         self,
@@ -281,7 +280,7 @@ class GraphQLEngine:
             executor_class=_TrioExecutor,
         )
         if not isinstance(outcome, ExecutionResult) and not hasattr(outcome, "__anext__"):
-            outcome = await outcome  # type: ignore[misc]
+            outcome = await outcome
         return outcome  # type: ignore[return-value]
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import structlog
 import trio
@@ -36,7 +37,7 @@ from gateway.models import PriceTick
 from gateway.provider_status import ProviderStatusBoard
 from gateway.schema import build_schema
 from gateway.server import serve_http
-from gateway.sources import CollectorContext, collector_for
+from gateway.sources import Collector, CollectorContext, collector_for
 from gateway.storage import Storage
 from gateway.upstream.client import Attempt, UpstreamClient
 from gateway.ws import WebSocketOptions, WebSocketStats
@@ -145,7 +146,7 @@ class Gateway:
                 slow_consumer_drops=settings.ws_slow_consumer_drops,
                 max_message_bytes=settings.ws_max_message_bytes,
             ),
-            upstream_counters=lambda: dict(client.counters),
+            upstream_counters=lambda: {key: n for key, n in client.counters.items()},
             supervisor_running=lambda: not self.shutdown.is_set(),
         )
         running = RunningGateway([], services, app, self)
@@ -201,19 +202,21 @@ class Gateway:
                 symbols=self.settings.symbols,
                 publish=ingest,
             )
-
-            def make_runner(ctx: CollectorContext = context, cls: type = collector_class) -> Callable[[], Awaitable[object]]:
-                return lambda: cls(ctx).run()
-
             nursery.start_soon(
-                lambda name=provider.id, runner=make_runner(): supervise(
-                    f"collector:{name}",
-                    runner,
+                partial(
+                    supervise,
+                    f"collector:{provider.id}",
+                    partial(_run_collector, collector_class, context),
                     initial_backoff=self.settings.restart_backoff_initial,
                     max_backoff=self.settings.restart_backoff_max,
                     restarts=restarts,
                 )
             )
+
+
+async def _run_collector(collector_class: type[Collector], context: CollectorContext) -> None:
+    """A fresh collector instance per (re)start, so no state survives a crash."""
+    await collector_class(context).run()
 
 
 def _record_attempt(board: ProviderStatusBoard, attempt: Attempt) -> None:

@@ -201,6 +201,8 @@ class _Connection:
     # -- sending ------------------------------------------------------------------------------
 
     def queue_control(self, message: dict[str, Any]) -> None:
+        if self._closing:
+            return
         if len(self._queue) >= 4 * self._options.send_queue:
             # The client keeps asking (pings, operations) without reading the answers.
             self._stats.slow_consumer_closes += 1
@@ -209,6 +211,8 @@ class _Connection:
         self._queue.put(dumps(message))
 
     def queue_data(self, frame: str) -> None:
+        if self._closing:
+            return  # nothing more is delivered to a connection on its way out
         if not self._queue.put(frame, droppable=True):
             self._stats.frames_dropped += 1
             if self._queue.dropped_in_a_row >= self._options.slow_consumer_drops:
@@ -272,7 +276,7 @@ class _Connection:
                 return
             if kind != "websocket.receive":
                 continue
-            text = message.get("text")
+            text: str | None = message.get("text")
             if text is None:
                 data = message.get("bytes") or b""
                 try:
@@ -335,10 +339,10 @@ class _Connection:
                 raise _ProtocolError(4409, f"Subscriber for {op_id} already exists")
             self._start_operation(op_id, payload)
         elif kind == "complete":
-            op_id = message.get("id")
-            if not isinstance(op_id, str):
+            completed = message.get("id")
+            if not isinstance(completed, str):
                 raise _ProtocolError(4400, "Invalid message received")
-            self._cancel_operation(op_id)
+            self._cancel_operation(completed)
         else:
             raise _ProtocolError(4400, f"Unknown message type {kind!r}")
 
@@ -351,9 +355,9 @@ class _Connection:
                 self._cancel_operation(op_id)  # legacy clients restart an id by re-sending it
             self._start_operation(op_id, payload)
         elif kind == "stop":
-            op_id = message.get("id")
-            if isinstance(op_id, str):
-                self._cancel_operation(op_id)
+            stopped = message.get("id")
+            if isinstance(stopped, str):
+                self._cancel_operation(stopped)
         elif kind == "connection_terminate":
             self.close(1000, "terminated by client")
         else:

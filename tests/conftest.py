@@ -43,3 +43,22 @@ async def start_gateway(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[
 @pytest.fixture
 async def gateway(start_gateway: StartGateway) -> RunningGateway:
     return await start_gateway()
+
+
+_LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "ip6-localhost"}
+
+
+@pytest.fixture(autouse=True)
+def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never send traffic anywhere but loopback: resolving any other host fails loudly."""
+    import socket
+
+    real = socket.getaddrinfo
+
+    def guarded(host: Any, *args: Any, **kwargs: Any) -> Any:
+        name = host.decode() if isinstance(host, bytes) else host
+        if name is not None and name not in _LOOPBACK_NAMES and not str(name).startswith("127."):
+            raise OSError(f"test tried to reach {name!r}: tests must stay on loopback")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", guarded)

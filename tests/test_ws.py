@@ -336,3 +336,47 @@ async def test_a_client_that_stops_reading_does_not_grow_the_server(
         assert stats.frames_dropped > 0
         # the active client drained; its queue is tiny, the idle one's is capped
         assert stats.connections == 2
+
+
+async def test_a_client_that_falls_too_far_behind_is_closed_4413() -> None:
+    """Drive one connection with a socket that accepts nothing until released."""
+    from gateway.fanout import SubscriptionHub
+    from gateway.graphql_trio import GraphQLEngine
+    from gateway.schema import build_schema
+    from gateway.ws import WebSocketOptions, WebSocketStats, _Connection
+
+    release = trio.Event()
+    sent: list[dict[str, Any]] = []
+    inbound_send, inbound_receive = trio.open_memory_channel[dict[str, Any]](10)
+
+    async def blocked_send(message: dict[str, Any]) -> None:
+        await release.wait()
+        sent.append(message)
+
+    stats = WebSocketStats()
+    engine = GraphQLEngine(build_schema()._schema)
+    connection = _Connection(
+        legacy=False,
+        receive=inbound_receive.receive,
+        send=blocked_send,
+        engine=engine,
+        hub=SubscriptionHub(engine, None),
+        context=None,
+        options=WebSocketOptions(send_queue=4, slow_consumer_drops=10),
+        stats=stats,
+        shutdown=trio.Event(),
+    )
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(connection.run)
+            await inbound_send.send({"type": "websocket.receive", "text": '{"type":"connection_init"}'})
+            await trio.testing.wait_all_tasks_blocked()
+            for n in range(30):
+                connection.queue_data(f'{{"n":{n}}}')
+            assert stats.frames_dropped >= 10
+            assert stats.slow_consumer_closes == 1
+            release.set()
+    closes = [m for m in sent if m["type"] == "websocket.close"]
+    assert closes == [{"type": "websocket.close", "code": 4413, "reason": "slow consumer: too many messages dropped"}]
+    data = [m["text"] for m in sent if m["type"] == "websocket.send"]
+    assert len(data) <= 4 + 1  # the ack plus at most a queue's worth: the rest was dropped

@@ -1,0 +1,31 @@
+# The crypto data hub gateway: one process, one event loop, GraphQL on port 7860
+# (or $PORT, as container platforms set it).
+FROM python:3.11-slim AS runtime
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    GATEWAY_HOST=0.0.0.0 \
+    GATEWAY_DB=/data/gateway.db \
+    GATEWAY_PROVIDERS=/app/providers.toml \
+    GATEWAY_LOG_FORMAT=json
+
+WORKDIR /app
+COPY pyproject.toml README.md providers.toml ./
+COPY gateway ./gateway
+RUN pip install . \
+    && useradd --create-home --uid 10001 gateway \
+    && mkdir -p /data \
+    && chown gateway:gateway /data
+
+USER gateway
+VOLUME ["/data"]
+EXPOSE 7860
+
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+    CMD python -c "import os, urllib.request; port = os.environ.get('GATEWAY_PORT') or os.environ.get('PORT') or '7860'; urllib.request.urlopen(f'http://127.0.0.1:{port}/healthz', timeout=4)" || exit 1
+
+# SIGTERM (docker stop) is a graceful shutdown: writes are flushed, WebSockets closed with 1001.
+STOPSIGNAL SIGTERM
+CMD ["gateway", "serve"]

@@ -1,0 +1,531 @@
+"""SQLite history of price ticks: migrations, the single batching writer, and read queries.
+
+One `Storage` owns one database file in WAL mode. Writes go through a bounded queue to a single
+writer task (`run()`), which commits them in batches, one transaction per batch; a
+`write_ticks()` call returns only once its batch is committed, so "acknowledged" means "on
+disk" (with `synchronous=NORMAL`: safe against a crash of the process, not of the machine).
+Reads use a small pool of separate, read-only connections, so they never wait for the writer.
+
+This module must never run SQLite on the event loop thread: every call goes through
+`trio.to_thread.run_sync`. Connections are opened with `check_same_thread=False` because a trio
+worker thread is not a fixed thread; each connection is instead used by one thread at a time,
+guaranteed by a `CapacityLimiter` (one for the writer connection, one per reader in the pool).
+It must never let the write queue grow without bound: a full queue makes producers wait.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from itertools import islice
+from math import ceil, isfinite
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+import trio
+from sqlite_utils import Database
+
+from gateway.config import SECONDS, Settings
+from gateway.errors import BadUserInput, StorageError
+from gateway.models import Candle, PriceTick, utc_now
+
+__all__ = ["Storage"]
+
+_T = TypeVar("_T")
+_Row = tuple[str, str, int, float, float | None, float | None, float | None]
+
+_READERS: Final = 4  # concurrent read queries; more would only contend for the same disk
+_BUSY_TIMEOUT_MS: Final = 5000  # another process holding the lock: wait this long, then fail
+_FLUSH_TIMEOUT: Final = 5 * SECONDS  # shutdown: time granted to commit what is still queued
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MS: Final = timedelta(milliseconds=1)
+
+
+@dataclass(frozen=True)
+class _Migration:
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+# Append only; never edit a migration that has shipped. Versions count up from 1.
+#
+# price_ticks is WITHOUT ROWID: the natural key (symbol, provider, observed_ms) *is* the table's
+# b-tree, so there is no hidden rowid b-tree plus a separate unique index to keep in step, the
+# rows are small (well under the size where WITHOUT ROWID stops paying), and the queries that
+# pick one provider (candles, latest tick) become range scans of the table itself. The second
+# index serves queries across providers ordered by time (ticks_since, the provider choice).
+_MIGRATIONS: Final = (
+    _Migration(
+        1,
+        "create price_ticks",
+        (
+            """CREATE TABLE price_ticks (
+                symbol TEXT NOT NULL,
+                provider TEXT NOT NULL,
+                observed_ms INTEGER NOT NULL,
+                usd REAL NOT NULL,
+                market_cap_usd REAL,
+                volume_24h_usd REAL,
+                change_24h_pct REAL,
+                PRIMARY KEY (symbol, provider, observed_ms)
+            ) WITHOUT ROWID""",
+            "CREATE INDEX price_ticks_symbol_time ON price_ticks (symbol, observed_ms)",
+        ),
+    ),
+)
+
+_COLUMNS = "symbol, provider, observed_ms, usd, market_cap_usd, volume_24h_usd, change_24h_pct"
+_INSERT_SQL: Final = f"INSERT OR IGNORE INTO price_ticks ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+
+# Loose index scan: hop from provider to provider inside each symbol (one primary-key seek per
+# hop), then seek the newest row of each pair. Cost grows with providers, not with history.
+_LATEST_SQL: Final = f"""
+WITH RECURSIVE hop(symbol, provider) AS (
+    SELECT w.value, (SELECT min(provider) FROM price_ticks WHERE symbol = w.value)
+    FROM (SELECT DISTINCT value FROM json_each(:symbols)) AS w
+    UNION ALL
+    SELECT hop.symbol, (SELECT min(provider) FROM price_ticks
+                        WHERE symbol = hop.symbol AND provider > hop.provider)
+    FROM hop WHERE hop.provider IS NOT NULL
+)
+SELECT {_COLUMNS} FROM hop JOIN price_ticks AS t USING (symbol, provider)
+WHERE t.observed_ms = (SELECT max(observed_ms) FROM price_ticks
+                       WHERE symbol = hop.symbol AND provider = hop.provider)
+ORDER BY t.symbol, t.provider
+"""
+
+_SINCE_SQL: Final = f"""
+SELECT {_COLUMNS} FROM price_ticks
+WHERE symbol IN (SELECT value FROM json_each(:symbols)) AND observed_ms > :since
+ORDER BY observed_ms, provider, symbol
+LIMIT :limit
+"""
+
+# One statement, so the provider choice and the candles come from the same snapshot. Open and
+# close are found by joining back on the primary key at each bucket's first and last instant.
+# INDEXED BY: without ANALYZE statistics the planner would rather walk the primary key on
+# `symbol` alone (it yields providers already grouped), which reads the symbol's whole history.
+_CANDLES_SQL: Final = """
+WITH chosen AS (
+    SELECT provider FROM price_ticks INDEXED BY price_ticks_symbol_time
+    WHERE symbol = :symbol AND observed_ms >= :start AND observed_ms < :end
+    GROUP BY provider ORDER BY count(*) DESC, provider LIMIT 1
+), bucket AS (
+    SELECT observed_ms / :width AS n, min(observed_ms) AS first_ms, max(observed_ms) AS last_ms,
+           max(usd) AS high, min(usd) AS low,
+           count(DISTINCT (observed_ms % :width) / 60000) AS minutes
+    FROM price_ticks
+    WHERE symbol = :symbol AND provider = (SELECT provider FROM chosen)
+      AND observed_ms >= :start AND observed_ms < :end
+    GROUP BY n
+)
+SELECT b.n, o.usd, b.high, b.low, c.usd, b.minutes, o.provider
+FROM bucket AS b
+JOIN price_ticks AS o ON o.symbol = :symbol AND o.provider = (SELECT provider FROM chosen)
+                      AND o.observed_ms = b.first_ms
+JOIN price_ticks AS c
+  ON c.symbol = :symbol AND c.provider = o.provider AND c.observed_ms = b.last_ms
+ORDER BY b.n
+"""
+
+
+def _to_ms(moment: datetime) -> int:
+    """Epoch milliseconds of an aware datetime (sub-millisecond parts are dropped)."""
+    if moment.tzinfo is None:
+        raise ValueError(f"naive datetime {moment.isoformat()}: use an aware UTC datetime")
+    return (moment - _EPOCH) // _MS
+
+
+def _query_ms(moment: datetime, argument: str) -> int:
+    try:
+        return _to_ms(moment)
+    except ValueError:
+        raise BadUserInput(f"{argument} must carry a timezone (UTC)") from None
+
+
+def _from_ms(ms: int) -> datetime:
+    return _EPOCH + ms * _MS  # exact, unlike a float through fromtimestamp()
+
+
+def _row(tick: PriceTick) -> _Row:
+    if not isfinite(tick.usd):
+        raise ValueError(f"{tick.provider} {tick.symbol}: price {tick.usd!r} is not a number")
+    observed_ms = _to_ms(tick.observed_at)
+    return (tick.symbol, tick.provider, observed_ms, tick.usd, tick.market_cap_usd,
+            tick.volume_24h_usd, tick.change_24h_pct)  # fmt: skip
+
+
+def _tick(row: Sequence[Any]) -> PriceTick:
+    symbol, provider, ms, usd, cap, volume, change = row
+    return PriceTick(symbol, usd, provider, _from_ms(ms), cap, volume, change)
+
+
+def _connect(path: Path, *, writer: bool) -> Database:
+    # isolation_level=None: no implicit transactions; every transaction here is explicit.
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+        db = Database(conn, execute_plugins=False)
+        if writer:
+            db.enable_wal()
+            if db.journal_mode != "wal":
+                raise StorageError(f"{path}: the filesystem does not support WAL mode")
+            conn.execute("PRAGMA synchronous = NORMAL")
+        else:
+            conn.execute("PRAGMA query_only = 1")
+        return db
+    except BaseException:
+        conn.close()
+        raise
+
+
+def _migrate(db: Database) -> None:
+    """Apply, in order, each migration not yet recorded in schema_migrations."""
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations"
+        " (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+    )
+    newest = db.execute("SELECT max(version) FROM schema_migrations").fetchone()[0]
+    known = _MIGRATIONS[-1].version
+    if newest is not None and newest > known:
+        raise StorageError(f"database schema version {newest} is newer than ours ({known})")
+    for migration in _MIGRATIONS:
+        # IMMEDIATE takes the write lock before the check, so two processes opening the same
+        # file at once cannot both apply the same migration.
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            done = "SELECT 1 FROM schema_migrations WHERE version = ?"
+            if db.execute(done, [migration.version]).fetchone() is None:
+                for statement in migration.statements:
+                    db.execute(statement)
+                db.execute(
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                    [migration.version, migration.name, utc_now().isoformat()],
+                )
+            db.execute("COMMIT")
+        except BaseException:
+            db.rollback()
+            raise
+
+
+def _close_all(connections: list[Database]) -> None:
+    for db in connections:
+        db.close()
+
+
+def _open_sync(path: Path) -> tuple[Database, list[Database]]:
+    opened: list[Database] = []
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        writer = _connect(path, writer=True)
+        opened.append(writer)
+        _migrate(writer)
+        readers = [_connect(path, writer=False) for _ in range(_READERS)]
+        return writer, readers
+    except (OSError, sqlite3.Error) as exc:
+        _close_all(opened)
+        raise StorageError(f"cannot open database {path}: {exc}") from exc
+    except BaseException:
+        _close_all(opened)
+        raise
+
+
+@dataclass(eq=False)
+class _Request:
+    """A slice of one write_ticks() call waiting in the queue; `done` is set once it is decided."""
+
+    rows: list[_Row]
+    queued_at: float
+    done: trio.Event = field(default_factory=trio.Event)
+    error: StorageError | None = None
+
+
+class Storage:
+    """The tick history: one writer task (`run()`), many concurrent readers.
+
+    Open with `await Storage.open(path, settings)`, start `run()` in a nursery with
+    `await nursery.start(storage.run)`, and call `aclose()` after it has returned.
+    `commits`, `rows_written` and `queued_rows` are there for metrics.
+    """
+
+    def __init__(
+        self, path: Path, settings: Settings, writer: Database, readers: list[Database]
+    ) -> None:
+        self.path = path
+        self.commits = 0  # batches committed
+        self.rows_written = 0  # rows actually inserted (duplicates excluded)
+        self._batch_rows = settings.storage_batch_rows
+        self._batch_seconds = settings.storage_batch_seconds
+        self._capacity = settings.storage_queue
+        self._chunk = min(self._batch_rows, self._capacity)
+        self._writer = writer
+        self._write_limiter = trio.CapacityLimiter(1)
+        self._idle_readers = readers
+        self._read_limiter = trio.CapacityLimiter(len(readers))
+        self._queue: deque[_Request] = deque()
+        self._queued_rows = 0  # queued plus being committed: what the bound applies to
+        self._room = trio.lowlevel.ParkingLot()  # producers waiting for queue space
+        self._work = trio.lowlevel.ParkingLot()  # the writer waiting for rows
+        self._state = "idle"  # idle (accepts, not yet draining) | running | stopped
+        self._closed = False
+
+    @classmethod
+    async def open(cls, path: Path, settings: Settings) -> Storage:
+        """Create the parent folder and the database if needed, enable WAL, apply migrations.
+
+        Raises StorageError, naming the path and the cause, if any of that fails.
+        """
+        writer, readers = await trio.to_thread.run_sync(_open_sync, path)
+        return cls(path, settings, writer, readers)
+
+    @property
+    def queued_rows(self) -> int:
+        """Rows accepted by write_ticks() and not yet committed (never above storage_queue)."""
+        return self._queued_rows
+
+    # -- writing -------------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The single writer: commit queued ticks in batches until cancelled.
+
+        A batch is committed once it holds `storage_batch_rows` rows, or `storage_batch_seconds`
+        after its first row was queued. On cancellation, everything already queued is committed
+        first (shielded, for at most a few seconds); whatever is still left then fails with
+        StorageError in its write_ticks() call, and later calls fail at once.
+        """
+        if self._closed:
+            raise StorageError(f"{self.path}: storage is closed")
+        if self._state == "running":
+            raise RuntimeError("Storage.run() is already running")
+        self._state = "running"
+        try:
+            task_status.started()
+            while True:
+                while not self._queue:
+                    await self._work.park()
+                with trio.move_on_at(self._queue[0].queued_at + self._batch_seconds):
+                    while self._queued_rows < self._batch_rows:
+                        await self._work.park()
+                await self._commit_batch()
+        finally:
+            self._state = "stopped"  # refuse new rows: the flush must end
+            try:
+                with trio.CancelScope(shield=True), trio.move_on_after(_FLUSH_TIMEOUT):
+                    while self._queue:
+                        await self._commit_batch()
+            finally:  # nobody may be left waiting for a writer that is gone
+                self._fail_queued("the writer stopped before these ticks were committed")
+
+    async def write_ticks(self, ticks: Sequence[PriceTick]) -> None:
+        """Store ticks; returns once the transaction holding them has committed.
+
+        Waits for room while the queue holds `storage_queue` rows (backpressure). A tick whose
+        (provider, symbol, observed_at to the millisecond) is already stored is ignored: the first
+        write wins. Raises StorageError if the writer has stopped or the commit failed, and
+        ValueError for a tick with a naive `observed_at` or a non-finite price (SQLite would
+        store NaN as NULL and fail the whole batch, other callers' ticks included). A call
+        cancelled after its ticks were queued still has them committed: writes are idempotent.
+        """
+        rows = [_row(tick) for tick in ticks]  # validate all before queueing any
+        requests: list[_Request] = []
+        iterator = iter(rows)
+        while chunk := list(islice(iterator, self._chunk)):
+            self._check_accepting()
+            while self._queued_rows + len(chunk) > self._capacity:
+                await self._room.park()
+                self._check_accepting()
+            request = _Request(chunk, trio.current_time())
+            self._queue.append(request)
+            self._queued_rows += len(chunk)
+            self._work.unpark_all()
+            requests.append(request)
+        for request in requests:
+            await request.done.wait()
+            if request.error is not None:
+                raise request.error
+        if not requests:
+            self._check_accepting()
+            await trio.lowlevel.checkpoint()
+
+    def _check_accepting(self) -> None:
+        if self._closed or self._state == "stopped":
+            raise StorageError(f"{self.path}: the storage writer is not running")
+
+    async def _commit_batch(self) -> None:
+        """Commit queued requests, oldest first, up to `storage_batch_rows` rows in all."""
+        batch = [self._queue.popleft()]
+        size = len(batch[0].rows)
+        while self._queue and size + len(self._queue[0].rows) <= self._batch_rows:
+            batch.append(self._queue.popleft())
+            size += len(batch[-1].rows)
+        rows = [row for request in batch for row in request.rows]
+        error: StorageError | None = None
+        try:
+            inserted = await trio.to_thread.run_sync(
+                self._insert_sync, rows, limiter=self._write_limiter
+            )
+        except StorageError as exc:
+            error = exc
+        except BaseException:
+            # Cancelled before the thread started (once started it cannot be cancelled), or an
+            # unexpected error that atomic() rolled back: nothing was written, so the batch
+            # goes back to the head of the queue for the shutdown flush (or _fail_queued).
+            self._queue.extendleft(reversed(batch))
+            raise
+        else:
+            self.commits += 1
+            self.rows_written += inserted
+        for request in batch:
+            request.error = error
+            request.done.set()
+        self._queued_rows -= size
+        self._room.unpark_all()
+
+    def _insert_sync(self, rows: list[_Row]) -> int:
+        try:
+            with self._writer.atomic():
+                cursor = self._writer.conn.executemany(_INSERT_SQL, rows)
+            return cursor.rowcount
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot write {len(rows)} ticks to {self.path}: {exc}") from exc
+
+    def _fail_queued(self, reason: str) -> None:
+        for request in self._queue:
+            request.error = StorageError(f"{self.path}: {reason}")
+            request.done.set()
+            self._queued_rows -= len(request.rows)  # a batch being committed stays counted
+        self._queue.clear()
+        self._room.unpark_all()  # producers waiting for room now see the writer has stopped
+
+    # -- reading -------------------------------------------------------------------------------
+
+    async def _read(self, query: Callable[[Database], _T]) -> _T:
+        """Run `query` on an idle reader connection in a worker thread."""
+        if self._closed:
+            raise StorageError(f"{self.path}: storage is closed")
+        async with self._read_limiter:
+            db = self._idle_readers.pop()
+            try:
+                return await trio.to_thread.run_sync(self._guarded, query, db)
+            finally:
+                self._idle_readers.append(db)
+
+    def _guarded(self, query: Callable[[Database], _T], db: Database) -> _T:
+        try:
+            return query(db)
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot read {self.path}: {exc}") from exc
+
+    async def latest_ticks(self, symbols: Sequence[str]) -> list[PriceTick]:
+        """For each symbol, the newest tick of each provider; ordered by symbol, then provider."""
+        params = {"symbols": json.dumps(list(symbols))}
+        rows = await self._read(lambda db: db.execute(_LATEST_SQL, params).fetchall())
+        return [_tick(row) for row in rows]
+
+    async def ticks_since(
+        self, symbols: Sequence[str], since: datetime, limit: int = 10_000
+    ) -> list[PriceTick]:
+        """Ticks observed strictly after `since`, oldest first (ties by provider), `limit` at most.
+
+        Raises BadUserInput for a negative limit or a naive `since`.
+        """
+        if limit < 0:
+            raise BadUserInput(f"limit must not be negative, got {limit}")
+        params = {
+            "symbols": json.dumps(list(symbols)),
+            "since": _query_ms(since, "since"),
+            "limit": limit,
+        }
+        rows = await self._read(lambda db: db.execute(_SINCE_SQL, params).fetchall())
+        return [_tick(row) for row in rows]
+
+    async def candles(
+        self,
+        symbol: str,
+        interval_seconds: int,
+        start: datetime,
+        end: datetime,
+        now: datetime | None = None,
+    ) -> list[Candle]:
+        """OHLC candles of `symbol` from the ticks in [start, end), oldest first, built in SQL.
+
+        Candles never mix providers: they use the one provider with the most ticks for the
+        symbol in the range (ties go to the alphabetically first), so a change of provider
+        between buckets cannot fake a price jump. Buckets are aligned to multiples of the
+        interval since the epoch. A candle is `complete` once its interval has ended (by `now`,
+        default the current time) and, for intervals of a minute or more, every minute of it
+        holds at least one tick; a bucket cut by `start` or `end` therefore counts as holed.
+        `volume` is None: ticks carry 24-hour volume, not per-interval volume.
+        """
+        if interval_seconds < 1:
+            raise BadUserInput(f"interval must be at least 1 second, got {interval_seconds}")
+        width = interval_seconds * 1000
+        now_ms = _query_ms(now if now is not None else utc_now(), "now")
+        params = {
+            "symbol": symbol,
+            "start": _query_ms(start, "start"),
+            "end": _query_ms(end, "end"),
+            "width": width,
+        }
+        rows = await self._read(lambda db: db.execute(_CANDLES_SQL, params).fetchall())
+        minutes_needed = ceil(interval_seconds / 60) if interval_seconds >= 60 else 0
+        return [
+            Candle(
+                symbol=symbol,
+                interval_seconds=interval_seconds,
+                open_time=_from_ms(n * width),
+                open=open_,
+                high=high,
+                low=low,
+                close=close,
+                volume=None,
+                provider=provider,
+                complete=(n + 1) * width <= now_ms and minutes >= minutes_needed,
+            )
+            for n, open_, high, low, close, minutes, provider in rows
+        ]
+
+    async def tick_count(self) -> int:
+        """How many ticks are stored."""
+        count: int = await self._read(
+            lambda db: db.execute("SELECT count(*) FROM price_ticks").fetchone()[0]
+        )
+        return count
+
+    async def ping(self) -> None:
+        """Raise StorageError unless the database answers a query (for readiness checks)."""
+        await self._read(
+            lambda db: db.execute("SELECT max(version) FROM schema_migrations").fetchone()
+        )
+
+    def database_bytes(self) -> int:
+        """Bytes on disk: the database file plus its write-ahead log."""
+        total = 0
+        for name in (str(self.path), f"{self.path}-wal"):
+            with contextlib.suppress(FileNotFoundError):
+                total += os.stat(name).st_size
+        return total
+
+    async def aclose(self) -> None:
+        """Close every connection; call after run() has returned. Idempotent.
+
+        Waits for reads in flight. Ticks still queued (run() was never started) fail with
+        StorageError in their write_ticks() calls.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._fail_queued("storage closed before these ticks were committed")
+        with trio.CancelScope(shield=True), trio.move_on_after(_FLUSH_TIMEOUT):
+            for _ in range(int(self._read_limiter.total_tokens)):
+                await self._read_limiter.acquire_on_behalf_of(object())
+            await trio.to_thread.run_sync(
+                _close_all, [self._writer, *self._idle_readers], limiter=self._write_limiter
+            )
