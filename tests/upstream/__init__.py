@@ -1,0 +1,47 @@
+"""Test support for upstream code: the local simulator and recorded-shape fixture payloads.
+
+Fixtures in `fixtures/` follow the providers' documented response shapes, with realistic values;
+they are what the pure parsers are tested against.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from gateway.models import PriceTick
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def load_fixture(name: str) -> Any:
+    """The decoded JSON of `fixtures/<name>` (name with or without `.json`)."""
+    path = FIXTURES / (name if name.endswith(".json") else f"{name}.json")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def fixture_bytes(name: str) -> bytes:
+    """The raw bytes of `fixtures/<name>`, for serving through a mock transport."""
+    return (FIXTURES / (name if name.endswith(".json") else f"{name}.json")).read_bytes()
+
+
+class Published:
+    """A `publish` callable for collectors: records every batch and lets a test wait for one."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[PriceTick]] = []
+        self._changed = trio.Event()
+
+    async def __call__(self, ticks: Sequence[PriceTick]) -> None:
+        self.batches.append(list(ticks))
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_until(self, predicate: Callable[[list[list[PriceTick]]], bool]) -> None:
+        """Return once `predicate(batches)` holds (re-checked after every publish)."""
+        while not predicate(self.batches):
+            await self._changed.wait()
