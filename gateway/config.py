@@ -20,6 +20,10 @@ from gateway.errors import ConfigError
 
 __all__ = [
     "CATEGORIES",
+    "AuthSpec",
+    "BreakerSpec",
+    "HealthCheckSpec",
+    "RateLimitWindow",
     "MINUTES",
     "SECONDS",
     "ProviderConfig",
@@ -133,6 +137,56 @@ def settings_from_env(env: dict[str, str] | None = None) -> Settings:
 
 
 @dataclass(frozen=True)
+class RateLimitWindow:
+    """At most `limit` requests in any `seconds`-long window (several may apply at once)."""
+
+    limit: int
+    seconds: float
+    name: str  # "second", "minute", "hour", "day", "month" (30 days), as written in the file
+
+
+@dataclass(frozen=True)
+class AuthSpec:
+    """How a provider's key is sent. Keys come only from the environment (or `.env`).
+
+    kind: "none"; "query" (param `name`); "header" (header `name`, value `prefix + key`);
+    "path" (the key replaces `{key}` in base_url). `required=False` means the provider also
+    works without a key (then `default`, if any, is sent in its place, e.g. Ethplorer's
+    "freekey").
+    """
+
+    kind: str = "none"
+    name: str | None = None
+    env: str | None = None
+    prefix: str = ""
+    required: bool = True
+    default: str | None = None
+
+
+@dataclass(frozen=True)
+class HealthCheckSpec:
+    """The request that tells whether a provider is healthy, and what counts as healthy."""
+
+    path: str = ""
+    method: str = "GET"  # GET, or POST for JSON-RPC
+    params: tuple[tuple[str, str], ...] = ()
+    json_body: Any = None
+    expect_status: int = 200
+    expect_json_key: str | None = None  # the JSON body must be an object holding this key
+    degraded_after_ms: float = 2000.0  # slower than this is DEGRADED
+    interval_seconds: float = 300.0
+
+
+@dataclass(frozen=True)
+class BreakerSpec:
+    """Circuit breaker: open after `failure_threshold` consecutive failures, probe after
+    `cooldown_seconds`."""
+
+    failure_threshold: int = 5
+    cooldown_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
 class ProviderConfig:
     """One upstream as declared in providers.toml.
 
@@ -153,6 +207,18 @@ class ProviderConfig:
     symbols: tuple[str, ...] | None = None
     disabled_reason: str | None = None
     line: int = 0
+    tier: str = "A"
+    auth: AuthSpec = field(default_factory=AuthSpec)
+    rate_limits: tuple[RateLimitWindow, ...] = ()
+    priority: int = 1
+    weight: float = 1.0
+    health: HealthCheckSpec | None = None
+    breaker: BreakerSpec = field(default_factory=BreakerSpec)
+    chain: str | None = None  # for RPC and explorer providers: "ethereum", "bsc", …
+
+    @property
+    def requires_key(self) -> bool:
+        return self.auth.kind != "none" and self.auth.required
 
 
 @dataclass(frozen=True)
