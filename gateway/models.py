@@ -56,3 +56,38 @@ class Candle:
     volume: float | None
     provider: str
     complete: bool
+
+
+@dataclass(frozen=True, slots=True)
+class FailureRecord:
+    """One failed upstream attempt, as stored for the `failures` query."""
+
+    provider: str
+    error_type: str
+    message: str
+    http_status: int | None
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderStateChange:
+    """A provider moved from one health state to another (published and alerted)."""
+
+    provider: str
+    old_state: str
+    new_state: str
+    reason: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRecord:
+    """Something an operator should look at; `id` is the database row id."""
+
+    id: int
+    severity: str  # LOW | MEDIUM | HIGH | CRITICAL
+    kind: str
+    message: str
+    provider: str | None
+    at: datetime
+    acknowledged: bool = False

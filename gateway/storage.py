@@ -79,6 +79,88 @@ _MIGRATIONS: Final = (
             "CREATE INDEX price_ticks_symbol_time ON price_ticks (symbol, observed_ms)",
         ),
     ),
+    # The provider records (gateway.provider_store). Every time column is epoch milliseconds;
+    # each table that is read by time has an index led by what the queries filter on.
+    _Migration(
+        2,
+        "provider records: attempts, failures, rate-limit usage, pools, rotations, alerts",
+        (
+            """CREATE TABLE connection_attempts (
+                id INTEGER PRIMARY KEY,
+                provider TEXT NOT NULL,
+                endpoint TEXT NOT NULL,
+                status INTEGER,
+                latency_ms REAL,
+                error_type TEXT,
+                at_ms INTEGER NOT NULL
+            )""",
+            "CREATE INDEX connection_attempts_provider_time ON connection_attempts (provider, at_ms)",
+            "CREATE INDEX connection_attempts_time ON connection_attempts (at_ms)",
+            """CREATE TABLE failures (
+                id INTEGER PRIMARY KEY,
+                provider TEXT NOT NULL,
+                error_type TEXT NOT NULL,
+                message TEXT NOT NULL,
+                http_status INTEGER,
+                at_ms INTEGER NOT NULL
+            )""",
+            "CREATE INDEX failures_provider_time ON failures (provider, at_ms)",
+            "CREATE INDEX failures_time ON failures (at_ms)",
+            """CREATE TABLE rate_limit_usage (
+                provider TEXT NOT NULL,
+                window TEXT NOT NULL,
+                snapshot TEXT NOT NULL,
+                updated_ms INTEGER NOT NULL,
+                PRIMARY KEY (provider, window)
+            ) WITHOUT ROWID""",
+            """CREATE TABLE providers (
+                id TEXT PRIMARY KEY,
+                state TEXT NOT NULL,
+                last_checked_ms INTEGER,
+                last_error TEXT,
+                updated_ms INTEGER NOT NULL
+            ) WITHOUT ROWID""",
+            """CREATE TABLE pools (
+                id TEXT PRIMARY KEY,
+                name TEXT NOT NULL,
+                category TEXT NOT NULL,
+                strategy TEXT NOT NULL,
+                created_ms INTEGER NOT NULL
+            ) WITHOUT ROWID""",
+            """CREATE TABLE pool_members (
+                pool TEXT NOT NULL REFERENCES pools (id) ON DELETE CASCADE,
+                provider TEXT NOT NULL,
+                priority INTEGER NOT NULL,
+                weight REAL NOT NULL,
+                PRIMARY KEY (pool, provider)
+            ) WITHOUT ROWID""",
+            """CREATE TABLE rotation_history (
+                id INTEGER PRIMARY KEY,
+                pool TEXT NOT NULL,
+                from_provider TEXT,
+                to_provider TEXT NOT NULL,
+                reason TEXT NOT NULL,
+                at_ms INTEGER NOT NULL
+            )""",
+            "CREATE INDEX rotation_history_pool_time ON rotation_history (pool, at_ms)",
+            "CREATE INDEX rotation_history_time ON rotation_history (at_ms)",
+            """CREATE TABLE rotation_state (
+                pool TEXT PRIMARY KEY,
+                current_provider TEXT,
+                updated_ms INTEGER NOT NULL
+            ) WITHOUT ROWID""",
+            """CREATE TABLE alerts (
+                id INTEGER PRIMARY KEY,
+                severity TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                message TEXT NOT NULL,
+                provider TEXT,
+                at_ms INTEGER NOT NULL,
+                acknowledged INTEGER NOT NULL DEFAULT 0
+            )""",
+            "CREATE INDEX alerts_unacknowledged_time ON alerts (acknowledged, at_ms)",
+        ),
+    ),
 )
 
 _COLUMNS = "symbol, provider, observed_ms, usd, market_cap_usd, volume_24h_usd, change_24h_pct"
@@ -239,10 +321,15 @@ def _open_sync(path: Path) -> tuple[Database, list[Database]]:
 
 @dataclass(eq=False)
 class _Request:
-    """A slice of one write_ticks() call waiting in the queue; `done` is set once it is decided."""
+    """A slice of one write call waiting in the queue; `done` is set once it is decided.
 
-    rows: list[_Row]
+    `sql` is the statement each row is executed with (ticks use `_INSERT_SQL`; the provider
+    records of gateway.provider_store use their own); a batch groups requests by statement.
+    """
+
+    rows: list[Sequence[Any]]
     queued_at: float
+    sql: str = _INSERT_SQL
     done: trio.Event = field(default_factory=trio.Event)
     error: StorageError | None = None
 
@@ -260,7 +347,8 @@ class Storage:
     ) -> None:
         self.path = path
         self.commits = 0  # batches committed
-        self.rows_written = 0  # rows actually inserted (duplicates excluded)
+        self.rows_written = 0  # tick rows actually inserted (duplicates excluded)
+        self.dropped_rows = 0  # best-effort rows refused by write_nowait() on a full queue
         self._batch_rows = settings.storage_batch_rows
         self._batch_seconds = settings.storage_batch_seconds
         self._capacity = settings.storage_queue
@@ -334,6 +422,14 @@ class Storage:
         cancelled after its ticks were queued still has them committed: writes are idempotent.
         """
         rows = [_row(tick) for tick in ticks]  # validate all before queueing any
+        await self.write(_INSERT_SQL, rows)
+
+    async def write(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Execute `sql` once per row through the batching writer; returns once committed.
+
+        The general form of write_ticks(), for the other tables (see gateway.provider_store):
+        the same queue bound, batching, shutdown flush and error rules apply.
+        """
         requests: list[_Request] = []
         iterator = iter(rows)
         while chunk := list(islice(iterator, self._chunk)):
@@ -341,7 +437,7 @@ class Storage:
             while self._queued_rows + len(chunk) > self._capacity:
                 await self._room.park()
                 self._check_accepting()
-            request = _Request(chunk, trio.current_time())
+            request = _Request(chunk, trio.current_time(), sql)
             self._queue.append(request)
             self._queued_rows += len(chunk)
             self._work.unpark_all()
@@ -354,6 +450,22 @@ class Storage:
             self._check_accepting()
             await trio.lowlevel.checkpoint()
 
+    def write_nowait(self, sql: str, rows: Sequence[Sequence[Any]]) -> bool:
+        """Queue rows without waiting for room or for the commit (for bookkeeping written from
+        synchronous hooks, such as upstream attempts). Returns False, writing nothing, when the
+        queue is full or the writer is not running: such records are best-effort, never a
+        reason to block a request."""
+        rows = list(rows)
+        if not rows or self._closed or self._state == "stopped":
+            return False
+        if self._queued_rows + len(rows) > self._capacity:
+            self.dropped_rows += len(rows)
+            return False
+        self._queue.append(_Request(rows, trio.current_time(), sql))
+        self._queued_rows += len(rows)
+        self._work.unpark_all()
+        return True
+
     def _check_accepting(self) -> None:
         if self._closed or self._state == "stopped":
             raise StorageError(f"{self.path}: the storage writer is not running")
@@ -365,11 +477,10 @@ class Storage:
         while self._queue and size + len(self._queue[0].rows) <= self._batch_rows:
             batch.append(self._queue.popleft())
             size += len(batch[-1].rows)
-        rows = [row for request in batch for row in request.rows]
         error: StorageError | None = None
         try:
             inserted = await trio.to_thread.run_sync(
-                self._insert_sync, rows, limiter=self._write_limiter
+                self._insert_sync, batch, limiter=self._write_limiter
             )
         except StorageError as exc:
             error = exc
@@ -388,13 +499,19 @@ class Storage:
         self._queued_rows -= size
         self._room.unpark_all()
 
-    def _insert_sync(self, rows: list[_Row]) -> int:
+    def _insert_sync(self, batch: list[_Request]) -> int:
+        """One transaction for the whole batch; returns the tick rows actually inserted."""
+        inserted = 0
         try:
             with self._writer.atomic():
-                cursor = self._writer.conn.executemany(_INSERT_SQL, rows)
-            return cursor.rowcount
+                for request in batch:
+                    cursor = self._writer.conn.executemany(request.sql, request.rows)
+                    if request.sql is _INSERT_SQL:
+                        inserted += cursor.rowcount
+            return inserted
         except sqlite3.Error as exc:
-            raise StorageError(f"cannot write {len(rows)} ticks to {self.path}: {exc}") from exc
+            rows = sum(len(request.rows) for request in batch)
+            raise StorageError(f"cannot write {rows} rows to {self.path}: {exc}") from exc
 
     def _fail_queued(self, reason: str) -> None:
         for request in self._queue:
@@ -404,7 +521,36 @@ class Storage:
         self._queue.clear()
         self._room.unpark_all()  # producers waiting for room now see the writer has stopped
 
+    async def transact(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run `work(conn)` on the writer connection in one transaction of its own, outside the
+        batch queue, and return its result. For rare writes that must be atomic across
+        statements or whose caller needs a new row's id at once (pools, alerts)."""
+        if self._closed or self._state == "stopped":
+            raise StorageError(f"{self.path}: the storage writer is not running")
+
+        def run() -> _T:
+            try:
+                with self._writer.atomic():
+                    return work(self._writer.conn)
+            except sqlite3.Error as exc:
+                raise StorageError(f"cannot write to {self.path}: {exc}") from exc
+
+        return await trio.to_thread.run_sync(run, limiter=self._write_limiter)
+
+    async def execute_now(self, sql: str, params: Sequence[Any] = ()) -> tuple[int, int]:
+        """One statement via `transact`; returns (lastrowid, rowcount)."""
+
+        def run(conn: sqlite3.Connection) -> tuple[int, int]:
+            cursor = conn.execute(sql, list(params))
+            return cursor.lastrowid or 0, cursor.rowcount
+
+        return await self.transact(run)
+
     # -- reading -------------------------------------------------------------------------------
+
+    async def read(self, query: Callable[[Database], _T]) -> _T:
+        """Run `query(db)` on an idle read-only connection in a worker thread."""
+        return await self._read(query)
 
     async def _read(self, query: Callable[[Database], _T]) -> _T:
         """Run `query` on an idle reader connection in a worker thread."""
