@@ -17,12 +17,12 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import trio
 from trio.lowlevel import ParkingLot
 
-from gateway.models import PriceTick
+from gateway.models import AlertRecord, PriceTick, ProviderStateChange
 
 __all__ = ["EventBus", "Subscriber", "Topic"]
 
@@ -128,10 +128,13 @@ class EventBus:
 
     def __init__(self, buffer: int) -> None:
         self.prices: Topic[PriceTick] = Topic("prices", buffer)
+        self.provider_states: Topic[ProviderStateChange] = Topic("provider_states", buffer)
+        self.rotations: Topic[Any] = Topic("rotations", buffer)  # pool.RotationEvent
+        self.alerts: Topic[AlertRecord] = Topic("alerts", buffer)
 
     @property
-    def topics(self) -> tuple[Topic[PriceTick], ...]:
-        return (self.prices,)
+    def topics(self) -> tuple[Topic[Any], ...]:
+        return (self.prices, self.provider_states, self.rotations, self.alerts)
 
     def close(self) -> None:
         for topic in self.topics:

@@ -1,23 +1,31 @@
-"""A provider's observed state, derived from what its collector's requests actually did.
+"""A provider's observed state, derived from what requests to it actually did.
 
-This is the minimal board the core needs for `status` and /metrics: every upstream attempt is
-recorded here (by the upstream client's observer hook) and the state follows from the recent
-outcomes. The full health checker, circuit breakers and pools build on the same records.
+Every upstream attempt (a collector's poll, a health check, a pool call) is recorded here by the
+upstream client's observer hook, and the state follows from the recent outcomes:
 
-States: UNKNOWN (never tried), ONLINE (last attempt succeeded), DEGRADED (succeeded recently but
-some of the last attempts failed), OFFLINE (the last `offline_after` attempts all failed),
-UNCONFIGURED (disabled in providers.toml; never called).
+    UNCONFIGURED  needs a key that is not set, or is disabled: never called
+    UNKNOWN       enabled and configured, not tried yet
+    ONLINE        the recent attempts succeeded, fast enough
+    DEGRADED      answers, but slowly (beyond its health check's threshold) or with some of the
+                  recent attempts failing
+    OFFLINE       the last `offline_after` attempts all failed
+
+A change of state is reported through `on_change(provider, old, new, reason)` — synchronously,
+so the callback must not block (the supervisor hands it to a bounded channel).
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from gateway.config import ProvidersFile
+from gateway.config import ProviderConfig, ProvidersFile
 
 __all__ = ["ProviderRecord", "ProviderStatusBoard"]
+
+StateChange = Callable[[str, str, str, str], None]
 
 
 @dataclass
@@ -26,33 +34,55 @@ class ProviderRecord:
 
     provider_id: str
     enabled: bool
+    configured: bool = True
+    degraded_after_ms: float = 2000.0
     recent: deque[bool] = field(default_factory=lambda: deque(maxlen=10))
     last_checked_at: datetime | None = None
     last_error: str | None = None
+    last_latency_ms: float | None = None
     latency_ms_ewma: float | None = None
     successes: int = 0
     failures: int = 0
 
     def state(self, offline_after: int = 3) -> str:
-        if not self.enabled:
+        if not self.enabled or not self.configured:
             return "UNCONFIGURED"
         if not self.recent:
             return "UNKNOWN"
         tail = list(self.recent)[-offline_after:]
         if len(tail) == offline_after and not any(tail):
             return "OFFLINE"
-        if self.recent[-1] and all(self.recent):
-            return "ONLINE"
-        return "DEGRADED" if any(self.recent) else "OFFLINE"
+        if not self.recent[-1]:
+            return "DEGRADED" if any(self.recent) else "OFFLINE"
+        slow = self.last_latency_ms is not None and self.last_latency_ms > self.degraded_after_ms
+        return "DEGRADED" if slow or not all(self.recent) else "ONLINE"
+
+    @property
+    def success_rate(self) -> float | None:
+        total = self.successes + self.failures
+        return self.successes / total if total else None
 
 
 class ProviderStatusBoard:
     """Per-provider records, fed by every upstream attempt."""
 
-    def __init__(self, providers: ProvidersFile) -> None:
+    def __init__(
+        self,
+        providers: ProvidersFile,
+        *,
+        is_configured: Callable[[ProviderConfig], bool] = lambda provider: True,
+        on_change: StateChange | None = None,
+    ) -> None:
         self.records = {
-            p.id: ProviderRecord(p.id, enabled=p.enabled) for p in providers.providers
+            p.id: ProviderRecord(
+                p.id,
+                enabled=p.enabled,
+                configured=is_configured(p),
+                degraded_after_ms=p.health.degraded_after_ms if p.health else 2000.0,
+            )
+            for p in providers.providers
         }
+        self.on_change = on_change
 
     def record(
         self,
@@ -66,18 +96,27 @@ class ProviderStatusBoard:
         record = self.records.get(provider_id)
         if record is None:
             return
+        before = record.state()
         record.recent.append(ok)
         record.last_checked_at = at
         if ok:
             record.successes += 1
+            record.last_latency_ms = latency_ms
+            if latency_ms is not None:
+                previous = record.latency_ms_ewma
+                record.latency_ms_ewma = (
+                    latency_ms if previous is None else 0.8 * previous + 0.2 * latency_ms
+                )
         else:
             record.failures += 1
             record.last_error = error
-        if latency_ms is not None:
-            previous = record.latency_ms_ewma
-            record.latency_ms_ewma = (
-                latency_ms if previous is None else 0.8 * previous + 0.2 * latency_ms
-            )
+        after = record.state()
+        if after != before and self.on_change is not None:
+            self.on_change(provider_id, before, after, _reason(record, ok, error))
+
+    def state(self, provider_id: str) -> str:
+        record = self.records.get(provider_id)
+        return record.state() if record is not None else "UNKNOWN"
 
     def counts(self) -> dict[str, int]:
         states = [record.state() for record in self.records.values()]
@@ -88,3 +127,11 @@ class ProviderStatusBoard:
             "offline": states.count("OFFLINE"),
             "unconfigured": states.count("UNCONFIGURED"),
         }
+
+
+def _reason(record: ProviderRecord, ok: bool, error: str | None) -> str:
+    if not ok:
+        return error or "request failed"
+    if record.last_latency_ms is not None and record.last_latency_ms > record.degraded_after_ms:
+        return f"slow: {record.last_latency_ms:.0f} ms (threshold {record.degraded_after_ms:.0f} ms)"
+    return "requests succeed"
