@@ -11,24 +11,33 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from gateway.errors import ConfigError
 
 __all__ = [
+    "AUTH_KINDS",
     "CATEGORIES",
+    "KEY_PLACEHOLDER",
+    "MINUTES",
+    "RATE_LIMIT_WINDOWS",
+    "SECONDS",
+    "STRATEGIES",
+    "TIERS",
     "AuthSpec",
     "BreakerSpec",
     "HealthCheckSpec",
-    "RateLimitWindow",
-    "MINUTES",
-    "SECONDS",
+    "PoolConfig",
     "ProviderConfig",
     "ProvidersFile",
+    "RateLimitWindow",
     "Settings",
+    "default_pools",
     "load_providers",
     "settings_from_env",
 ]
@@ -101,6 +110,29 @@ class Settings:
                 raise ConfigError(f"{name} must be at least 1")
         return self
 
+    # Query limits (gateway/query_limits.py), checked before anything executes, the same over
+    # HTTP and both WebSocket protocols. A violation is an error with extensions.code
+    # QUERY_TOO_COMPLEX (BAD_USER_INPUT for introspection while it is disabled). The defaults
+    # admit GraphiQL's introspection query and the largest query the schema serves.
+    query_max_document_bytes: int = 32 * 1024  # the query text, in UTF-8, before parsing
+    query_max_depth: int = 15  # field nesting, fragments expanded; `{ status { version } }` is 2
+    query_max_aliases: int = 30  # aliased fields in one document, as written
+    # Pairs of same-named fields (and of fragment spreads) that validation must compare; bounds
+    # graphql-core's quadratic overlapping-fields check (about 25 ms at the default).
+    query_max_overlap_pairs: int = 1_000
+    # Estimated cost: each field 1, a list field multiplies its sub-selection by its
+    # first/last/limit argument, else by `query_default_list_size` (formula in query_limits.py).
+    query_max_cost: int = 60_000
+    query_default_list_size: int = 10
+    allow_introspection: bool = True  # when False, __schema/__type are refused; __typename works
+
+    # WebSocket: operations one connection may run at once (one more is answered with an
+    # `error` message for it; the connection stays), and how long a connection with no message
+    # from the client (pongs aside) and no operation running stays open before it is closed
+    # with 4408 "Connection idle timeout".
+    ws_max_operations: int = 100
+    ws_idle_timeout: float = 10 * MINUTES
+
 
 def _env_port(env: dict[str, str]) -> int | None:
     for name in ("GATEWAY_PORT", "PORT"):
@@ -142,7 +174,26 @@ class RateLimitWindow:
 
     limit: int
     seconds: float
-    name: str  # "second", "minute", "hour", "day", "month" (30 days), as written in the file
+    # "second", "minute", "hour", "day", "week" or "month" (30 days), as written in the file
+    name: str
+
+
+# Window names accepted in `rate_limits`, and their length.
+RATE_LIMIT_WINDOWS: dict[str, float] = {
+    "second": 1 * SECONDS,
+    "minute": 1 * MINUTES,
+    "hour": 60 * MINUTES,
+    "day": 24 * 60 * MINUTES,
+    "week": 7 * 24 * 60 * MINUTES,
+    "month": 30 * 24 * 60 * MINUTES,
+}
+
+TIERS = ("A", "B", "C")
+AUTH_KINDS = ("none", "query", "header", "path")
+STRATEGIES = ("ROUND_ROBIN", "PRIORITY", "WEIGHTED_RANDOM", "LEAST_USED", "FASTEST_RESPONSE")
+
+# The placeholder a path-segment key replaces in base_url.
+KEY_PLACEHOLDER = "{key}"
 
 
 @dataclass(frozen=True)
@@ -152,7 +203,7 @@ class AuthSpec:
     kind: "none"; "query" (param `name`); "header" (header `name`, value `prefix + key`);
     "path" (the key replaces `{key}` in base_url). `required=False` means the provider also
     works without a key (then `default`, if any, is sent in its place, e.g. Ethplorer's
-    "freekey").
+    "freekey"; a path key with neither leaves `{key}` empty).
     """
 
     kind: str = "none"
@@ -220,12 +271,39 @@ class ProviderConfig:
     def requires_key(self) -> bool:
         return self.auth.kind != "none" and self.auth.required
 
+    def base_url_with_key(self, key: str | None) -> str:
+        """base_url with `{key}` replaced by the (URL-quoted) key, or by nothing without one.
+
+        Only path-segment auth puts `{key}` in base_url; any other base_url comes back as is.
+        The result holds a secret: never log it.
+        """
+        if KEY_PLACEHOLDER not in self.base_url:
+            return self.base_url
+        return self.base_url.replace(KEY_PLACEHOLDER, quote(key or "", safe=""))
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """Providers of one category that can stand in for each other, and how to pick among them.
+
+    strategy: ROUND_ROBIN, PRIORITY (lowest `priority` first), WEIGHTED_RANDOM (by `weight`),
+    LEAST_USED or FASTEST_RESPONSE. Members are provider ids, in the order written.
+    """
+
+    id: str
+    name: str
+    category: str
+    strategy: str = "PRIORITY"
+    members: tuple[str, ...] = ()
+    line: int = 0  # 0 for the pools `default_pools` makes
+
 
 @dataclass(frozen=True)
 class ProvidersFile:
-    """The parsed providers.toml: providers in file order."""
+    """The parsed providers.toml: providers and declared pools in file order."""
 
     providers: tuple[ProviderConfig, ...] = field(default_factory=tuple)
+    pools: tuple[PoolConfig, ...] = ()
 
     def get(self, provider_id: str) -> ProviderConfig | None:
         return next((p for p in self.providers if p.id == provider_id), None)
@@ -236,42 +314,318 @@ class ProvidersFile:
             tuple(
                 replace(p, base_url=base_urls[p.id]) if p.id in base_urls else p
                 for p in self.providers
-            )
+            ),
+            self.pools,
         )
 
+    def all_pools(self) -> tuple[PoolConfig, ...]:
+        """The declared pools, then the default pool of every category none of them covers."""
+        return self.pools + default_pools(self)
 
-_PROVIDER_KEYS = {
-    "id",
-    "name",
-    "category",
-    "base_url",
-    "enabled",
-    "collector",
-    "interval_seconds",
-    "timeout_seconds",
-    "docs_url",
-    "symbols",
-    "disabled_reason",
+
+_CATEGORY_LABELS = {
+    "MARKET_DATA": "Market data",
+    "EXPLORER": "Explorers",
+    "RPC": "RPC",
+    "NEWS": "News",
+    "SENTIMENT": "Sentiment",
+    "WHALE_TRACKING": "Whale tracking",
+    "ONCHAIN": "On-chain analytics",
+    "DEFI": "DeFi",
 }
+
+
+def _default_pool_id(category: str, chain: str | None) -> str:
+    base = category.lower().replace("_", "-")
+    return f"{base}-{chain}" if chain else base
+
+
+def _pool_key(category: str, chain: str | None) -> tuple[str, str | None]:
+    # JSON-RPC nodes of different chains cannot stand in for each other, so RPC pools are per
+    # chain; every other category has one pool.
+    return (category, chain if category == "RPC" else None)
+
+
+def default_pools(file: ProvidersFile) -> tuple[PoolConfig, ...]:
+    """One PRIORITY pool per category (per chain for RPC) that no declared pool covers.
+
+    Each holds every enabled provider of its category, lowest `priority` first (file order
+    breaks ties). Its id is the category in lower case with '-' ("market-data"; for RPC
+    "rpc-ethereum"). Categories come in the order they first appear in the file; a category
+    with no enabled provider gets no pool.
+    """
+    covered: set[tuple[str, str | None]] = set()
+    for pool in file.pools:
+        chains = {p.chain for m in pool.members if (p := file.get(m)) is not None}
+        for chain in chains or {None}:
+            covered.add(_pool_key(pool.category, chain))
+    members: dict[tuple[str, str | None], list[ProviderConfig]] = {}
+    for provider in file.providers:
+        if not provider.enabled:
+            continue
+        for category in provider.categories:
+            key = _pool_key(category, provider.chain)
+            if key not in covered:
+                members.setdefault(key, []).append(provider)
+    pools = []
+    for (category, chain), providers in members.items():
+        ordered = sorted(providers, key=lambda p: p.priority)  # stable: file order on ties
+        label = _CATEGORY_LABELS.get(category, category) + (f" ({chain})" if chain else "")
+        pools.append(
+            PoolConfig(
+                id=_default_pool_id(category, chain),
+                name=label,
+                category=category,
+                strategy="PRIORITY",
+                members=tuple(p.id for p in ordered),
+            )
+        )
+    return tuple(pools)
+
+
+# --- parsing -------------------------------------------------------------------------------
+
+_PROVIDER_KEYS = frozenset(
+    {
+        "id",
+        "name",
+        "tier",
+        "category",
+        "base_url",
+        "docs_url",
+        "enabled",
+        "disabled_reason",
+        "collector",
+        "interval_seconds",
+        "timeout_seconds",
+        "symbols",
+        "auth",
+        "rate_limits",
+        "priority",
+        "weight",
+        "health",
+        "breaker",
+        "chain",
+    }
+)
+_AUTH_KEYS = frozenset({"kind", "name", "env", "prefix", "required", "default"})
+_HEALTH_KEYS = frozenset(
+    {
+        "path",
+        "method",
+        "params",
+        "json",
+        "expect_status",
+        "expect_json_key",
+        "degraded_after_ms",
+        "interval_seconds",
+    }
+)
+_BREAKER_KEYS = frozenset({"failure_threshold", "cooldown_seconds"})
+_POOL_KEYS = frozenset({"id", "name", "category", "strategy", "members"})
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+_ENV_RE = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+_CHAIN_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+_PLACEHOLDER_RE = re.compile(r"\{[^}]*\}")
+_URL_SCHEMES = frozenset({"http", "https", "ws", "wss"})
+_DOCS_SCHEMES = frozenset({"http", "https"})
 
 
-def _provider_lines(text: str) -> list[int]:
-    """Line numbers (1-based) of each `[[provider]]` header, in order."""
+def _header_lines(text: str, header: str) -> list[int]:
+    """Line numbers (1-based) of each `[[header]]` array-of-tables header, in order."""
+    marker = f"[[{header}]]"
     return [
         number
         for number, line in enumerate(text.splitlines(), start=1)
-        if line.strip().startswith("[[provider]]")
+        if line.strip().replace(" ", "").startswith(marker)
     ]
 
 
-def _check_url(value: Any, where: str) -> str:
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_url(
+    value: Any, where: str, key: str = "base_url", schemes: frozenset[str] = _URL_SCHEMES
+) -> str:
+    """An absolute URL of one of `schemes`, without a trailing '/'; `{key}` may stand for a
+    path-segment key."""
     if not isinstance(value, str):
-        raise ConfigError(f"{where}: base_url must be a string")
-    parts = urlsplit(value)
-    if parts.scheme not in {"http", "https", "ws", "wss"} or not parts.netloc:
-        raise ConfigError(f"{where}: base_url {value!r} is not an http(s) or ws(s) URL")
+        raise ConfigError(f"{where}: {key} must be a string")
+    stray = [p for p in _PLACEHOLDER_RE.findall(value) if p != KEY_PLACEHOLDER]
+    if stray:
+        raise ConfigError(f"{where}: {key} {value!r} has unknown placeholder {stray[0]}")
+    if KEY_PLACEHOLDER in urlsplit(value).netloc:
+        raise ConfigError(f"{where}: {key} may hold {KEY_PLACEHOLDER} only in its path")
+    parts = urlsplit(value.replace(KEY_PLACEHOLDER, "KEY"))
+    if parts.scheme not in schemes or not parts.hostname or any(c.isspace() for c in value):
+        kinds = " or ".join(sorted(schemes))
+        raise ConfigError(f"{where}: {key} {value!r} is not an absolute {kinds} URL")
     return value.rstrip("/")
+
+
+def _table(raw: dict[str, Any], key: str, allowed: frozenset[str], where: str) -> dict[str, Any]:
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: {key} must be a table, e.g. {key} = {{ … }}")
+    unknown = sorted(set(value) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) in {key}: {', '.join(unknown)}"
+            f" (allowed: {', '.join(sorted(allowed))})"
+        )
+    return value
+
+
+def _optional_str(raw: dict[str, Any], key: str, where: str) -> str | None:
+    value = raw.get(key)
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        raise ConfigError(f"{where}: {key} must be a non-empty string")
+    return value
+
+
+def _parse_auth(raw: dict[str, Any], base_url: str, where: str) -> AuthSpec:
+    table = _table(raw, "auth", _AUTH_KEYS, where)
+    kind = table.get("kind", "none")
+    if kind not in AUTH_KINDS:
+        raise ConfigError(
+            f"{where}: auth.kind must be one of {', '.join(AUTH_KINDS)}, got {kind!r}"
+        )
+    name = _optional_str(table, "name", f"{where}: auth")
+    env = _optional_str(table, "env", f"{where}: auth")
+    default = _optional_str(table, "default", f"{where}: auth")
+    prefix = table.get("prefix", "")
+    required = table.get("required", True)
+    if not isinstance(prefix, str):
+        raise ConfigError(f"{where}: auth.prefix must be a string")
+    if not isinstance(required, bool):
+        raise ConfigError(f"{where}: auth.required must be true or false")
+    has_placeholder = KEY_PLACEHOLDER in base_url
+    if kind == "none":
+        extra = sorted(k for k in table if k != "kind")
+        if extra:
+            raise ConfigError(f"{where}: auth kind 'none' takes no {', '.join(extra)}")
+    else:
+        if env is None:
+            raise ConfigError(
+                f"{where}: auth kind {kind!r} needs env (the variable holding the key)"
+            )
+        if not _ENV_RE.match(env):
+            raise ConfigError(f"{where}: auth.env must be an UPPER_CASE variable name, got {env!r}")
+        if kind in {"query", "header"} and name is None:
+            what = "query parameter" if kind == "query" else "header"
+            raise ConfigError(f"{where}: auth kind {kind!r} needs name (the {what})")
+        if kind == "path" and name is not None:
+            raise ConfigError(f"{where}: auth kind 'path' takes no name: the key goes in {{key}}")
+        if prefix and kind != "header":
+            raise ConfigError(f"{where}: auth.prefix applies only to kind 'header'")
+        if default is not None and required:
+            raise ConfigError(f"{where}: auth.default needs required = false")
+    if kind == "path" and not has_placeholder:
+        raise ConfigError(f"{where}: auth kind 'path' needs {KEY_PLACEHOLDER} in base_url")
+    if has_placeholder and kind != "path":
+        raise ConfigError(
+            f"{where}: base_url holds {KEY_PLACEHOLDER} but auth kind is {kind!r}, not 'path'"
+        )
+    return AuthSpec(
+        kind=kind,
+        name=name,
+        env=env,
+        prefix=prefix,
+        required=required if kind != "none" else True,
+        default=default,
+    )
+
+
+def _parse_rate_limits(raw: dict[str, Any], where: str) -> tuple[RateLimitWindow, ...]:
+    value = raw.get("rate_limits", {})
+    if not isinstance(value, dict):
+        raise ConfigError(
+            f"{where}: rate_limits must be a table, e.g. rate_limits = {{ minute = 30 }}"
+        )
+    windows = []
+    for name, limit in value.items():
+        if name not in RATE_LIMIT_WINDOWS:
+            raise ConfigError(
+                f"{where}: unknown rate-limit window {name!r}"
+                f" (one of {', '.join(RATE_LIMIT_WINDOWS)})"
+            )
+        if not _is_int(limit) or limit < 1:
+            raise ConfigError(
+                f"{where}: rate_limits.{name} must be a positive integer, got {limit!r}"
+            )
+        windows.append(RateLimitWindow(limit=limit, seconds=RATE_LIMIT_WINDOWS[name], name=name))
+    return tuple(sorted(windows, key=lambda w: w.seconds))
+
+
+def _parse_health(raw: dict[str, Any], where: str) -> HealthCheckSpec | None:
+    if "health" not in raw:
+        return None
+    table = _table(raw, "health", _HEALTH_KEYS, where)
+    method = table.get("method", "GET")
+    if method not in {"GET", "POST"}:
+        raise ConfigError(f"{where}: health.method must be GET or POST, got {method!r}")
+    path = table.get("path", "")
+    if not isinstance(path, str) or (path and not path.startswith("/")):
+        raise ConfigError(f"{where}: health.path must be empty or start with '/', got {path!r}")
+    params = table.get("params", {})
+    if not isinstance(params, dict) or not all(
+        isinstance(v, str) or _is_int(v) for v in params.values()
+    ):
+        raise ConfigError(f"{where}: health.params must be a table of strings or integers")
+    if "json" in table and method != "POST":
+        raise ConfigError(f'{where}: health.json needs method = "POST"')
+    status = table.get("expect_status", 200)
+    if not _is_int(status) or not 100 <= status <= 599:
+        raise ConfigError(f"{where}: health.expect_status must be an HTTP status, got {status!r}")
+    key = table.get("expect_json_key")
+    if key is not None and (not isinstance(key, str) or not key):
+        raise ConfigError(f"{where}: health.expect_json_key must be a non-empty string")
+    for number_key in ("degraded_after_ms", "interval_seconds"):
+        number = table.get(number_key)
+        if number is not None and (not _is_number(number) or number <= 0):
+            raise ConfigError(f"{where}: health.{number_key} must be a positive number")
+    defaults = HealthCheckSpec()
+    return HealthCheckSpec(
+        path=path,
+        method=method,
+        params=tuple((str(k), str(v)) for k, v in params.items()),
+        json_body=table.get("json"),
+        expect_status=status,
+        expect_json_key=key,
+        degraded_after_ms=float(table.get("degraded_after_ms", defaults.degraded_after_ms)),
+        interval_seconds=float(table.get("interval_seconds", defaults.interval_seconds)),
+    )
+
+
+def _parse_breaker(raw: dict[str, Any], where: str) -> BreakerSpec:
+    table = _table(raw, "breaker", _BREAKER_KEYS, where)
+    defaults = BreakerSpec()
+    threshold = table.get("failure_threshold", defaults.failure_threshold)
+    cooldown = table.get("cooldown_seconds", defaults.cooldown_seconds)
+    if not _is_int(threshold) or threshold < 1:
+        raise ConfigError(f"{where}: breaker.failure_threshold must be an integer of at least 1")
+    if not _is_number(cooldown) or cooldown <= 0:
+        raise ConfigError(f"{where}: breaker.cooldown_seconds must be a positive number")
+    return BreakerSpec(failure_threshold=threshold, cooldown_seconds=float(cooldown))
+
+
+def _parse_categories(value: Any, where: str) -> tuple[str, ...]:
+    categories = [value] if isinstance(value, str) else value
+    if not isinstance(categories, list) or not categories:
+        raise ConfigError(f"{where}: category must be a name or a list of names")
+    for category in categories:
+        if category not in CATEGORIES:
+            raise ConfigError(
+                f"{where}: unknown category {category!r} (one of {', '.join(sorted(CATEGORIES))})"
+            )
+    if len(set(categories)) != len(categories):
+        raise ConfigError(f"{where}: category lists a name twice")
+    return tuple(categories)
 
 
 def _parse_provider(raw: dict[str, Any], where: str, line: int) -> ProviderConfig:
@@ -283,17 +637,18 @@ def _parse_provider(raw: dict[str, Any], where: str, line: int) -> ProviderConfi
             raise ConfigError(f"{where}: missing required key {required!r}")
     provider_id = raw["id"]
     if not isinstance(provider_id, str) or not _ID_RE.match(provider_id):
-        raise ConfigError(f"{where}: id must be lowercase letters, digits and '-', got {provider_id!r}")
-    categories = raw["category"]
-    if isinstance(categories, str):
-        categories = [categories]
-    if not isinstance(categories, list) or not categories:
-        raise ConfigError(f"{where}: category must be a name or a list of names")
-    for category in categories:
-        if category not in CATEGORIES:
-            raise ConfigError(
-                f"{where}: unknown category {category!r} (one of {', '.join(sorted(CATEGORIES))})"
-            )
+        raise ConfigError(
+            f"{where}: id must be lowercase letters, digits and '-', got {provider_id!r}"
+        )
+    categories = _parse_categories(raw["category"], where)
+    base_url = _check_url(raw["base_url"], where)
+    docs_url = raw.get("docs_url")
+    if docs_url is not None:
+        docs_url = _check_url(docs_url, where, "docs_url", _DOCS_SCHEMES)
+    name = raw.get("name", provider_id)
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"{where}: name must be a non-empty string")
+    collector = _optional_str(raw, "collector", where)
     symbols = raw.get("symbols")
     if symbols is not None and (
         not isinstance(symbols, list) or not all(isinstance(s, str) for s in symbols)
@@ -301,29 +656,134 @@ def _parse_provider(raw: dict[str, Any], where: str, line: int) -> ProviderConfi
         raise ConfigError(f"{where}: symbols must be a list of strings")
     for number_key in ("interval_seconds", "timeout_seconds"):
         value = raw.get(number_key)
-        if value is not None and (not isinstance(value, int | float) or value <= 0):
+        if value is not None and (not _is_number(value) or value <= 0):
             raise ConfigError(f"{where}: {number_key} must be a positive number")
+    tier = raw.get("tier", "A")
+    if tier not in TIERS:
+        raise ConfigError(f"{where}: tier must be one of {', '.join(TIERS)}, got {tier!r}")
     enabled = raw.get("enabled", True)
     if not isinstance(enabled, bool):
         raise ConfigError(f"{where}: enabled must be true or false")
+    reason = _optional_str(raw, "disabled_reason", where)
+    if tier == "C" and enabled:
+        raise ConfigError(
+            f"{where}: tier C providers must have enabled = false (and a disabled_reason)"
+        )
+    if not enabled and reason is None:
+        raise ConfigError(f"{where}: enabled = false needs a disabled_reason saying why")
+    if enabled and reason is not None:
+        raise ConfigError(f"{where}: disabled_reason given but the provider is enabled")
+    priority = raw.get("priority", 1)
+    if not _is_int(priority) or priority < 0:
+        raise ConfigError(f"{where}: priority must be an integer of at least 0, got {priority!r}")
+    weight = raw.get("weight", 1.0)
+    if not _is_number(weight) or weight <= 0:
+        raise ConfigError(f"{where}: weight must be a number above 0, got {weight!r}")
+    chain = raw.get("chain")
+    if chain is not None and (not isinstance(chain, str) or not _CHAIN_RE.match(chain)):
+        raise ConfigError(f'{where}: chain must be a lowercase name like "ethereum", got {chain!r}')
+    if "RPC" in categories and chain is None:
+        raise ConfigError(f'{where}: RPC providers need chain (e.g. chain = "ethereum")')
     return ProviderConfig(
         id=provider_id,
-        name=str(raw.get("name", provider_id)),
-        categories=tuple(categories),
-        base_url=_check_url(raw["base_url"], where),
+        name=name,
+        categories=categories,
+        base_url=base_url,
         enabled=enabled,
-        collector=raw.get("collector"),
+        collector=collector,
         interval_seconds=float(raw.get("interval_seconds", 60.0)),
         timeout_seconds=float(raw.get("timeout_seconds", 10.0)),
-        docs_url=raw.get("docs_url"),
+        docs_url=docs_url,
         symbols=tuple(s.upper() for s in symbols) if symbols else None,
-        disabled_reason=raw.get("disabled_reason"),
+        disabled_reason=reason,
+        line=line,
+        tier=tier,
+        auth=_parse_auth(raw, base_url, where),
+        rate_limits=_parse_rate_limits(raw, where),
+        priority=priority,
+        weight=float(weight),
+        health=_parse_health(raw, where),
+        breaker=_parse_breaker(raw, where),
+        chain=chain,
+    )
+
+
+def _parse_pool(
+    raw: dict[str, Any], where: str, line: int, providers: dict[str, ProviderConfig]
+) -> PoolConfig:
+    unknown = sorted(set(raw) - _POOL_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
+    for required in ("id", "category", "members"):
+        if required not in raw:
+            raise ConfigError(f"{where}: missing required key {required!r}")
+    pool_id = raw["id"]
+    if not isinstance(pool_id, str) or not _ID_RE.match(pool_id):
+        raise ConfigError(f"{where}: id must be lowercase letters, digits and '-', got {pool_id!r}")
+    category = raw["category"]
+    if category not in CATEGORIES:
+        raise ConfigError(
+            f"{where}: category must be one of {', '.join(sorted(CATEGORIES))}, got {category!r}"
+        )
+    strategy = raw.get("strategy", "PRIORITY")
+    if strategy not in STRATEGIES:
+        raise ConfigError(
+            f"{where}: strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}"
+        )
+    name = raw.get("name", pool_id)
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"{where}: name must be a non-empty string")
+    members = raw["members"]
+    if not isinstance(members, list) or not members or not all(isinstance(m, str) for m in members):
+        raise ConfigError(f"{where}: members must be a non-empty list of provider ids")
+    if len(set(members)) != len(members):
+        raise ConfigError(f"{where}: members lists a provider twice")
+    for member in members:
+        provider = providers.get(member)
+        if provider is None:
+            raise ConfigError(f"{where}: member {member!r} is not a provider id in this file")
+        if category not in provider.categories:
+            raise ConfigError(f"{where}: member {member!r} is not in category {category}")
+    if category == "RPC":
+        chains = sorted({c for m in members if (c := providers[m].chain) is not None})
+        if len(chains) > 1:
+            raise ConfigError(
+                f"{where}: RPC pool members must share one chain, got {', '.join(chains)}"
+            )
+    return PoolConfig(
+        id=pool_id,
+        name=name,
+        category=category,
+        strategy=strategy,
+        members=tuple(members),
         line=line,
     )
 
 
+def _array_of_tables(document: dict[str, Any], key: str, path: Path) -> list[dict[str, Any]]:
+    entries = document.get(key, [])
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ConfigError(f"{path}: '{key}' must be an array of tables ([[{key}]])")
+    return entries
+
+
+@contextmanager
+def _naming(raw: dict[str, Any], kind: str) -> Iterator[None]:
+    """Add the entry's id to a ConfigError raised inside, when it has a usable one."""
+    try:
+        yield
+    except ConfigError as exc:
+        entry_id = raw.get("id")
+        if isinstance(entry_id, str) and _ID_RE.match(entry_id) and repr(entry_id) not in str(exc):
+            raise ConfigError(f"{exc} (in {kind} {entry_id!r})") from None
+        raise
+
+
 def load_providers(path: Path) -> ProvidersFile:
-    """Read and validate providers.toml; every problem is a ConfigError naming the line."""
+    """Read and validate providers.toml; every problem is a ConfigError naming the line.
+
+    The line is that of the `[[provider]]` (or `[[pool]]`) header of the offending entry.
+    """
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -334,23 +794,53 @@ def load_providers(path: Path) -> ProvidersFile:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: {exc}") from None
-    unknown = sorted(set(document) - {"provider"})
+    unknown = sorted(set(document) - {"provider", "pool"})
     if unknown:
         raise ConfigError(f"{path}: unknown top-level key(s) {', '.join(unknown)}")
-    entries = document.get("provider", [])
-    if not isinstance(entries, list):
-        raise ConfigError(f"{path}: 'provider' must be an array of tables ([[provider]])")
-    lines = _provider_lines(text)
-    providers: list[ProviderConfig] = []
-    seen: dict[str, int] = {}
-    for index, raw in enumerate(entries):
+
+    lines = _header_lines(text, "provider")
+    providers: dict[str, ProviderConfig] = {}
+    for index, raw in enumerate(_array_of_tables(document, "provider", path)):
         line = lines[index] if index < len(lines) else 0
         where = f"{path}:{line}"
-        provider = _parse_provider(raw, where, line)
-        if provider.id in seen:
+        with _naming(raw, "provider"):
+            provider = _parse_provider(raw, where, line)
+        if provider.id in providers:
+            first = providers[provider.id].line
             raise ConfigError(
-                f"{where}: duplicate provider id {provider.id!r} (first at line {seen[provider.id]})"
+                f"{where}: duplicate provider id {provider.id!r} (first at line {first})"
             )
-        seen[provider.id] = line
-        providers.append(provider)
-    return ProvidersFile(tuple(providers))
+        providers[provider.id] = provider
+
+    lines = _header_lines(text, "pool")
+    pools: dict[str, PoolConfig] = {}
+    covered: dict[tuple[str, str | None], PoolConfig] = {}
+    reserved = {
+        _default_pool_id(*_pool_key(c, p.chain)): _pool_key(c, p.chain)
+        for p in providers.values()
+        for c in p.categories
+    }
+    for index, raw in enumerate(_array_of_tables(document, "pool", path)):
+        line = lines[index] if index < len(lines) else 0
+        where = f"{path}:{line}"
+        with _naming(raw, "pool"):
+            pool = _parse_pool(raw, where, line, providers)
+        if pool.id in pools:
+            raise ConfigError(
+                f"{where}: duplicate pool id {pool.id!r} (first at line {pools[pool.id].line})"
+            )
+        chain = next((providers[m].chain for m in pool.members), None)
+        key = _pool_key(pool.category, chain)
+        if key in covered:
+            raise ConfigError(
+                f"{where}: pool {pool.id!r} serves the same category as pool"
+                f" {covered[key].id!r} (line {covered[key].line})"
+            )
+        if pool.id in reserved and reserved[pool.id] != key:
+            raise ConfigError(
+                f"{where}: pool id {pool.id!r} is the default pool id of category"
+                f" {reserved[pool.id][0]}; choose another"
+            )
+        pools[pool.id] = pool
+        covered[key] = pool
+    return ProvidersFile(tuple(providers.values()), tuple(pools.values()))
