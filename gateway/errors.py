@@ -10,7 +10,10 @@ exactly what failed::
     │   └── UnknownSymbol             code UNKNOWN_SYMBOL
     ├── UpstreamError                 code UPSTREAM_UNAVAILABLE; carries provider/endpoint/status
     │   ├── UpstreamRateLimited       code RATE_LIMITED; carries retry_after seconds
-    │   └── UpstreamPayloadError      the body was malformed or of the wrong shape
+    │   ├── UpstreamPayloadError      the body was malformed or of the wrong shape
+    │   ├── CircuitOpenError          the provider's circuit breaker is open; nothing was sent
+    │   ├── UpstreamUnconfigured      disabled, or its API key is missing; nothing was sent
+    │   └── PoolExhausted             every provider of a pool failed; lists each one's error
     └── StorageError                  the database could not be read or written
 
 Never raise a bare Exception for a condition a user can cause or a provider can trigger.
@@ -22,13 +25,16 @@ from typing import Any
 
 __all__ = [
     "BadUserInput",
+    "CircuitOpenError",
     "ConfigError",
     "GatewayError",
+    "PoolExhausted",
     "StorageError",
     "UnknownSymbol",
     "UpstreamError",
     "UpstreamPayloadError",
     "UpstreamRateLimited",
+    "UpstreamUnconfigured",
 ]
 
 
@@ -115,6 +121,51 @@ class UpstreamPayloadError(UpstreamError):
 
     Counts as a provider failure; nothing from such a body is ever stored.
     """
+
+
+class CircuitOpenError(UpstreamError):
+    """The provider's circuit breaker is open (or its one half-open probe is in flight), so the
+    request was refused without being sent. `retry_in` is seconds until a probe may go."""
+
+    def __init__(
+        self, *, provider: str, endpoint: str | None = None, retry_in: float = 0.0
+    ) -> None:
+        self.retry_in = retry_in
+        hint = f"; next probe in {retry_in:.3g}s" if retry_in > 0 else "; a probe is in flight"
+        super().__init__(f"circuit open{hint}", provider=provider, endpoint=endpoint)
+
+    def extensions(self) -> dict[str, Any]:
+        return {**super().extensions(), "circuitOpen": True, "retryIn": self.retry_in}
+
+
+class UpstreamUnconfigured(UpstreamError):
+    """The provider is disabled, or needs an API key that is not configured; nothing was sent."""
+
+
+class PoolExhausted(UpstreamError):
+    """Every provider of a pool failed or was skipped; `errors` holds each one's last error.
+
+    `errors` is a list of (provider id, error message, HTTP status or None), in the order the
+    providers were considered. `provider` is the pool's id.
+    """
+
+    def __init__(self, pool: str, errors: list[tuple[str, str, int | None]]) -> None:
+        self.pool = pool
+        self.errors = list(errors)
+        detail = "; ".join(f"{provider}: {message}" for provider, message, _ in self.errors)
+        super().__init__(
+            f"every provider failed ({detail})" if detail else "the pool has no providers",
+            provider=pool,
+        )
+
+    def extensions(self) -> dict[str, Any]:
+        return {
+            "pool": self.pool,
+            "providers": [
+                {"provider": provider, "error": message, "httpStatus": status}
+                for provider, message, status in self.errors
+            ],
+        }
 
 
 class StorageError(GatewayError):

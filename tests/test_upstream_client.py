@@ -7,10 +7,13 @@ tests marked "loopback" talk to a real socket on 127.0.0.1 under the real clock.
 from __future__ import annotations
 
 import json
+import random
 import socket
 from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from functools import partial
 from typing import Any
 
 import httpx
@@ -18,12 +21,19 @@ import pytest
 import trio
 
 import gateway.upstream as upstream_pkg
-from gateway.config import ProviderConfig
-from gateway.errors import UpstreamError, UpstreamPayloadError, UpstreamRateLimited
+from gateway.config import AuthSpec, ProviderConfig, RateLimitWindow
+from gateway.errors import (
+    UpstreamError,
+    UpstreamPayloadError,
+    UpstreamRateLimited,
+    UpstreamUnconfigured,
+)
 from gateway.upstream import (
     DEFAULT_MAX_RESPONSE_BYTES,
+    NO_RETRY,
     OUTCOMES,
     Attempt,
+    RetryPolicy,
     UpstreamClient,
     parse_retry_after,
 )
@@ -417,3 +427,450 @@ async def test_loopback_429_and_non_json() -> None:
                 await client.get_json(provider, "/ping")
             assert await client.get_json(provider, "/ping") == {"gecko_says": "(V3) To the Moon!"}
             assert [a.error_type for a in client.attempts] == ["rate_limited", "malformed", None]
+
+
+# -- request_json: auth injection and masking ----------------------------------------------------
+
+SECRET = "s3cr3t-KEY-0123456789"
+
+
+def keyed(kind: str, **auth: Any) -> ProviderConfig:
+    base = "https://api.example.test/v1"
+    if kind == "path":
+        base = "https://api.example.test/{key}/v1"
+    return replace(PROVIDER, base_url=base, auth=AuthSpec(kind=kind, env="TEST_KEY", **auth))
+
+
+async def send_one(provider: ProviderConfig, key: str | None = SECRET, **kw: Any) -> httpx.Request:
+    seen: list[httpx.Request] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"ok": 1})
+
+    async with UpstreamClient(transport=httpx.MockTransport(handler)) as client:
+        assert await client.request_json(provider, "/thing", key=key, **kw) == {"ok": 1}
+        (attempt,) = client.attempts
+        assert SECRET not in attempt.endpoint
+    (request,) = seen
+    return request
+
+
+async def test_key_as_query_parameter() -> None:
+    request = await send_one(keyed("query", name="apikey"), params={"a": "1"})
+    assert request.url.params["apikey"] == SECRET
+    assert request.url.params["a"] == "1"
+
+
+async def test_key_as_header_with_prefix() -> None:
+    request = await send_one(keyed("header", name="Authorization", prefix="Bearer "))
+    assert request.headers["authorization"] == f"Bearer {SECRET}"
+    assert SECRET not in str(request.url)
+
+
+async def test_key_as_path_segment() -> None:
+    request = await send_one(keyed("path"))
+    assert str(request.url) == f"https://api.example.test/{SECRET}/v1/thing"
+
+
+async def test_optional_key_falls_back_to_the_default() -> None:
+    provider = keyed("query", name="apiKey", required=False, default="freekey")
+    request = await send_one(provider, key=None)
+    assert request.url.params["apiKey"] == "freekey"
+    bare = keyed("header", name="X-Key", required=False)
+    request = await send_one(bare, key=None)
+    assert "x-key" not in request.headers
+
+
+@pytest.mark.parametrize(
+    "provider",
+    [
+        keyed("query", name="apikey"),
+        keyed("path"),
+        replace(PROVIDER, enabled=False),
+    ],
+    ids=["missing-key", "missing-path-key", "disabled"],
+)
+async def test_unconfigured_provider_is_never_called(provider: ProviderConfig) -> None:
+    sent = 0
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal sent
+        sent += 1
+        return httpx.Response(200, json={})
+
+    async with UpstreamClient(transport=httpx.MockTransport(handler)) as client:
+        with pytest.raises(UpstreamUnconfigured) as info:
+            await client.request_json(provider, "/thing")
+        with pytest.raises(UpstreamUnconfigured):
+            await client.get_json(provider, "/thing")
+    assert sent == 0
+    assert not client.attempts
+    if provider.enabled:
+        assert "TEST_KEY" in str(info.value)  # says which variable to set
+
+
+@pytest.mark.parametrize(
+    "provider",
+    [
+        keyed("query", name="apikey"),
+        keyed("header", name="X-Key"),
+        keyed("path"),
+    ],
+    ids=["query", "header", "path"],
+)
+async def test_key_is_masked_in_errors_and_attempts(provider: ProviderConfig) -> None:
+    async def echoing(request: httpx.Request) -> httpx.Response:
+        # A careless upstream quoting the whole request back, key included.
+        return httpx.Response(403, text=f"bad key for {request.url} {dict(request.headers)}")
+
+    async def unreachable(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError(f"cannot reach {request.url}", request=request)
+
+    for handler in (echoing, unreachable):
+        async with UpstreamClient(transport=httpx.MockTransport(handler)) as client:
+            with pytest.raises(UpstreamError) as info:
+                await client.request_json(provider, f"/thing/{SECRET}", key=SECRET, retry=NO_RETRY)
+        error = info.value
+        assert SECRET not in str(error)
+        assert SECRET not in repr(error.extensions())
+        assert error.endpoint == "/thing/***"
+        assert "***" in str(error)
+        assert error.__cause__ is None  # httpx's own exception could quote the URL
+        assert all(SECRET not in a.endpoint for a in client.attempts)
+
+
+# -- request_json: retries ---------------------------------------------------------------------
+
+
+class MaxJitter(random.Random):
+    """Full jitter drawn at its ceiling, so backoff delays are predictable."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
+def scripted(*statuses: int, log: list[float], headers: dict[str, str] | None = None) -> Handler:
+    """Answer with these statuses in turn (then 200), noting when each request arrived."""
+    queue = list(statuses)
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        log.append(trio.current_time())
+        status = queue.pop(0) if queue else 200
+        if status == 200:
+            return httpx.Response(200, json={"n": len(log)})
+        return httpx.Response(status, content=b"{}", headers=headers)
+
+    return handler
+
+
+async def test_get_is_retried_twice_with_exponential_backoff(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    log: list[float] = []
+    client = UpstreamClient(
+        transport=httpx.MockTransport(scripted(500, 502, log=log)), rng=MaxJitter()
+    )
+    start = trio.current_time()
+    assert await client.request_json(PROVIDER, "/x") == {"n": 3}
+    assert [t - start for t in log] == pytest.approx([0.0, 0.25, 0.75])
+    assert [a.error_type for a in client.attempts] == ["http_error", "http_error", None]
+    await client.aclose()
+
+
+async def test_at_most_two_retries(autojump_clock: trio.abc.Clock) -> None:
+    log: list[float] = []
+    client = UpstreamClient(transport=httpx.MockTransport(scripted(500, 500, 500, log=log)))
+    with pytest.raises(UpstreamError) as info:
+        await client.request_json(PROVIDER, "/x")
+    assert info.value.status == 500
+    assert len(log) == 3
+    await client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected_requests"),
+    [
+        ({"method": "POST", "json": {"id": 1}}, 1),
+        ({"method": "POST", "json": {"id": 1}, "idempotent": True}, 3),
+        ({"method": "GET", "idempotent": False}, 1),
+        ({"method": "GET"}, 3),
+        ({"method": "GET", "retry": NO_RETRY}, 1),
+    ],
+    ids=["post", "post-idempotent", "get-not-idempotent", "get", "get-no-retry"],
+)
+async def test_only_idempotent_requests_are_retried(
+    kwargs: dict[str, Any], expected_requests: int, autojump_clock: trio.abc.Clock
+) -> None:
+    log: list[float] = []
+    client = UpstreamClient(transport=httpx.MockTransport(scripted(503, 500, 500, log=log)))
+    with pytest.raises(UpstreamError):
+        await client.request_json(PROVIDER, "/x", **kwargs)
+    assert len(log) == expected_requests
+    await client.aclose()
+
+
+async def test_post_sends_the_json_body() -> None:
+    seen: list[httpx.Request] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"jsonrpc": "2.0", "result": "0x1"})
+
+    async with UpstreamClient(transport=httpx.MockTransport(handler)) as client:
+        body = {"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": []}
+        result = await client.request_json(PROVIDER, "", method="post", json=body, idempotent=True)
+    assert result["result"] == "0x1"
+    assert seen[0].method == "POST"
+    assert json.loads(seen[0].content) == body
+
+
+@pytest.mark.parametrize(
+    ("status", "body"), [(404, b"{}"), (400, b"{}"), (200, b"not json")], ids=["404", "400", "bad"]
+)
+async def test_client_errors_and_bad_bodies_are_not_retried(status: int, body: bytes) -> None:
+    sent = 0
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal sent
+        sent += 1
+        return httpx.Response(status, content=body)
+
+    async with UpstreamClient(transport=httpx.MockTransport(handler)) as client:
+        with pytest.raises(UpstreamError):
+            await client.request_json(PROVIDER, "/x")
+    assert sent == 1
+
+
+async def test_retries_stay_within_three_timeouts(autojump_clock: trio.abc.Clock) -> None:
+    async def hang(request: httpx.Request) -> httpx.Response:
+        await trio.sleep(3600)
+        return httpx.Response(200, json={})
+
+    client = UpstreamClient(transport=httpx.MockTransport(hang), rng=MaxJitter())
+    start = trio.current_time()
+    with pytest.raises(UpstreamError, match="timed out"):
+        await client.request_json(PROVIDER, "/x")  # timeout_seconds=5
+    elapsed = trio.current_time() - start
+    assert elapsed <= 3 * PROVIDER.timeout_seconds + 1e-6
+    # 5 s + 0.25 s backoff + 5 s + 0.5 s backoff + what is left (4.25 s) of the 15 s budget.
+    assert [a.error_type for a in client.attempts] == ["timeout"] * 3
+    assert elapsed == pytest.approx(15.0)
+    await client.aclose()
+
+
+async def test_transport_errors_and_timeouts_are_retried(autojump_clock: trio.abc.Clock) -> None:
+    calls = 0
+
+    async def flaky(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise httpx.ConnectError("refused", request=request)
+        if calls == 2:
+            raise httpx.ReadTimeout("slow", request=request)
+        return httpx.Response(200, json={"ok": True})
+
+    async with UpstreamClient(transport=httpx.MockTransport(flaky)) as client:
+        assert await client.request_json(PROVIDER, "/x") == {"ok": True}
+    assert [a.error_type for a in client.attempts] == ["transport_error", "timeout", None]
+
+
+# -- request_json: Retry-After -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [429, 503])
+async def test_retry_after_is_waited_then_retried_once(
+    status: int, autojump_clock: trio.abc.Clock
+) -> None:
+    log: list[float] = []
+    handler = scripted(status, log=log, headers={"Retry-After": "7"})
+    async with UpstreamClient(transport=httpx.MockTransport(handler)) as client:
+        assert await client.request_json(PROVIDER, "/x") == {"n": 2}
+    assert log[1] - log[0] >= 7.0
+    assert log[1] - log[0] == pytest.approx(7.0)
+
+
+async def test_a_second_rate_limit_is_raised(autojump_clock: trio.abc.Clock) -> None:
+    log: list[float] = []
+    handler = scripted(429, 429, log=log, headers={"Retry-After": "2"})
+    async with UpstreamClient(transport=httpx.MockTransport(handler)) as client:
+        with pytest.raises(UpstreamRateLimited) as info:
+            await client.request_json(PROVIDER, "/x")
+    assert info.value.retry_after == 2
+    assert len(log) == 2
+
+
+@pytest.mark.parametrize(
+    "headers", [{"Retry-After": "31"}, {"Retry-After": "3600"}, None], ids=["31s", "1h", "none"]
+)
+async def test_long_or_missing_retry_after_raises_at_once(
+    headers: dict[str, str] | None, autojump_clock: trio.abc.Clock
+) -> None:
+    log: list[float] = []
+    handler = scripted(429, log=log, headers=headers)
+    async with UpstreamClient(transport=httpx.MockTransport(handler)) as client:
+        start = trio.current_time()
+        with pytest.raises(UpstreamRateLimited):
+            await client.request_json(PROVIDER, "/x")
+        assert trio.current_time() == start  # no waiting: a pool can fail over now
+    assert len(log) == 1
+
+
+async def test_retry_after_cap_is_configurable(autojump_clock: trio.abc.Clock) -> None:
+    log: list[float] = []
+    handler = scripted(429, log=log, headers={"Retry-After": "60"})
+    policy = RetryPolicy(retry_after_cap=120)
+    async with UpstreamClient(transport=httpx.MockTransport(handler), retry=policy) as client:
+        assert await client.request_json(PROVIDER, "/x") == {"n": 2}
+    assert log[1] - log[0] == pytest.approx(60.0)
+
+
+async def test_non_idempotent_requests_are_not_retried_after_a_rate_limit(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    log: list[float] = []
+    handler = scripted(429, log=log, headers={"Retry-After": "1"})
+    async with UpstreamClient(transport=httpx.MockTransport(handler)) as client:
+        with pytest.raises(UpstreamRateLimited):
+            await client.request_json(PROVIDER, "/x", method="POST", json={})
+    assert len(log) == 1
+
+
+# -- request_json: coalescing ------------------------------------------------------------------
+
+
+async def test_identical_concurrent_requests_share_one_exchange(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    sent: list[str] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(str(request.url))
+        await trio.sleep(1)
+        return httpx.Response(200, json={"url": str(request.url)})
+
+    results: list[Any] = []
+    async with UpstreamClient(transport=httpx.MockTransport(handler)) as client:
+
+        async def get(params: dict[str, str]) -> None:
+            results.append(await client.request_json(PROVIDER, "/p", params=params))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(20):
+                nursery.start_soon(get, {"a": "1", "b": "2"})
+            nursery.start_soon(get, {"b": "2", "a": "1"})  # same params, another order
+            nursery.start_soon(get, {"a": "2"})  # a different request
+        assert client.coalesced["testprov"] == 20
+    assert len(sent) == 2
+    assert len(results) == 22
+    assert len(client.attempts) == 2
+
+
+async def test_coalesced_callers_all_get_the_error() -> None:
+    sent = 0
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal sent
+        sent += 1
+        await trio.sleep(0.05)
+        return httpx.Response(404, text="nope")
+
+    errors: list[BaseException] = []
+    async with UpstreamClient(transport=httpx.MockTransport(handler)) as client:
+
+        async def get() -> None:
+            try:
+                await client.request_json(PROVIDER, "/p")
+            except UpstreamError as exc:
+                errors.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(5):
+                nursery.start_soon(get)
+    assert sent == 1
+    assert len(errors) == 5
+    assert all(isinstance(e, UpstreamError) and e.status == 404 for e in errors)
+
+
+async def test_non_idempotent_requests_are_not_coalesced() -> None:
+    sent = 0
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal sent
+        sent += 1
+        await trio.sleep(0.05)
+        return httpx.Response(200, json={})
+
+    async with (
+        UpstreamClient(transport=httpx.MockTransport(handler)) as client,
+        trio.open_nursery() as nursery,
+    ):
+        for _ in range(3):
+            nursery.start_soon(partial(client.request_json, PROVIDER, "/p", method="POST"))
+    assert sent == 3
+
+
+async def test_a_cancelled_leader_hands_over_to_a_follower(autojump_clock: trio.abc.Clock) -> None:
+    sent = 0
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal sent
+        sent += 1
+        await trio.sleep(2)
+        return httpx.Response(200, json={"n": sent})
+
+    results: list[Any] = []
+    async with UpstreamClient(transport=httpx.MockTransport(handler)) as client:
+
+        async def leader() -> None:
+            with trio.move_on_after(1):
+                await client.request_json(PROVIDER, "/p")
+
+        async def follower() -> None:
+            results.append(await client.request_json(PROVIDER, "/p"))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(leader)
+            await trio.sleep(0.1)
+            nursery.start_soon(follower)
+            nursery.start_soon(follower)
+    assert results == [{"n": 2}, {"n": 2}]  # one new exchange for both, nobody cancelled
+    assert sent == 2
+
+
+# -- request_json: rate limiter, accessors, hooks ----------------------------------------------
+
+
+async def test_every_attempt_waits_for_rate_limit_budget(autojump_clock: trio.abc.Clock) -> None:
+    log: list[float] = []
+    provider = replace(PROVIDER, rate_limits=(RateLimitWindow(2, 10.0, "ten-seconds"),))
+    thresholds: list[tuple[str, str, int, int]] = []
+    handler = scripted(500, log=log)
+    async with UpstreamClient(transport=httpx.MockTransport(handler), rng=MaxJitter()) as client:
+        client.on_rate_threshold = lambda *args: thresholds.append(args)
+        assert client.limiter("testprov") is None
+        start = trio.current_time()
+        await client.request_json(provider, "/a")  # 500, then a retry: both count
+        await client.request_json(provider, "/b")  # waits for the window
+        limiter = client.limiter("testprov")
+        assert limiter is not None and limiter is client.limiter_for(provider)
+        assert [u.used for u in limiter.usage()] == [2]
+    assert [t - start for t in log] == pytest.approx([0.0, 0.25, 10.0])
+    # Crossed at the retry; fell below when the first grant left the window; crossed again.
+    assert thresholds == [("testprov", "ten-seconds", 2, 2)] * 2
+
+
+async def test_limiters_and_breakers_can_be_created_up_front() -> None:
+    provider = replace(PROVIDER, rate_limits=(RateLimitWindow(30, 60.0, "minute"),))
+    async with UpstreamClient(providers=[provider]) as client:
+        limiter = client.limiter("testprov")
+        breaker = client.breaker("testprov")
+        assert limiter is not None and limiter.windows == provider.rate_limits
+        assert breaker is not None and breaker.spec == provider.breaker
+        assert client.limiter("other") is None and client.breaker("other") is None
+
+
+async def test_request_parsed_returns_the_parsed_value() -> None:
+    async with UpstreamClient(transport=httpx.MockTransport(respond(200, b"[1,2,3]"))) as client:
+        assert await client.request_parsed(PROVIDER, "/x", sum) == 6

@@ -1,8 +1,8 @@
-"""The one HTTP client every source uses to talk to an upstream.
+"""The one HTTP client every source uses to talk to an upstream, and the resilience around it.
 
-`UpstreamClient` owns a single pooled `httpx.AsyncClient` (httpx runs under Trio through anyio)
-and turns one GET of a provider's JSON endpoint into either the decoded JSON or an exception
-from the `UpstreamError` family, with the provider, endpoint and HTTP status attached::
+`UpstreamClient` owns a single pooled `httpx.AsyncClient` (httpx runs under Trio through anyio).
+One *attempt* turns one HTTP exchange with a provider into either the decoded JSON or an
+exception from the `UpstreamError` family, with the provider, endpoint and HTTP status attached::
 
     outcome          what happened                               raised
     ok               HTTP 2xx with a JSON body                   (returns the decoded value)
@@ -12,51 +12,96 @@ from the `UpstreamError` family, with the provider, endpoint and HTTP status att
     transport_error  refused, reset, DNS failure, bad URL        UpstreamError
     malformed        body not JSON, undecodable, or too large    UpstreamPayloadError
 
+Around each attempt, `request_json` applies the provider's policy, in this order:
+
+1. **Configuration**: a disabled provider, or one whose required API key was not given, raises
+   `UpstreamUnconfigured` and is never contacted. The key is injected as `provider.auth` says
+   (query parameter, header with prefix, or the `{key}` segment of base_url) and is masked as
+   `***` in every `Attempt.endpoint` and exception message this module produces.
+2. **Coalescing**: identical concurrent idempotent requests (provider, method, URL, params,
+   body, headers, key) share one upstream exchange; every caller gets its result or exception.
+   The shared JSON value must be treated as read-only. If the caller doing the work is
+   cancelled, a waiting caller takes over; nobody else sees the cancellation.
+3. **Circuit breaker** (`gateway.upstream.breaker`): when open, `CircuitOpenError` is raised
+   without a request. Each attempt's outcome updates it: timeouts, transport errors, 5xx and
+   malformed bodies are failures; 4xx and rate limiting are neutral.
+4. **Rate limiter** (`gateway.upstream.ratelimit`): every attempt (retries included) waits for
+   budget in all the provider's windows first.
+5. **Retries**, for idempotent requests only (GET and HEAD by default; a POST only with
+   `idempotent=True`, e.g. JSON-RPC reads): at most `RetryPolicy.max_retries` (2) retries on
+   timeouts, transport errors and 5xx, after exponential backoff with full jitter. Attempts and
+   backoff share a budget of `timeout_seconds * 3`; a retry that would not fit is not made.
+   Waiting for rate-limit budget does not count against it (callers bound that themselves).
+   A 429 (or 418/503 with Retry-After) whose Retry-After is at most `retry_after_cap` (30 s) is
+   retried once after waiting exactly that long; a longer (or missing) Retry-After raises
+   `UpstreamRateLimited` at once so that a pool can fail over to another provider.
+
+Parsers run after a successful exchange. A parser's `UpstreamPayloadError` (JSON of the wrong
+shape) is a provider failure too: use `request_parsed` (the parser runs inside the attempt) or
+call `report_payload_error` after parsing a `request_json`/`get_json` result.
+
+`get_json` is the original single-attempt call kept for existing callers: the same pipeline with
+no retries (collectors have their own backoff loop).
+
 Resource rules: the *whole* exchange (connect, headers, body) runs under a Trio deadline of
 `provider.timeout_seconds`, in addition to httpx's per-operation timeouts, so a server that
-dribbles bytes cannot hold a collector longer than that. The body is streamed and abandoned as
+dribbles bytes cannot hold a caller longer than that. The body is streamed and abandoned as
 soon as it passes `max_response_bytes`, so a misbehaving upstream cannot make us buffer an
 unbounded response.
 
 Every attempt that reaches an outcome is recorded in `attempts` (a bounded deque, newest last),
-counted in `counters[(provider, outcome)]` for metrics, and passed to the optional
-`on_attempt` hook (provider health). An attempt cancelled from
-outside (shutdown) is not an upstream outcome and is not recorded.
+counted in `counters[(provider, outcome)]` for metrics, and passed to the optional `on_attempt`
+hook (provider health). An attempt cancelled from outside (shutdown) is not an upstream outcome
+and is not recorded.
 
-This module makes exactly one attempt per call and never retries: retry, backoff, rate limiting
-and circuit breaking belong to callers (see `gateway.sources`) or to a policy that will wrap
-`UpstreamClient._attempt_json`. It must never log secrets: request headers are not recorded.
+This module must never log or record secrets: request headers are not recorded, and the key is
+masked wherever a URL or an upstream's error text is quoted.
 """
 
 from __future__ import annotations
 
 import collections
-import json
+import json as jsonlib
 import math
+import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from types import TracebackType
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeVar
+from urllib.parse import quote
 
 import httpx
 import trio
 
 from gateway.config import SECONDS, ProviderConfig
-from gateway.errors import UpstreamError, UpstreamPayloadError, UpstreamRateLimited
+from gateway.errors import (
+    CircuitOpenError,
+    UpstreamError,
+    UpstreamPayloadError,
+    UpstreamRateLimited,
+    UpstreamUnconfigured,
+)
 from gateway.models import utc_now
+from gateway.upstream.breaker import BreakerState, CircuitBreaker
+from gateway.upstream.ratelimit import RateLimiter, ThresholdCallback
 
 __all__ = [
     "DEFAULT_MAX_RESPONSE_BYTES",
     "DEFAULT_USER_AGENT",
+    "NO_RETRY",
     "OUTCOMES",
     "Attempt",
+    "BreakerChangeCallback",
     "Outcome",
+    "RetryPolicy",
     "UpstreamClient",
     "parse_retry_after",
 ]
+
+T = TypeVar("T")
 
 Outcome = Literal["ok", "http_error", "timeout", "rate_limited", "malformed", "transport_error"]
 OUTCOMES: Final[tuple[Outcome, ...]] = (
@@ -127,14 +172,83 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     return max(0.0, (when - (now or utc_now())).total_seconds())
 
 
+# What a secret is replaced with in messages and recorded endpoints.
+MASK: Final = "***"
+# Secrets shorter than this are not masked: replacing every "a" in a message helps nobody, and a
+# real API key is never this short.
+MIN_MASKED_SECRET: Final = 4
+IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
+
+BreakerChangeCallback = Callable[[str, BreakerState, BreakerState], None]
+"""`on_breaker_change(provider_id, old, new)`."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How `request_json` retries an idempotent request (see the module docstring).
+
+    Backoff before retry n (0-based) is uniform in [0, min(backoff_max, backoff_initial * 2**n)]
+    ("full jitter", so a crowd of clients does not retry in lockstep).
+    """
+
+    max_retries: int = 2
+    backoff_initial: float = 0.25 * SECONDS
+    backoff_max: float = 4 * SECONDS
+    retry_after_cap: float = 30 * SECONDS
+    # Attempts plus backoff never take longer than this many times the provider's timeout.
+    budget_factor: float = 3.0
+
+
+NO_RETRY: Final = RetryPolicy(max_retries=0)
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """Everything needed to send one request, auth already applied."""
+
+    provider: ProviderConfig
+    method: str
+    url: str  # the real URL: may contain the key (path auth); never quoted anywhere
+    endpoint: str  # the path below base_url, masked: what Attempt and errors show
+    params: tuple[tuple[str, str], ...]
+    body: Any
+    headers: tuple[tuple[str, str], ...]
+    secrets: tuple[str, ...]
+    idempotent: bool
+
+    def coalesce_key(self, parse: object) -> tuple[Any, ...]:
+        body = None if self.body is None else jsonlib.dumps(self.body, sort_keys=True)
+        return (
+            self.provider.id,
+            self.method,
+            self.url,
+            tuple(sorted(self.params)),
+            body,
+            tuple(sorted(self.headers)),
+            parse,
+        )
+
+
+def _masker(secrets: tuple[str, ...]) -> Callable[[str], str]:
+    def mask(text: str) -> str:
+        for secret in secrets:
+            text = text.replace(secret, MASK)
+        return text
+
+    return mask
+
+
 class _Call:
     """Mutable bookkeeping for one attempt while it is in flight."""
 
-    __slots__ = ("endpoint", "outcome", "provider", "started", "status")
+    __slots__ = ("endpoint", "mask", "outcome", "provider", "started", "status")
 
-    def __init__(self, provider: ProviderConfig, endpoint: str) -> None:
+    def __init__(
+        self, provider: ProviderConfig, endpoint: str, secrets: tuple[str, ...] = ()
+    ) -> None:
         self.provider = provider
-        self.endpoint = endpoint
+        self.mask = _masker(secrets)
+        self.endpoint = self.mask(endpoint)
         self.started = time.perf_counter()
         self.status: int | None = None
         self.outcome: Outcome | None = None
@@ -143,17 +257,70 @@ class _Call:
         """Note the outcome and build the matching error (the caller raises it)."""
         self.outcome = outcome
         cls = UpstreamPayloadError if outcome == "malformed" else UpstreamError
-        return cls(message, provider=self.provider.id, endpoint=self.endpoint, status=self.status)
+        return cls(
+            self.mask(message),
+            provider=self.provider.id,
+            endpoint=self.endpoint,
+            status=self.status,
+        )
+
+    def counts_against_breaker(self) -> bool | None:
+        """True: a provider failure; False: a success; None: neither (4xx, rate limited)."""
+        if self.outcome == "ok":
+            return False
+        if self.outcome in ("timeout", "transport_error", "malformed"):
+            return True
+        if self.outcome == "http_error" and self.status is not None and self.status >= 500:
+            return True
+        return None
+
+
+class _Flight:
+    """One upstream exchange that several identical concurrent requests are waiting for."""
+
+    __slots__ = ("abandoned", "done", "error", "result", "waiters")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.result: Any = None
+        self.error: Exception | None = None
+        self.abandoned = False
+        self.waiters = 0
+
+
+class _Budget:
+    """The time a request may spend in attempts and backoff (not in rate-limit waits)."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, seconds: float) -> None:
+        self.left = seconds
+
+    def spend(self, seconds: float) -> None:
+        self.left -= max(0.0, seconds)
+
+
+def _retryable(error: UpstreamError) -> bool:
+    """Timeouts, transport errors and 5xx; never payload errors, 4xx or rate limits."""
+    if type(error) is not UpstreamError:
+        return False
+    return error.status is None or error.status >= 500
 
 
 class UpstreamClient:
     """A shared, pooled HTTP client for upstream JSON APIs; see the module docstring.
 
-    One instance serves every provider. Close it with `aclose()` (or use `async with`).
-    `transport` replaces the network, for tests (`httpx.MockTransport`).
+    One instance serves every provider and holds each provider's `RateLimiter` and
+    `CircuitBreaker` (created on first use from its `ProviderConfig`, or up front for the
+    `providers` given). Close it with `aclose()` (or use `async with`). `transport` replaces the
+    network, for tests (`httpx.MockTransport`); `rng` drives backoff jitter.
 
-    `on_attempt`, if set, is called synchronously with every recorded `Attempt`; it must be
-    quick and must not raise (an exception would replace the request's own outcome).
+    Hooks, each called synchronously; they must be quick and must not raise (an exception would
+    replace the request's own outcome):
+
+    * `on_attempt(attempt)`: every recorded `Attempt`;
+    * `on_breaker_change(provider_id, old, new)`: every breaker transition;
+    * `on_rate_threshold(provider_id, window_name, used, limit)`: a window crossed 80 %.
     """
 
     def __init__(
@@ -162,13 +329,30 @@ class UpstreamClient:
         user_agent: str = DEFAULT_USER_AGENT,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         transport: httpx.AsyncBaseTransport | None = None,
+        providers: Iterable[ProviderConfig] = (),
+        retry: RetryPolicy | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         if max_response_bytes < 1:
             raise ValueError("max_response_bytes must be at least 1")
         self.max_response_bytes = max_response_bytes
+        self.retry = retry or RetryPolicy()
         self.attempts: collections.deque[Attempt] = collections.deque(maxlen=ATTEMPTS_KEPT)
         self.counters: collections.Counter[tuple[str, Outcome]] = collections.Counter()
+        # Requests answered by another caller's identical in-flight exchange, per provider.
+        self.coalesced: collections.Counter[str] = collections.Counter()
+        # Parser rejections reported after a successful exchange, per provider.
+        self.payload_errors: collections.Counter[str] = collections.Counter()
         self.on_attempt: Callable[[Attempt], None] | None = None
+        self.on_breaker_change: BreakerChangeCallback | None = None
+        self.on_rate_threshold: ThresholdCallback | None = None
+        self._rng = rng or random.Random()
+        self._limiters: dict[str, RateLimiter] = {}
+        self._breakers: dict[str, CircuitBreaker] = {}
+        self._flights: dict[tuple[Any, ...], _Flight] = {}
+        for provider in providers:
+            self.limiter_for(provider)
+            self.breaker_for(provider)
         self._http = httpx.AsyncClient(
             headers={"User-Agent": user_agent, "Accept": "application/json"},
             transport=transport,
@@ -192,6 +376,61 @@ class UpstreamClient:
         with trio.move_on_after(CLOSE_TIMEOUT, shield=True):
             await self._http.aclose()
 
+    # -- per-provider limiters and breakers -------------------------------------------------
+
+    def limiter(self, provider_id: str) -> RateLimiter | None:
+        """The provider's rate limiter, if it has been used (or registered) yet."""
+        return self._limiters.get(provider_id)
+
+    def breaker(self, provider_id: str) -> CircuitBreaker | None:
+        """The provider's circuit breaker, if it has been used (or registered) yet."""
+        return self._breakers.get(provider_id)
+
+    def limiter_for(self, provider: ProviderConfig) -> RateLimiter:
+        """The provider's rate limiter, created from `provider.rate_limits` on first use."""
+        limiter = self._limiters.get(provider.id)
+        if limiter is None:
+            limiter = RateLimiter(
+                provider.id, provider.rate_limits, on_threshold=self._rate_threshold
+            )
+            self._limiters[provider.id] = limiter
+        return limiter
+
+    def breaker_for(self, provider: ProviderConfig) -> CircuitBreaker:
+        """The provider's circuit breaker, created from `provider.breaker` on first use."""
+        breaker = self._breakers.get(provider.id)
+        if breaker is None:
+            provider_id = provider.id
+
+            def changed(old: BreakerState, new: BreakerState) -> None:
+                if self.on_breaker_change is not None:
+                    self.on_breaker_change(provider_id, old, new)
+
+            breaker = CircuitBreaker(provider.breaker, provider_id=provider.id, on_change=changed)
+            self._breakers[provider.id] = breaker
+        return breaker
+
+    def _rate_threshold(self, provider_id: str, window: str, used: int, limit: int) -> None:
+        if self.on_rate_threshold is not None:
+            self.on_rate_threshold(provider_id, window, used, limit)
+
+    def report_payload_error(
+        self, provider: ProviderConfig | str, error: UpstreamPayloadError
+    ) -> None:
+        """A parser rejected a body that `request_json`/`get_json` returned: count it as a
+        provider failure in the breaker (revoking the success the exchange recorded)."""
+        provider_id = provider if isinstance(provider, str) else provider.id
+        breaker = (
+            self._breakers.get(provider_id)
+            if isinstance(provider, str)
+            else self.breaker_for(provider)
+        )
+        self.payload_errors[provider_id] += 1
+        if breaker is not None:
+            breaker.record_payload_failure()
+
+    # -- requests ---------------------------------------------------------------------------
+
     async def get_json(
         self,
         provider: ProviderConfig,
@@ -199,13 +438,243 @@ class UpstreamClient:
         params: Mapping[str, str] | None = None,
         *,
         headers: Mapping[str, str] | None = None,
+        key: str | None = None,
     ) -> Any:
-        """GET `provider.base_url + path` and return the decoded JSON body.
+        """GET `provider.base_url + path` once and return the decoded JSON body.
 
-        `headers` are added to this request only (API keys). Raises `UpstreamRateLimited`,
-        `UpstreamPayloadError` or `UpstreamError` as tabled in the module docstring.
+        `headers` are added to this request only. Rate limiter, breaker, auth and coalescing
+        apply as in `request_json`, but there is no retry. Raises `UpstreamRateLimited`,
+        `UpstreamPayloadError`, `CircuitOpenError`, `UpstreamUnconfigured` or `UpstreamError`.
         """
-        return await self._attempt_json(provider, path, params, headers)
+        return await self.request_json(
+            provider, path, params=params, headers=headers, key=key, retry=NO_RETRY
+        )
+
+    async def request_json(
+        self,
+        provider: ProviderConfig,
+        path: str,
+        *,
+        method: str = "GET",
+        params: Mapping[str, str] | None = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        idempotent: bool | None = None,
+        key: str | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> Any:
+        """Send `method provider.base_url + path` with the full policy; return decoded JSON.
+
+        `json` is sent as the request body. `idempotent` defaults to True for GET/HEAD/OPTIONS
+        and False otherwise; only idempotent requests are retried or coalesced. `key` is the
+        provider's API key (None: `provider.auth.default`, if any). `retry` overrides the
+        client's policy for this call. See the module docstring for everything that can be
+        raised.
+        """
+        request = self._build(provider, path, method, params, json, headers, idempotent, key)
+        return await self._perform(request, retry or self.retry, None)
+
+    async def request_parsed(
+        self,
+        provider: ProviderConfig,
+        path: str,
+        parse: Callable[[Any], T],
+        *,
+        method: str = "GET",
+        params: Mapping[str, str] | None = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        idempotent: bool | None = None,
+        key: str | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> T:
+        """`request_json`, then `parse(payload)` inside the same attempt, so that a parser's
+        `UpstreamPayloadError` counts as that attempt's failure in the breaker (it is not
+        retried). Identical concurrent calls coalesce only when `parse` is the same object."""
+        request = self._build(provider, path, method, params, json, headers, idempotent, key)
+        result: T = await self._perform(request, retry or self.retry, parse)
+        return result
+
+    def _build(
+        self,
+        provider: ProviderConfig,
+        path: str,
+        method: str,
+        params: Mapping[str, str] | None,
+        body: Any,
+        headers: Mapping[str, str] | None,
+        idempotent: bool | None,
+        key: str | None,
+    ) -> _Request:
+        """Apply auth and normalise; raises UpstreamUnconfigured before anything is sent."""
+        method = method.upper()
+        if not provider.enabled:
+            raise UpstreamUnconfigured("provider is disabled", provider=provider.id, endpoint=path)
+        auth = provider.auth
+        all_params = dict(params or {})
+        all_headers = dict(headers or {})
+        base = provider.base_url
+        secret = (key or auth.default) if auth.kind != "none" else None
+        if auth.kind != "none" and not secret and auth.required:
+            where = f" (set {auth.env})" if auth.env else ""
+            raise UpstreamUnconfigured(
+                f"API key not configured{where}", provider=provider.id, endpoint=path
+            )
+        secrets: tuple[str, ...] = ()
+        if secret:
+            if len(secret) >= MIN_MASKED_SECRET:
+                secrets = tuple(dict.fromkeys((secret, quote(secret, safe=""))))
+            mask = _masker(secrets)
+            if auth.kind == "query" and auth.name:
+                all_params[auth.name] = secret
+            elif auth.kind == "header" and auth.name:
+                all_headers[auth.name] = auth.prefix + secret
+            elif auth.kind == "path" and "{key}" in base:
+                base = base.replace("{key}", quote(secret, safe=""))
+            else:
+                raise UpstreamUnconfigured(
+                    f"auth kind {auth.kind!r} cannot be applied (name {auth.name!r})",
+                    provider=provider.id,
+                    endpoint=mask(path),
+                )
+        elif "{key}" in base:
+            raise UpstreamUnconfigured(
+                "base_url needs a {key} but no key is configured",
+                provider=provider.id,
+                endpoint=path,
+            )
+        return _Request(
+            provider=provider,
+            method=method,
+            url=base + path,
+            endpoint=path,
+            params=tuple(all_params.items()),
+            body=body,
+            headers=tuple(all_headers.items()),
+            secrets=secrets,
+            idempotent=method in IDEMPOTENT_METHODS if idempotent is None else idempotent,
+        )
+
+    async def _perform(
+        self, request: _Request, policy: RetryPolicy, parse: Callable[[Any], Any] | None
+    ) -> Any:
+        if not request.idempotent:
+            return await self._with_retries(request, policy, parse)
+        key = request.coalesce_key(parse)
+        while True:
+            flight = self._flights.get(key)
+            if flight is None:
+                break
+            flight.waiters += 1
+            await flight.done.wait()
+            if flight.abandoned:
+                continue  # the caller doing the work was cancelled: one of us takes over
+            self.coalesced[request.provider.id] += 1
+            if flight.error is not None:
+                raise flight.error
+            return flight.result
+        # Registered before the first checkpoint, so concurrent identical calls find it.
+        flight = self._flights[key] = _Flight()
+        try:
+            flight.result = await self._with_retries(request, policy, parse)
+            return flight.result
+        except Exception as exc:
+            flight.error = exc
+            raise
+        except BaseException:
+            flight.abandoned = True
+            raise
+        finally:
+            del self._flights[key]
+            flight.done.set()
+
+    async def _with_retries(
+        self, request: _Request, policy: RetryPolicy, parse: Callable[[Any], Any] | None
+    ) -> Any:
+        timeout = request.provider.timeout_seconds
+        budget = _Budget(timeout * policy.budget_factor)
+        retries_left = policy.max_retries if request.idempotent else 0
+        backoffs = 0
+        waited_retry_after = False
+        last_error: UpstreamError | None = None
+        while True:
+            try:
+                time_limit = min(timeout, budget.left)
+                return await self._guarded_attempt(request, time_limit, budget, parse)
+            except CircuitOpenError:
+                # The breaker opened between our attempts: the real failure says more.
+                if last_error is not None:
+                    raise last_error from None
+                raise
+            except UpstreamRateLimited as exc:
+                retry_after = exc.retry_after
+                if (
+                    retries_left <= 0
+                    or waited_retry_after
+                    or retry_after is None
+                    or retry_after > policy.retry_after_cap
+                ):
+                    raise
+                waited_retry_after = True
+                retries_left -= 1
+                last_error = exc
+                await trio.sleep(retry_after)
+            except UpstreamError as exc:
+                if retries_left <= 0 or not _retryable(exc):
+                    raise
+                ceiling = min(policy.backoff_max, policy.backoff_initial * 2**backoffs)
+                delay = self._rng.uniform(0, ceiling)
+                # The next attempt must have a real chance: at least half a timeout left.
+                if budget.left - delay < timeout / 2:
+                    raise
+                budget.spend(delay)
+                retries_left -= 1
+                backoffs += 1
+                last_error = exc
+                await trio.sleep(delay)
+
+    async def _guarded_attempt(
+        self,
+        request: _Request,
+        time_limit: float,
+        budget: _Budget,
+        parse: Callable[[Any], Any] | None,
+    ) -> Any:
+        """Breaker, then rate limiter, then exactly one recorded attempt (and the parser)."""
+        provider = request.provider
+        breaker = self.breaker_for(provider)
+        if not breaker.allow():
+            raise CircuitOpenError(
+                provider=provider.id, endpoint=request.endpoint, retry_in=breaker.retry_in()
+            )
+        failed: bool | None = None  # the breaker's verdict: None means neither way
+        try:
+            await self.limiter_for(provider).acquire()
+            call = _Call(provider, request.endpoint, request.secrets)
+            started = trio.current_time()
+            try:
+                payload = await self._attempt(call, request, time_limit)
+            finally:
+                budget.spend(trio.current_time() - started)
+                failed = call.counts_against_breaker()
+            if parse is None:
+                return payload
+            try:
+                return parse(payload)
+            except UpstreamPayloadError:
+                failed = True
+                self.payload_errors[provider.id] += 1
+                raise
+            except BaseException:
+                failed = None  # a bug in the parser, or a cancellation: no verdict
+                raise
+        finally:
+            if failed is True:
+                breaker.record_failure()
+            elif failed is False:
+                breaker.record_success()
+            else:
+                breaker.release()
 
     async def _attempt_json(
         self,
@@ -214,12 +683,26 @@ class UpstreamClient:
         params: Mapping[str, str] | None,
         headers: Mapping[str, str] | None,
     ) -> Any:
-        """Exactly one request, recorded. A retry policy is a loop around this method."""
-        call = _Call(provider, path)
+        """Exactly one GET, recorded; no auth, limiter, breaker or retry."""
+        request = _Request(
+            provider=provider,
+            method="GET",
+            url=provider.base_url + path,
+            endpoint=path,
+            params=tuple((params or {}).items()),
+            body=None,
+            headers=tuple((headers or {}).items()),
+            secrets=(),
+            idempotent=True,
+        )
+        return await self._attempt(_Call(provider, path), request, provider.timeout_seconds)
+
+    async def _attempt(self, call: _Call, request: _Request, time_limit: float) -> Any:
+        """Exactly one request, recorded. The retry policy is a loop around this method."""
         try:
-            body = await self._exchange(call, params, headers)
+            body = await self._exchange(call, request, time_limit)
             try:
-                payload = json.loads(body)
+                payload = jsonlib.loads(body)
             except (ValueError, RecursionError):
                 raise call.fail("malformed", "response body is not valid JSON") from None
             call.outcome = "ok"
@@ -228,23 +711,20 @@ class UpstreamClient:
             if call.outcome is not None:
                 self._record(call)
 
-    async def _exchange(
-        self,
-        call: _Call,
-        params: Mapping[str, str] | None,
-        headers: Mapping[str, str] | None,
-    ) -> bytes:
-        """Send the request and return the raw 2xx body, under the provider's deadline."""
-        timeout = call.provider.timeout_seconds
-        url = call.provider.base_url + call.endpoint
+    async def _exchange(self, call: _Call, request: _Request, time_limit: float) -> bytes:
+        """Send the request and return the raw 2xx body, under the attempt's deadline."""
+        timeout = time_limit
         body = b""
+        # A chained httpx exception can quote the URL; with a secret in play it is dropped.
+        hide = bool(request.secrets)
         with trio.move_on_after(timeout) as deadline:
             try:
                 async with self._http.stream(
-                    "GET",
-                    url,
-                    params=dict(params) if params else None,
-                    headers=dict(headers) if headers else None,
+                    request.method,
+                    request.url,
+                    params=request.params or None,
+                    headers=dict(request.headers) if request.headers else None,
+                    json=request.body,
                     timeout=httpx.Timeout(timeout),
                 ) as response:
                     call.status = response.status_code
@@ -252,14 +732,18 @@ class UpstreamClient:
                         raise await self._status_error(call, response)
                     body = await self._read_capped(call, response)
             except httpx.TimeoutException as exc:
-                raise call.fail("timeout", f"timed out after {timeout:g}s") from exc
+                error = call.fail("timeout", f"timed out after {timeout:g}s")
+                raise error from (None if hide else exc)
             except httpx.DecodingError as exc:
-                raise call.fail("malformed", f"undecodable response body: {exc}") from exc
+                error = call.fail("malformed", f"undecodable response body: {exc}")
+                raise error from (None if hide else exc)
             except (httpx.HTTPError, httpx.InvalidURL) as exc:
                 detail = str(exc) or "no detail"
-                raise call.fail(
+                url = call.provider.base_url + call.endpoint  # base_url still holds "{key}"
+                error = call.fail(
                     "transport_error", f"{type(exc).__name__} requesting {url}: {detail}"
-                ) from exc
+                )
+                raise error from (None if hide else exc)
         if deadline.cancelled_caught:
             raise call.fail("timeout", f"timed out after {timeout:g}s")
         return body
