@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from gateway.config import ProvidersFile, Settings
     from gateway.fanout import SubscriptionHub
     from gateway.provider_status import ProviderStatusBoard
+    from gateway.registry import ProviderRegistry
     from gateway.storage import Storage
     from gateway.ws import WebSocketStats
 
@@ -36,6 +37,7 @@ class Services:
     status_board: ProviderStatusBoard
     ws_stats: WebSocketStats
     hub: SubscriptionHub | None = None
+    registry: ProviderRegistry | None = None
     version: str = __version__
     started_monotonic: float = field(default_factory=time.monotonic)
     ready: bool = False

@@ -34,12 +34,14 @@ from gateway.context import RequestContext, Services
 from gateway.fanout import SubscriptionHub
 from gateway.graphql_trio import GraphQLEngine
 from gateway.models import PriceTick
-from gateway.provider_status import ProviderStatusBoard
+from gateway.provider_store import ProviderStore
+from gateway.registry import ProviderRegistry
 from gateway.schema import build_schema
 from gateway.server import serve_http
 from gateway.sources import Collector, CollectorContext, collector_for
 from gateway.storage import Storage
-from gateway.upstream.client import Attempt, UpstreamClient
+from gateway.secrets import Secrets
+from gateway.upstream.client import UpstreamClient
 from gateway.ws import WebSocketOptions, WebSocketStats
 
 __all__ = ["Gateway", "RunningGateway", "run_gateway", "supervise"]
@@ -129,13 +131,15 @@ class Gateway:
     ) -> None:
         settings = self.settings
         bus = EventBus(settings.bus_buffer)
-        board = ProviderStatusBoard(self.providers)
-        services = Services(settings, self.providers, storage, bus, board, WebSocketStats())
+        secrets = Secrets.from_environment(self.providers)
+        client = UpstreamClient(providers=self.providers.providers)
+        registry = ProviderRegistry(self.providers, secrets, client, ProviderStore(storage), bus)
+        services = Services(
+            settings, self.providers, storage, bus, registry.board, WebSocketStats(), registry=registry
+        )
         engine = GraphQLEngine(build_schema()._schema)
         hub = SubscriptionHub(engine, RequestContext(services))
         services.hub = hub
-        client = UpstreamClient()
-        client.on_attempt = lambda attempt: _record_attempt(board, attempt)
         app = GatewayApp(
             services,
             engine,
@@ -155,7 +159,8 @@ class Gateway:
             try:
                 async with trio.open_nursery() as service:
                     await service.start(hub.run)
-                    self._start_collectors(service, client, bus, storage, running.restarts)
+                    await service.start(registry.run)
+                    self._start_collectors(service, registry, bus, storage, running.restarts)
                     server_done = trio.Event()
 
                     async def serve(*, task_status: trio.TaskStatus[list[str]]) -> None:
@@ -184,15 +189,16 @@ class Gateway:
     def _start_collectors(
         self,
         nursery: trio.Nursery,
-        client: UpstreamClient,
+        registry: ProviderRegistry,
         bus: EventBus,
         storage: Storage,
         restarts: dict[str, int],
     ) -> None:
         ingest = _make_ingest(bus, storage)
+        client = registry.client
         for provider in self.providers.providers:
-            if not provider.enabled:
-                continue
+            if not provider.enabled or not registry.secrets.is_configured(provider):
+                continue  # UNCONFIGURED: never called
             collector_class = collector_for(provider)
             if collector_class is None:
                 continue
@@ -217,16 +223,6 @@ class Gateway:
 async def _run_collector(collector_class: type[Collector], context: CollectorContext) -> None:
     """A fresh collector instance per (re)start, so no state survives a crash."""
     await collector_class(context).run()
-
-
-def _record_attempt(board: ProviderStatusBoard, attempt: Attempt) -> None:
-    board.record(
-        attempt.provider,
-        ok=attempt.ok,
-        at=attempt.at,
-        latency_ms=attempt.latency_ms,
-        error=attempt.error_type,
-    )
 
 
 async def run_gateway(

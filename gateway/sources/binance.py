@@ -29,6 +29,7 @@ from gateway.assets import binance_pair, symbol_for_binance_pair
 from gateway.errors import UpstreamPayloadError
 from gateway.models import PriceTick, utc_now
 from gateway.sources import PollingCollector, is_valid_price, number_or_none
+from gateway.upstream.client import NO_RETRY
 
 __all__ = [
     "ENDPOINT",
@@ -149,5 +150,13 @@ class BinanceCollector(PollingCollector):
         pairs = self.pairs()
         if not pairs:
             return []
-        payload = await self.ctx.client.get_json(self.provider, ENDPOINT, ticker_24hr_params(pairs))
-        return parse_ticker_24hr(payload, utc_now(), provider=self.provider.id)
+        # Parsed inside the request's attempt: a wrong-shape body counts against the breaker.
+        provider_id = self.provider.id
+        ticks: list[PriceTick] = await self.ctx.client.request_parsed(
+            self.provider,
+            ENDPOINT,
+            lambda payload: parse_ticker_24hr(payload, utc_now(), provider=provider_id),
+            params=ticker_24hr_params(pairs),
+            retry=NO_RETRY,
+        )
+        return ticks

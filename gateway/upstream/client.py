@@ -66,7 +66,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from types import TracebackType
@@ -141,6 +141,7 @@ class Attempt:
     latency_ms: float
     error_type: str | None
     at: datetime
+    message: str | None = None  # what went wrong, secrets masked (None for a success)
 
     @property
     def ok(self) -> bool:
@@ -215,6 +216,7 @@ class _Request:
     headers: tuple[tuple[str, str], ...]
     secrets: tuple[str, ...]
     idempotent: bool
+    text: bool = False  # return the body as text (RSS/Atom feeds) instead of decoded JSON
 
     def coalesce_key(self, parse: object) -> tuple[Any, ...]:
         body = None if self.body is None else jsonlib.dumps(self.body, sort_keys=True)
@@ -226,6 +228,7 @@ class _Request:
             body,
             tuple(sorted(self.headers)),
             parse,
+            self.text,
         )
 
 
@@ -241,7 +244,7 @@ def _masker(secrets: tuple[str, ...]) -> Callable[[str], str]:
 class _Call:
     """Mutable bookkeeping for one attempt while it is in flight."""
 
-    __slots__ = ("endpoint", "mask", "outcome", "provider", "started", "status")
+    __slots__ = ("endpoint", "mask", "message", "outcome", "provider", "started", "status")
 
     def __init__(
         self, provider: ProviderConfig, endpoint: str, secrets: tuple[str, ...] = ()
@@ -252,10 +255,12 @@ class _Call:
         self.started = time.perf_counter()
         self.status: int | None = None
         self.outcome: Outcome | None = None
+        self.message: str | None = None
 
     def fail(self, outcome: Outcome, message: str) -> UpstreamError:
         """Note the outcome and build the matching error (the caller raises it)."""
         self.outcome = outcome
+        self.message = self.mask(message)
         cls = UpstreamPayloadError if outcome == "malformed" else UpstreamError
         return cls(
             self.mask(message),
@@ -474,6 +479,23 @@ class UpstreamClient:
         request = self._build(provider, path, method, params, json, headers, idempotent, key)
         return await self._perform(request, retry or self.retry, None)
 
+    async def request_text(
+        self,
+        provider: ProviderConfig,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        key: str | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> str:
+        """GET with the full policy, returning the body as text (for RSS/Atom feeds and other
+        non-JSON endpoints); undecodable bytes are replaced, never fatal."""
+        request = self._build(provider, path, "GET", params, None, headers, None, key)
+        request = replace(request, text=True)
+        result: str = await self._perform(request, retry or self.retry, None)
+        return result
+
     async def request_parsed(
         self,
         provider: ProviderConfig,
@@ -538,11 +560,13 @@ class UpstreamClient:
                     endpoint=mask(path),
                 )
         elif "{key}" in base:
-            raise UpstreamUnconfigured(
-                "base_url needs a {key} but no key is configured",
-                provider=provider.id,
-                endpoint=path,
-            )
+            if auth.required:
+                raise UpstreamUnconfigured(
+                    "base_url needs a {key} but no key is configured",
+                    provider=provider.id,
+                    endpoint=path,
+                )
+            base = provider.base_url_with_key(None)  # the keyless public endpoint (e.g. Ankr)
         return _Request(
             provider=provider,
             method=method,
@@ -701,6 +725,9 @@ class UpstreamClient:
         """Exactly one request, recorded. The retry policy is a loop around this method."""
         try:
             body = await self._exchange(call, request, time_limit)
+            if request.text:
+                call.outcome = "ok"
+                return body.decode("utf-8", errors="replace")
             try:
                 payload = jsonlib.loads(body)
             except (ValueError, RecursionError):
@@ -757,6 +784,7 @@ class UpstreamClient:
             call.outcome = "rate_limited"
             retry_after = parse_retry_after(retry_after_header)
             hint = f", retry after {retry_after:g}s" if retry_after is not None else ""
+            call.message = f"rate limited (HTTP {status}{hint})"
             return UpstreamRateLimited(
                 f"rate limited (HTTP {status}{hint})",
                 provider=call.provider.id,
@@ -790,6 +818,7 @@ class UpstreamClient:
             latency_ms=(time.perf_counter() - call.started) * 1000.0,
             error_type=None if call.outcome == "ok" else call.outcome,
             at=utc_now(),
+            message=None if call.outcome == "ok" else (call.message or call.outcome),
         )
         self.attempts.append(attempt)
         self.counters[(call.provider.id, call.outcome)] += 1
