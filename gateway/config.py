@@ -87,6 +87,13 @@ class Settings:
     restart_backoff_initial: float = 1 * SECONDS
     restart_backoff_max: float = 5 * MINUTES
 
+    # State-changing mutations (pools, alerts, provider checks). Off unless explicitly enabled
+    # with GATEWAY_ALLOW_ADMIN_MUTATIONS=1, until API keys with roles guard them.
+    allow_admin_mutations: bool = False
+
+    # chainHeads answers are reused for this long, so polling clients do not multiply traffic.
+    chain_head_cache_seconds: float = 5 * SECONDS
+
     # Symbols collected by every price collector unless a provider entry says otherwise.
     symbols: tuple[str, ...] = ("BTC", "ETH", "SOL", "BNB", "XRP", "ADA", "DOGE")
 
@@ -146,6 +153,17 @@ def _env_port(env: dict[str, str]) -> int | None:
     return None
 
 
+def _env_flag(env: dict[str, str], name: str) -> bool | None:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return None
+    if raw.lower() in {"1", "true", "yes", "on"}:
+        return True
+    if raw.lower() in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{name} must be 1/true/yes/on or 0/false/no/off, got {raw!r}")
+
+
 def settings_from_env(env: dict[str, str] | None = None) -> Settings:
     """Defaults overridden by GATEWAY_* variables (and PORT, for container platforms)."""
     env = dict(os.environ) if env is None else env
@@ -158,6 +176,7 @@ def settings_from_env(env: dict[str, str] | None = None) -> Settings:
         providers_path=Path(env["GATEWAY_PROVIDERS"]) if env.get("GATEWAY_PROVIDERS") else None,
         log_format=env.get("GATEWAY_LOG_FORMAT") or None,
         log_level=env.get("GATEWAY_LOG_LEVEL") or None,
+        allow_admin_mutations=_env_flag(env, "GATEWAY_ALLOW_ADMIN_MUTATIONS"),
         symbols=tuple(s.strip().upper() for s in symbols.split(",") if s.strip())
         if symbols
         else None,

@@ -16,6 +16,7 @@ from gateway import __version__
 
 if TYPE_CHECKING:
     from gateway.bus import EventBus
+    from gateway.chains import ChainHeads
     from gateway.config import ProvidersFile, Settings
     from gateway.fanout import SubscriptionHub
     from gateway.provider_status import ProviderStatusBoard
@@ -38,6 +39,7 @@ class Services:
     ws_stats: WebSocketStats
     hub: SubscriptionHub | None = None
     registry: ProviderRegistry | None = None
+    chains: ChainHeads | None = None
     version: str = __version__
     started_monotonic: float = field(default_factory=time.monotonic)
     ready: bool = False

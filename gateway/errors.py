@@ -8,6 +8,7 @@ exactly what failed::
     ├── ConfigError                   bad settings or providers.toml (CLI exits 2)
     ├── BadUserInput                  code BAD_USER_INPUT
     │   └── UnknownSymbol             code UNKNOWN_SYMBOL
+    ├── Forbidden                     code FORBIDDEN: the caller may not do this; nothing changed
     ├── UpstreamError                 code UPSTREAM_UNAVAILABLE; carries provider/endpoint/status
     │   ├── UpstreamRateLimited       code RATE_LIMITED; carries retry_after seconds
     │   ├── UpstreamPayloadError      the body was malformed or of the wrong shape
@@ -25,6 +26,7 @@ from typing import Any
 
 __all__ = [
     "BadUserInput",
+    "Forbidden",
     "CircuitOpenError",
     "ConfigError",
     "GatewayError",
@@ -71,6 +73,12 @@ class UnknownSymbol(BadUserInput):
 
     def extensions(self) -> dict[str, Any]:
         return {"symbol": self.symbol, "suggestions": self.suggestions}
+
+
+class Forbidden(GatewayError):
+    """The caller is not allowed to perform this operation; nothing was changed."""
+
+    code = "FORBIDDEN"
 
 
 class UpstreamError(GatewayError):

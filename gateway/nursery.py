@@ -29,6 +29,7 @@ import trio
 
 from gateway.app import GatewayApp
 from gateway.bus import EventBus
+from gateway.chains import ChainHeads
 from gateway.config import ProvidersFile, Settings
 from gateway.context import RequestContext, Services
 from gateway.fanout import SubscriptionHub
@@ -135,7 +136,14 @@ class Gateway:
         client = UpstreamClient(providers=self.providers.providers)
         registry = ProviderRegistry(self.providers, secrets, client, ProviderStore(storage), bus)
         services = Services(
-            settings, self.providers, storage, bus, registry.board, WebSocketStats(), registry=registry
+            settings,
+            self.providers,
+            storage,
+            bus,
+            registry.board,
+            WebSocketStats(),
+            registry=registry,
+            chains=ChainHeads(registry, settings.chain_head_cache_seconds),
         )
         engine = GraphQLEngine(build_schema()._schema)
         hub = SubscriptionHub(engine, RequestContext(services))

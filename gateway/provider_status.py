@@ -8,7 +8,8 @@ upstream client's observer hook, and the state follows from the recent outcomes:
     ONLINE        the recent attempts succeeded, fast enough
     DEGRADED      answers, but slowly (beyond its health check's threshold) or with some of the
                   recent attempts failing
-    OFFLINE       the last `offline_after` attempts all failed
+    OFFLINE       the last `offline_after` attempts all failed, or its circuit breaker is open
+                  (then no attempt is made at all until the breaker lets a probe through)
 
 A change of state is reported through `on_change(provider, old, new, reason)` — synchronously,
 so the callback must not block (the supervisor hands it to a bounded channel).
@@ -43,10 +44,13 @@ class ProviderRecord:
     latency_ms_ewma: float | None = None
     successes: int = 0
     failures: int = 0
+    circuit_open: bool = False
 
     def state(self, offline_after: int = 3) -> str:
         if not self.enabled or not self.configured:
             return "UNCONFIGURED"
+        if self.circuit_open:
+            return "OFFLINE"
         if not self.recent:
             return "UNKNOWN"
         tail = list(self.recent)[-offline_after:]
@@ -113,6 +117,18 @@ class ProviderStatusBoard:
         after = record.state()
         if after != before and self.on_change is not None:
             self.on_change(provider_id, before, after, _reason(record, ok, error))
+
+    def set_circuit_open(self, provider_id: str, is_open: bool) -> None:
+        """The provider's breaker opened (OFFLINE until it lets a probe through) or closed."""
+        record = self.records.get(provider_id)
+        if record is None or record.circuit_open == is_open:
+            return
+        before = record.state()
+        record.circuit_open = is_open
+        after = record.state()
+        if after != before and self.on_change is not None:
+            reason = "circuit breaker opened" if is_open else "circuit breaker let a probe through"
+            self.on_change(provider_id, before, after, reason)
 
     def state(self, provider_id: str) -> str:
         record = self.records.get(provider_id)

@@ -123,7 +123,7 @@ class ProviderRegistry:
         client.on_rate_threshold = lambda pid, window, used, limit: self._emit(
             "threshold", (pid, window, used, limit)
         )
-        client.on_breaker_change = lambda pid, old, new: self._emit("breaker", (pid, old, new))
+        client.on_breaker_change = self._breaker_changed
 
     # -- lookups ------------------------------------------------------------------------------
 
@@ -277,6 +277,10 @@ class ProviderRegistry:
             message=attempt.message,
             at=attempt.at,
         )
+
+    def _breaker_changed(self, provider_id: str, old: Any, new: Any) -> None:
+        self.board.set_circuit_open(provider_id, new.value == "OPEN")
+        self._emit("breaker", (provider_id, old, new))
 
     def _state_changed(self, provider_id: str, old: str, new: str, reason: str) -> None:
         change = ProviderStateChange(provider_id, old, new, reason, utc_now())

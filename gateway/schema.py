@@ -348,4 +348,12 @@ async def _replay(
 
 def build_schema() -> strawberry.Schema:
     """The strawberry schema; its `_schema` is the graphql-core schema our engine executes."""
-    return strawberry.Schema(query=Query, subscription=Subscription)
+    from strawberry.tools import merge_types
+
+    from gateway.schema_providers import ProviderMutation, ProviderQuery, ProviderSubscription
+
+    return strawberry.Schema(
+        query=merge_types("Query", (Query, ProviderQuery)),
+        mutation=merge_types("Mutation", (ProviderMutation,)),
+        subscription=merge_types("Subscription", (Subscription, ProviderSubscription)),
+    )

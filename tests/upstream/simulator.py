@@ -7,6 +7,8 @@ nursery, serves every simulated provider under its own prefix::
     /coingecko/api/v3/simple/price    ids, vs_currencies, include_* as the real API
     /binance/api/v3/ping              {}
     /binance/api/v3/ticker/24hr       symbol / symbols (compact JSON array) / neither
+    POST /rpc-a, /rpc-b               Ethereum JSON-RPC 2.0: eth_blockNumber, eth_chainId
+                                      (single or batch), as any public node answers
 
 Payloads have the documented shapes and realistic values; `set_price` moves a price (and stamps
 `last_updated_at` / `closeTime` with the current wall-clock time). `inject` adds a `Fault`
@@ -45,8 +47,14 @@ from gateway.config import ProviderConfig
 
 __all__ = ["PROVIDERS", "Fault", "FaultKind", "Simulator", "run_simulator"]
 
-PROVIDERS = ("coingecko", "binance")
-_PREFIX = {"coingecko": "/coingecko/api/v3", "binance": "/binance/api/v3"}
+PROVIDERS = ("coingecko", "binance", "rpc-a", "rpc-b")
+_PREFIX = {
+    "coingecko": "/coingecko/api/v3",
+    "binance": "/binance/api/v3",
+    # Two Ethereum JSON-RPC nodes (POST /, single or batch requests), for pools and failover.
+    "rpc-a": "/rpc-a",
+    "rpc-b": "/rpc-b",
+}
 
 # Leaving run_simulator() gives in-flight requests this long before they are cancelled.
 SHUTDOWN_GRACE = 0.5
@@ -207,6 +215,7 @@ class Simulator:
         self._origin: str | None = None
         self._closing = trio.Event()
         self.hits: collections.Counter[str] = collections.Counter()
+        self.blocks: dict[str, int] = {"rpc-a": 21_000_000, "rpc-b": 21_000_000}
         self._hit = trio.Event()  # set (and replaced) on every request
         # Every request received, oldest first: (provider, path, query params, headers).
         self.requests: list[tuple[str, str, dict[str, str], dict[str, str]]] = []
@@ -274,7 +283,42 @@ class Simulator:
             route("coingecko", "/simple/price", self._coingecko_simple_price),
             route("binance", "/ping", lambda r: _json({})),
             route("binance", "/ticker/24hr", self._binance_ticker_24hr),
+            *(
+                Route(_PREFIX[node], partial(self._rpc_endpoint, node), methods=["POST"])
+                for node in ("rpc-a", "rpc-b")
+            ),
         ]
+
+    def set_block(self, node: str, number: int) -> None:
+        """The head block a simulated RPC node reports."""
+        self.blocks[node] = number
+
+    async def _rpc_endpoint(self, node: str, request: Request) -> Response:
+        body = await request.body()
+        return await self._serve(node, "/", request, lambda r: self._json_rpc(node, body))
+
+    def _json_rpc(self, node: str, body: bytes) -> Response:
+        try:
+            message = json.loads(body)
+        except ValueError:
+            return _json({"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": "Parse error"}})
+        results = {
+            "eth_blockNumber": lambda: hex(self.blocks[node]),
+            "eth_chainId": lambda: "0x1",
+        }
+
+        def answer(call: Any) -> dict[str, Any]:
+            if not isinstance(call, dict) or call.get("jsonrpc") != "2.0" or "method" not in call:
+                return {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": "Invalid Request"}}
+            method = results.get(call["method"])
+            if method is None:
+                error = {"code": -32601, "message": "the method does not exist/is not available"}
+                return {"jsonrpc": "2.0", "id": call.get("id"), "error": error}
+            return {"jsonrpc": "2.0", "id": call.get("id"), "result": method()}
+
+        if isinstance(message, list):
+            return _json([answer(call) for call in message])
+        return _json(answer(message))
 
     def _take_fault(self, provider: str) -> Fault | None:
         queue = self._faults[provider]
@@ -315,7 +359,8 @@ class Simulator:
             text = f"{fault.status_code} simulated upstream error"
             return Response(text, status_code=fault.status_code, headers=headers)
         if fault.kind == "rate_limit":
-            return _json(_RATE_LIMIT_BODY[provider], 429, headers)
+            body = _RATE_LIMIT_BODY.get(provider, {"error": "Too Many Requests"})
+            return _json(body, 429, headers)
         if fault.kind == "hang":
             await self._closing.wait()
             return Response("shutting down", status_code=503)
@@ -435,6 +480,8 @@ def _wrong_shape(provider: str, path: str) -> Any:
     """Valid JSON from a neighbouring endpoint: right host, wrong shape."""
     if provider == "coingecko":  # /coins/markets: a list of market rows
         return [{"id": "bitcoin", "symbol": "btc", "current_price": 67187.34}]
+    if provider.startswith("rpc-"):  # a JSON-RPC answer whose result is not a quantity
+        return {"jsonrpc": "2.0", "id": 1, "result": {"number": "latest"}}
     return [{"symbol": "BTCUSDT", "price": "67187.34000000"}]  # Binance /ticker/price
 
 
