@@ -86,7 +86,13 @@ def main(argv: list[str] | None = None) -> int:
         providers = load_providers(settings.providers_path)
     except ConfigError as exc:
         return _fail(EXIT_CONFIG, str(exc))
-    configure_logging(settings.log_format, settings.log_level)
+    from gateway.secrets import Secrets
+
+    configure_logging(
+        settings.log_format,
+        settings.log_level,
+        secrets=Secrets.from_environment(providers).all_values(),
+    )
 
     from gateway.nursery import run_gateway
 

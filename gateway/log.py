@@ -8,18 +8,66 @@ strings, so JSON logs stay queryable.
 from __future__ import annotations
 
 import logging
+import re
 import sys
+from collections.abc import Iterable, MutableMapping
 from typing import Any
 
 import structlog
 
-__all__ = ["configure_logging"]
+__all__ = ["SecretMasker", "configure_logging"]
+
+MASK = "***"
+
+# Key-like things that may reach a log line even when they are not a configured secret: a key
+# in a query string, an Authorization header value, a key in a known path position.
+_KEYLIKE = re.compile(
+    r"(?i)((?:api[_-]?key|apikey|auth_token|access_token|token|key|secret)=)[^&\s\"']+"
+    r"|(\b(?:Bearer|Apikey)\s+)[A-Za-z0-9._~+/=-]{8,}"
+    r"|(/v3/|/v2/)[0-9a-fA-F]{24,}"
+)
+
+
+class SecretMasker:
+    """A structlog processor replacing every configured secret, and anything key-like, with
+    "***" in every string of every log event (nested containers included)."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self.secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+
+    def mask(self, text: str) -> str:
+        for secret in self.secrets:
+            if secret in text:
+                text = text.replace(secret, MASK)
+        return _KEYLIKE.sub(lambda m: (m.group(1) or m.group(2) or m.group(3)) + MASK, text)
+
+    def _walk(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.mask(value)
+        if isinstance(value, dict):
+            return {k: self._walk(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return type(value)(self._walk(v) for v in value)
+        if isinstance(value, BaseException):
+            return self.mask(repr(value))
+        return value
+
+    def __call__(self, logger: Any, name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        for key, value in list(event.items()):
+            event[key] = self._walk(value)
+        return event
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
-def configure_logging(fmt: str = "auto", level: str = "info", stream: Any = None) -> None:
-    """Set up structlog (and the stdlib root logger hypercorn uses) for this process."""
+def configure_logging(
+    fmt: str = "auto", level: str = "info", stream: Any = None, secrets: Iterable[str] = ()
+) -> None:
+    """Set up structlog (and the stdlib root logger hypercorn uses) for this process.
+
+    `secrets` (every configured upstream key) are masked in every log line, as is anything
+    that looks like a key; exceptions are rendered before masking so tracebacks are masked too.
+    """
     stream = stream or sys.stderr
     numeric = _LEVELS.get(level.lower(), logging.INFO)
     console = fmt == "console" or (fmt == "auto" and getattr(stream, "isatty", lambda: False)())
@@ -34,7 +82,8 @@ def configure_logging(fmt: str = "auto", level: str = "info", stream: Any = None
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.StackInfoRenderer(),
-            structlog.processors.format_exc_info if not console else structlog.dev.set_exc_info,
+            structlog.processors.format_exc_info,
+            SecretMasker(secrets),
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),

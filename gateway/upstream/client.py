@@ -359,6 +359,9 @@ class UpstreamClient:
             self.limiter_for(provider)
             self.breaker_for(provider)
         self._http = httpx.AsyncClient(
+            # HTTP/2 is negotiated by ALPN where the upstream offers it (one connection carries
+            # concurrent requests); plain http:// and HTTP/1.1-only hosts are unaffected.
+            http2=True,
             headers={"User-Agent": user_agent, "Accept": "application/json"},
             transport=transport,
             follow_redirects=False,
