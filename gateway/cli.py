@@ -44,17 +44,23 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     serve = commands.add_parser(
         "serve",
-        help="run the collectors and serve GraphQL (HTTP, WebSocket, GraphiQL) until SIGINT/SIGTERM",
+        help="collect data and serve GraphQL (HTTP, WebSocket, GraphiQL) until SIGINT/SIGTERM",
         description="Run the collectors and serve GraphQL at http://HOST:PORT/graphql. "
         "Each option falls back to its environment variable, then to its default.",
     )
     serve.add_argument("--host", help="interface to listen on (GATEWAY_HOST; default 127.0.0.1)")
     serve.add_argument(
-        "--port", type=_port, help="TCP port, 0 for any free one (GATEWAY_PORT or PORT; default 7860)"
+        "--port",
+        type=_port,
+        help="TCP port, 0 for any free one (GATEWAY_PORT or PORT; default 7860)",
     )
-    serve.add_argument("--db", type=Path, help="SQLite database file (GATEWAY_DB; default ./data/gateway.db)")
     serve.add_argument(
-        "--providers", type=Path, help="providers file (GATEWAY_PROVIDERS; default ./providers.toml)"
+        "--db", type=Path, help="SQLite database file (GATEWAY_DB; default ./data/gateway.db)"
+    )
+    serve.add_argument(
+        "--providers",
+        type=Path,
+        help="providers file (GATEWAY_PROVIDERS; default ./providers.toml)",
     )
     serve.add_argument(
         "--log-format",
@@ -106,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
             return _fail(EXIT_START_FAILED, str(cause))
         if isinstance(cause, OSError):
             reason = cause.strerror or str(cause)
-            return _fail(EXIT_START_FAILED, f"cannot listen on {settings.host}:{settings.port}: {reason}")
+            return _fail(
+                EXIT_START_FAILED, f"cannot listen on {settings.host}:{settings.port}: {reason}"
+            )
         raise
     return 0
 

@@ -26,9 +26,9 @@ from typing import Any
 
 __all__ = [
     "BadUserInput",
-    "Forbidden",
     "CircuitOpenError",
     "ConfigError",
+    "Forbidden",
     "GatewayError",
     "PoolExhausted",
     "StorageError",

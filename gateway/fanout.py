@@ -75,7 +75,9 @@ class Membership:
     token: int
 
 
-def group_key(query: str, operation_name: str | None, variables: Mapping[str, Any] | None) -> GroupKey:
+def group_key(
+    query: str, operation_name: str | None, variables: Mapping[str, Any] | None
+) -> GroupKey:
     """Two subscriptions share work exactly when document, operation and variables agree."""
     canonical = json.dumps(variables or {}, sort_keys=True, separators=(",", ":"), default=str)
     return (query, operation_name, canonical)

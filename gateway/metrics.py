@@ -53,7 +53,9 @@ class _Writer:
         self.metric(name, kind, help_text, [({}, value)])
 
 
-def render_metrics(services: Services, http: HttpStats, upstream_counters: dict[tuple[str, str], int]) -> str:
+def render_metrics(
+    services: Services, http: HttpStats, upstream_counters: dict[tuple[str, str], int]
+) -> str:
     """The whole exposition, newline-terminated."""
     w = _Writer()
     w.one("gateway_up", "gauge", "1 while the gateway serves.", 1)
@@ -69,8 +71,18 @@ def render_metrics(services: Services, http: HttpStats, upstream_counters: dict[
     )
     ws = services.ws_stats
     w.one("gateway_ws_connections", "gauge", "Open GraphQL WebSocket connections.", ws.connections)
-    w.one("gateway_ws_connections_total", "counter", "WebSocket connections accepted.", ws.connections_total)
-    w.one("gateway_ws_operations_total", "counter", "Operations started over WebSocket.", ws.operations)
+    w.one(
+        "gateway_ws_connections_total",
+        "counter",
+        "WebSocket connections accepted.",
+        ws.connections_total,
+    )
+    w.one(
+        "gateway_ws_operations_total",
+        "counter",
+        "Operations started over WebSocket.",
+        ws.operations,
+    )
     w.one("gateway_ws_frames_sent_total", "counter", "WebSocket frames written.", ws.frames_sent)
     w.one(
         "gateway_ws_frames_dropped_total",
@@ -86,8 +98,18 @@ def render_metrics(services: Services, http: HttpStats, upstream_counters: dict[
     )
     hub = services.hub
     if hub is not None:
-        w.one("gateway_subscription_groups", "gauge", "Distinct shared subscriptions.", hub.group_count)
-        w.one("gateway_subscription_members", "gauge", "Operations attached to them.", hub.member_count)
+        w.one(
+            "gateway_subscription_groups",
+            "gauge",
+            "Distinct shared subscriptions.",
+            hub.group_count,
+        )
+        w.one(
+            "gateway_subscription_members",
+            "gauge",
+            "Operations attached to them.",
+            hub.member_count,
+        )
         w.one(
             "gateway_subscription_executions_total",
             "counter",
@@ -101,16 +123,36 @@ def render_metrics(services: Services, http: HttpStats, upstream_counters: dict[
             hub.deliveries,
         )
     topics = services.bus.topics
-    w.metric("gateway_bus_published_total", "counter", "Events published.", (({"topic": t.name}, t.published) for t in topics))
+    w.metric(
+        "gateway_bus_published_total",
+        "counter",
+        "Events published.",
+        (({"topic": t.name}, t.published) for t in topics),
+    )
     w.metric(
         "gateway_bus_dropped_total",
         "counter",
         "Events an internal subscriber lost to its full buffer.",
         (({"topic": t.name}, t.dropped) for t in topics),
     )
-    w.metric("gateway_bus_subscribers", "gauge", "Internal subscribers.", (({"topic": t.name}, t.subscriber_count) for t in topics))
-    w.one("gateway_storage_commits_total", "counter", "Write transactions committed.", services.storage.commits)
-    w.one("gateway_database_bytes", "gauge", "SQLite files on disk.", services.storage.database_bytes())
+    w.metric(
+        "gateway_bus_subscribers",
+        "gauge",
+        "Internal subscribers.",
+        (({"topic": t.name}, t.subscriber_count) for t in topics),
+    )
+    w.one(
+        "gateway_storage_commits_total",
+        "counter",
+        "Write transactions committed.",
+        services.storage.commits,
+    )
+    w.one(
+        "gateway_database_bytes",
+        "gauge",
+        "SQLite files on disk.",
+        services.storage.database_bytes(),
+    )
     w.metric(
         "gateway_upstream_requests_total",
         "counter",
@@ -122,7 +164,10 @@ def render_metrics(services: Services, http: HttpStats, upstream_counters: dict[
         "gauge",
         "1 when the provider's recent requests succeed (ONLINE or DEGRADED).",
         (
-            ({"provider": pid, "state": record.state()}, 1 if record.state() in {"ONLINE", "DEGRADED"} else 0)
+            (
+                {"provider": pid, "state": record.state()},
+                1 if record.state() in {"ONLINE", "DEGRADED"} else 0,
+            )
             for pid, record in sorted(services.status_board.records.items())
         ),
     )

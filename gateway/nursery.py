@@ -38,10 +38,10 @@ from gateway.models import PriceTick
 from gateway.provider_store import ProviderStore
 from gateway.registry import ProviderRegistry
 from gateway.schema import build_schema
+from gateway.secrets import Secrets
 from gateway.server import serve_http
 from gateway.sources import Collector, CollectorContext, collector_for
 from gateway.storage import Storage
-from gateway.secrets import Secrets
 from gateway.upstream.client import UpstreamClient
 from gateway.ws import WebSocketOptions, WebSocketStats
 
@@ -94,7 +94,9 @@ async def supervise(
         backoff = min(backoff * 2, max_backoff)
 
 
-def _make_ingest(bus: EventBus, storage: Storage) -> Callable[[Sequence[PriceTick]], Awaitable[None]]:
+def _make_ingest(
+    bus: EventBus, storage: Storage
+) -> Callable[[Sequence[PriceTick]], Awaitable[None]]:
     async def ingest(ticks: Sequence[PriceTick]) -> None:
         # Publish first, then store: a replaying subscriber (priceTicks with `since`) subscribes
         # before it reads the store, so every tick is either in its replay or in its buffer.
@@ -173,7 +175,9 @@ class Gateway:
 
                     async def serve(*, task_status: trio.TaskStatus[list[str]]) -> None:
                         try:
-                            await serve_http(app, settings, self.shutdown.wait, task_status=task_status)
+                            await serve_http(
+                                app, settings, self.shutdown.wait, task_status=task_status
+                            )
                         finally:
                             server_done.set()
 
@@ -186,7 +190,9 @@ class Gateway:
                     log.info("gateway.stopping")
                     services.ready = False
                     app.shutdown.set()  # every WebSocket closes with 1001
-                    service.cancel_scope.deadline = trio.current_time() + settings.shutdown_grace + 0.5
+                    service.cancel_scope.deadline = (
+                        trio.current_time() + settings.shutdown_grace + 0.5
+                    )
                     await server_done.wait()
                     service.cancel_scope.cancel()
             finally:

@@ -149,5 +149,7 @@ def _reason(record: ProviderRecord, ok: bool, error: str | None) -> str:
     if not ok:
         return error or "request failed"
     if record.last_latency_ms is not None and record.last_latency_ms > record.degraded_after_ms:
-        return f"slow: {record.last_latency_ms:.0f} ms (threshold {record.degraded_after_ms:.0f} ms)"
+        return (
+            f"slow: {record.last_latency_ms:.0f} ms (threshold {record.degraded_after_ms:.0f} ms)"
+        )
     return "requests succeed"

@@ -133,7 +133,15 @@ class ProviderStore:
             " VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET state = excluded.state,"
             " last_checked_ms = excluded.last_checked_ms, last_error = excluded.last_error,"
             " updated_ms = excluded.updated_ms",
-            [(provider, state, _ms(last_checked) if last_checked else None, last_error, _ms(utc_now()))],
+            [
+                (
+                    provider,
+                    state,
+                    _ms(last_checked) if last_checked else None,
+                    last_error,
+                    _ms(utc_now()),
+                )
+            ],
         )
 
     async def states(self) -> dict[str, tuple[str, datetime | None, str | None]]:
@@ -154,7 +162,9 @@ class ProviderStore:
 
     async def usage(self) -> dict[tuple[str, str], Any]:
         rows = await self.storage.read(
-            lambda db: db.execute("SELECT provider, window, snapshot FROM rate_limit_usage").fetchall()
+            lambda db: db.execute(
+                "SELECT provider, window, snapshot FROM rate_limit_usage"
+            ).fetchall()
         )
         return {(p, w): json.loads(snapshot) for p, w, snapshot in rows}
 
@@ -166,15 +176,18 @@ class ProviderStore:
 
         def work(conn: sqlite3.Connection) -> None:
             conn.execute(
-                "INSERT INTO pools (id, name, category, strategy, created_ms) VALUES (?, ?, ?, ?, ?)"
-                " ON CONFLICT (id) DO UPDATE SET name = excluded.name,"
+                "INSERT INTO pools (id, name, category, strategy, created_ms)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET name = excluded.name,"
                 " category = excluded.category, strategy = excluded.strategy",
                 [pool.id, pool.name, pool.category, pool.strategy, now],
             )
             conn.execute("DELETE FROM pool_members WHERE pool = ?", [pool.id])
             conn.executemany(
                 "INSERT INTO pool_members (pool, provider, priority, weight) VALUES (?, ?, ?, ?)",
-                [(pool.id, provider, priority, weight) for provider, priority, weight in pool.members],
+                [
+                    (pool.id, provider, priority, weight)
+                    for provider, priority, weight in pool.members
+                ],
             )
 
         await self.storage.transact(work)
@@ -200,7 +213,9 @@ class ProviderStore:
                 db.execute("SELECT pool, current_provider FROM rotation_state").fetchall()
             )
             return [
-                PoolRecord(pid, name, category, strategy, tuple(members.get(pid, ())), current.get(pid))
+                PoolRecord(
+                    pid, name, category, strategy, tuple(members.get(pid, ())), current.get(pid)
+                )
                 for pid, name, category, strategy in db.execute(
                     "SELECT id, name, category, strategy FROM pools ORDER BY created_ms, id"
                 ).fetchall()
@@ -246,7 +261,9 @@ class ProviderStore:
         return AlertRecord(alert_id, severity, kind, message, provider, at, False)
 
     async def acknowledge_alert(self, alert_id: int) -> AlertRecord | None:
-        await self.storage.execute_now("UPDATE alerts SET acknowledged = 1 WHERE id = ?", [alert_id])
+        await self.storage.execute_now(
+            "UPDATE alerts SET acknowledged = 1 WHERE id = ?", [alert_id]
+        )
         found = await self.alerts(alert_id=alert_id)
         return found[0] if found else None
 

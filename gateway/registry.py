@@ -46,7 +46,9 @@ ATTEMPT_RETENTION = timedelta(days=7)
 EVENT_BUFFER = 1024
 
 
-def make_probe(client: UpstreamClient, secrets: Secrets) -> Callable[[ProviderConfig], Awaitable[ProbeResult]]:
+def make_probe(
+    client: UpstreamClient, secrets: Secrets
+) -> Callable[[ProviderConfig], Awaitable[ProbeResult]]:
     """The health check of a provider, as its providers.toml `health` entry describes it."""
 
     async def probe(provider: ProviderConfig) -> ProbeResult:
@@ -116,7 +118,10 @@ class ProviderRegistry:
             providers, is_configured=secrets.is_configured, on_change=self._state_changed
         )
         self.health = HealthChecker(
-            providers, make_probe(client, secrets), is_configured=secrets.is_configured, rng=self._rng
+            providers,
+            make_probe(client, secrets),
+            is_configured=secrets.is_configured,
+            rng=self._rng,
         )
         self.pools: dict[str, Pool] = {}
         client.on_attempt = self._attempted
@@ -221,7 +226,9 @@ class ProviderRegistry:
         deleted = await self.store.delete_pool(pool_id)
         return existed or deleted
 
-    async def add_member(self, pool_id: str, provider_id: str, priority: int, weight: float) -> Pool:
+    async def add_member(
+        self, pool_id: str, provider_id: str, priority: int, weight: float
+    ) -> Pool:
         pool = self.require_pool(pool_id)
         provider = self.require_provider(provider_id)
         if pool.category not in provider.categories:
@@ -299,7 +306,10 @@ class ProviderRegistry:
             )
             if change.new_state == "OFFLINE":
                 await self.alerts.raise_alert(
-                    "HIGH", "provider_offline", f"{change.provider} is offline: {change.reason}", change.provider
+                    "HIGH",
+                    "provider_offline",
+                    f"{change.provider} is offline: {change.reason}",
+                    change.provider,
                 )
             elif change.old_state == "OFFLINE" and change.new_state in {"ONLINE", "DEGRADED"}:
                 await self.alerts.raise_alert(
@@ -308,7 +318,11 @@ class ProviderRegistry:
         elif event.kind == "rotation":
             rotation: RotationEvent = event.data
             await self.store.record_rotation(
-                rotation.pool, rotation.from_provider, rotation.to_provider, rotation.reason, rotation.at
+                rotation.pool,
+                rotation.from_provider,
+                rotation.to_provider,
+                rotation.reason,
+                rotation.at,
             )
             self.bus.rotations.publish(rotation)
         elif event.kind == "threshold":
@@ -320,10 +334,13 @@ class ProviderRegistry:
                 provider_id,
             )
         elif event.kind == "breaker":
-            provider_id, old, new = event.data
+            provider_id, _old, new = event.data
             if new.value == "OPEN":
                 await self.alerts.raise_alert(
-                    "MEDIUM", "circuit_open", f"{provider_id}: circuit opened after repeated failures", provider_id
+                    "MEDIUM",
+                    "circuit_open",
+                    f"{provider_id}: circuit opened after repeated failures",
+                    provider_id,
                 )
 
     async def _process_events(self) -> None:

@@ -170,7 +170,7 @@ def _aware(moment: datetime | None) -> datetime | None:
 
 
 def consensus(symbol: str, ticks: Sequence[PriceTick], now: datetime) -> Price | None:
-    """The median of every provider's latest fresh price (or the newest stale one if none is fresh)."""
+    """The median of every provider's latest fresh price (or, if none is fresh, the newest)."""
     if not ticks:
         return None
     fresh = [t for t in ticks if (now - t.observed_at).total_seconds() <= FRESH_SECONDS]

@@ -8,6 +8,7 @@ graceful path: the trigger stops accepting, open connections get `graceful_timeo
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import trio
 from hypercorn.config import Config
@@ -42,4 +43,6 @@ async def serve_http(
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until `shutdown_trigger` returns and connections have drained."""
-    await serve(app, hypercorn_config(settings), shutdown_trigger=shutdown_trigger, task_status=task_status)  # type: ignore[arg-type]
+    config = hypercorn_config(settings)
+    asgi: Any = app  # hypercorn's ASGI types are stricter than any app's own signature
+    await serve(asgi, config, shutdown_trigger=shutdown_trigger, task_status=task_status)

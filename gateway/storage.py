@@ -94,7 +94,8 @@ _MIGRATIONS: Final = (
                 error_type TEXT,
                 at_ms INTEGER NOT NULL
             )""",
-            "CREATE INDEX connection_attempts_provider_time ON connection_attempts (provider, at_ms)",
+            "CREATE INDEX connection_attempts_provider_time"
+            " ON connection_attempts (provider, at_ms)",
             "CREATE INDEX connection_attempts_time ON connection_attempts (at_ms)",
             """CREATE TABLE failures (
                 id INTEGER PRIMARY KEY,

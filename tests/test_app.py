@@ -48,7 +48,13 @@ async def test_prices_are_the_median_of_fresh_providers(gateway: RunningGateway)
     assert btc["symbol"] == "BTC" and btc["usd"] == 101.0
     assert btc["provider"] == "consensus" and btc["sources"] == ["a", "b", "d"]
     assert 0 <= btc["ageSeconds"] < 60
-    assert eth == {"symbol": "ETH", "usd": 3000.0, "provider": "a", "sources": ["a"], "ageSeconds": eth["ageSeconds"]}
+    assert eth == {
+        "symbol": "ETH",
+        "usd": 3000.0,
+        "provider": "a",
+        "sources": ["a"],
+        "ageSeconds": eth["ageSeconds"],
+    }
 
 
 async def test_missing_prices_are_named_never_invented(gateway: RunningGateway) -> None:
@@ -126,7 +132,11 @@ async def test_graphql_response_json_media_type(gateway: RunningGateway) -> None
         (b"{not json", {"content-type": "application/json"}, 400),
         (b"[1]", {"content-type": "application/json"}, 400),
         (b"query=x", {"content-type": "application/x-www-form-urlencoded"}, 415),
-        (b'{"query": "{ status { version } }"}', {"content-type": "application/json", "accept": "text/plain"}, 406),
+        (
+            b'{"query": "{ status { version } }"}',
+            {"content-type": "application/json", "accept": "text/plain"},
+            406,
+        ),
         (b"x" * (1024 * 1024 + 10), {"content-type": "application/json"}, 413),
     ],
 )
@@ -146,7 +156,9 @@ async def test_variables_must_be_an_object(gateway: RunningGateway) -> None:
 
 
 async def test_subscriptions_over_http_point_to_websocket(gateway: RunningGateway) -> None:
-    response = await post(gateway, {"query": 'subscription { priceTicks(symbols: ["BTC"]) { usd } }'})
+    response = await post(
+        gateway, {"query": 'subscription { priceTicks(symbols: ["BTC"]) { usd } }'}
+    )
     assert response.status_code == 400
     assert "WebSocket" in response.json()["errors"][0]["message"]
 
@@ -160,7 +172,9 @@ async def test_graphql_get_for_a_browser_is_graphiql(gateway: RunningGateway) ->
 async def test_application_graphql_body(gateway: RunningGateway) -> None:
     async with httpx.AsyncClient(base_url=gateway.urls[0], timeout=5) as client:
         response = await client.post(
-            "/graphql", content=b"{ status { version } }", headers={"content-type": "application/graphql"}
+            "/graphql",
+            content=b"{ status { version } }",
+            headers={"content-type": "application/graphql"},
         )
     assert response.json()["data"]["status"]["version"]
 

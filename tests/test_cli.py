@@ -20,7 +20,9 @@ REPO = Path(__file__).resolve().parent.parent
 NO_UPSTREAMS = REPO / "tests" / "data" / "no-providers.toml"
 
 
-def gateway(*args: str, env: dict[str, str] | None = None, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+def gateway(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 20
+) -> subprocess.CompletedProcess[str]:
     """Run the CLI with no upstreams configured, so nothing ever leaves loopback."""
     return subprocess.run(
         [sys.executable, "-m", "gateway", *args],
@@ -50,7 +52,9 @@ def test_help_explains_every_command() -> None:
         (["serve", "--providers", "/nonexistent/providers.toml"], {}, "does not exist"),
     ],
 )
-def test_bad_values_exit_2_with_one_line(args: list[str], env: dict[str, str], message: str) -> None:
+def test_bad_values_exit_2_with_one_line(
+    args: list[str], env: dict[str, str], message: str
+) -> None:
     result = gateway(*args, env=env)
     assert result.returncode == 2
     assert message in result.stderr
@@ -85,8 +89,20 @@ def free_port() -> int:
 def test_signal_stops_gracefully_within_5_seconds(tmp_path: Path, signum: int) -> None:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve", "--port", str(port), "--db", str(tmp_path / "g.db"),
-         "--providers", str(NO_UPSTREAMS), "--log-format", "json"],
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "serve",
+            "--port",
+            str(port),
+            "--db",
+            str(tmp_path / "g.db"),
+            "--providers",
+            str(NO_UPSTREAMS),
+            "--log-format",
+            "json",
+        ],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

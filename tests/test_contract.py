@@ -49,7 +49,9 @@ def test_we_serve_a_good_part_of_the_contract(contract: GraphQLSchema, ours: Gra
     assert len(shared_object_types(contract, ours)) >= 15
 
 
-def test_every_shared_type_has_the_contract_fields(contract: GraphQLSchema, ours: GraphQLSchema) -> None:
+def test_every_shared_type_has_the_contract_fields(
+    contract: GraphQLSchema, ours: GraphQLSchema
+) -> None:
     problems = []
     for name in shared_object_types(contract, ours):
         theirs = contract.type_map[name]
@@ -74,7 +76,9 @@ def test_every_shared_type_has_the_contract_fields(contract: GraphQLSchema, ours
     assert problems == []
 
 
-def test_shared_enums_have_the_contract_values(contract: GraphQLSchema, ours: GraphQLSchema) -> None:
+def test_shared_enums_have_the_contract_values(
+    contract: GraphQLSchema, ours: GraphQLSchema
+) -> None:
     for name, kind in ours.type_map.items():
         theirs = contract.type_map.get(name)
         if isinstance(kind, GraphQLEnumType) and isinstance(theirs, GraphQLEnumType):
@@ -84,8 +88,18 @@ def test_shared_enums_have_the_contract_values(contract: GraphQLSchema, ours: Gr
 
 def test_the_root_fields_of_the_core_slices_are_served(ours: GraphQLSchema) -> None:
     assert ours.query_type is not None and ours.subscription_type is not None
-    for field in ("prices", "priceHistory", "ohlcv", "status", "providers", "provider", "pools",
-                  "rotationHistory", "failures", "alerts"):
+    for field in (
+        "prices",
+        "priceHistory",
+        "ohlcv",
+        "status",
+        "providers",
+        "provider",
+        "pools",
+        "rotationHistory",
+        "failures",
+        "alerts",
+    ):
         assert field in ours.query_type.fields, field
     for field in ("priceTicks", "providerStates", "rotations", "alerts"):
         assert field in ours.subscription_type.fields, field

@@ -49,8 +49,20 @@ class GatewayProcess:
     @classmethod
     async def start(cls, nursery: trio.Nursery, providers: Path, db: Path) -> GatewayProcess:
         process = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "gateway", "serve", "--port", "0", "--db", str(db),
-             "--providers", str(providers), "--log-format", "json"],
+            [
+                sys.executable,
+                "-m",
+                "gateway",
+                "serve",
+                "--port",
+                "0",
+                "--db",
+                str(db),
+                "--providers",
+                str(providers),
+                "--log-format",
+                "json",
+            ],
             cwd=REPO,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,  # logs go to stderr
@@ -85,7 +97,9 @@ class GatewayProcess:
 
 async def graphql(url: str, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
     async with httpx.AsyncClient(timeout=5) as client:
-        response = await client.post(f"{url}/graphql", json={"query": query, "variables": variables})
+        response = await client.post(
+            f"{url}/graphql", json={"query": query, "variables": variables}
+        )
     return response.json()  # type: ignore[no-any-return]
 
 
@@ -138,7 +152,8 @@ async def test_price_flows_from_upstream_to_subscriber_and_survives_restart(tmp_
         # the tick the subscriber saw is in the stored history
         replay = 'subscription($s: DateTime) { priceTicks(symbols: ["BTC"], since: $s) { usd provider } }'
         async with open_websocket_url(
-            second.url.replace("http://", "ws://") + "/graphql", subprotocols=["graphql-transport-ws"]
+            second.url.replace("http://", "ws://") + "/graphql",
+            subprotocols=["graphql-transport-ws"],
         ) as ws:
             await ws.send_message(json.dumps({"type": "connection_init"}))
             await ws.get_message()

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 import strawberry
 import trio
+import trio.lowlevel
 from graphql import ExecutionResult
 
 from gateway import graphql_trio
@@ -32,7 +33,7 @@ class Item:
 
     @strawberry.field
     async def must(self) -> int:
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
         if self.n == 2:
             raise ValueError("item 2 is broken")
         return self.n
@@ -42,12 +43,12 @@ class Item:
 class Inner:
     @strawberry.field
     async def fine(self) -> str:
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
         return "fine"
 
     @strawberry.field
     async def required(self) -> str:
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
         raise BadUserInput("required field failed")
 
 
@@ -65,12 +66,12 @@ class Query:
 
     @strawberry.field
     async def items(self) -> list[Item]:
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
         return [Item(n=n) for n in range(5)]
 
     @strawberry.field
     async def optional(self) -> str | None:
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
         raise BadUserInput("optional field failed")
 
     @strawberry.field
@@ -138,7 +139,9 @@ def summary(response: dict[str, object]) -> tuple[object, list[tuple[object, obj
     return response.get("data"), [(e["path"], e["message"]) for e in errors]  # type: ignore[union-attr, index]
 
 
-async def test_sibling_resolvers_run_concurrently(engine: GraphQLEngine, autojump_clock: object) -> None:
+async def test_sibling_resolvers_run_concurrently(
+    engine: GraphQLEngine, autojump_clock: object
+) -> None:
     start = trio.current_time()
     assert await run(engine, "{ a b }") == {"data": {"a": 1, "b": 2}}
     assert trio.current_time() - start == pytest.approx(1.0)  # not 2: they overlapped
@@ -187,7 +190,9 @@ async def test_internal_errors_do_not_leak_details(engine: GraphQLEngine) -> Non
     assert error["extensions"]["code"] == "INTERNAL"
 
 
-async def test_cancellation_reaches_running_resolvers(engine: GraphQLEngine, autojump_clock: object) -> None:
+async def test_cancellation_reaches_running_resolvers(
+    engine: GraphQLEngine, autojump_clock: object
+) -> None:
     events.clear()
     prepared = engine.prepare("{ a slow }")
     assert isinstance(prepared, PreparedOperation)
@@ -235,7 +240,7 @@ async def test_shapes_break_without_the_adapter(
     try:
         with trio.fail_after(5):
             response = await run(engine, query)
-    except BaseException as exc:  # noqa: BLE001 - any crash is the expected failure
+    except BaseException as exc:
         assert "unrecognized yield message" in repr(exc) or isinstance(exc, BaseExceptionGroup)
     else:
         assert summary(response) != (data, errors)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from dataclasses import replace
 
@@ -39,7 +40,7 @@ async def test_checks_are_spread_and_repeat_on_their_interval(autojump_clock: ob
     assert len(set(round(t) for t in firsts)) >= 8  # not all at once
     assert all(0 <= t <= 60 for t in firsts)
     for times in calls.values():
-        gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(times)]
         assert gaps and all(54 <= gap <= 66 for gap in gaps)
 
 
@@ -64,7 +65,9 @@ async def test_unconfigured_and_disabled_providers_are_never_called(autojump_clo
     assert "keyed" not in called
 
 
-async def test_a_crashing_probe_is_a_failed_check_and_others_continue(autojump_clock: object) -> None:
+async def test_a_crashing_probe_is_a_failed_check_and_others_continue(
+    autojump_clock: object,
+) -> None:
     calls: list[str] = []
 
     async def probe(p: ProviderConfig) -> ProbeResult:

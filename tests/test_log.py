@@ -26,8 +26,13 @@ def test_configured_secrets_and_key_like_values_are_masked() -> None:
     except RuntimeError:
         log.exception("boom")
     text = stream.getvalue()
-    for secret in ("s3cr3t-key-value", "abcdef123456", "eyJhbGciOiJIUzI1NiJ9", "supersecrettoken",
-                   "0123456789abcdef0123456789abcdef"):
+    for secret in (
+        "s3cr3t-key-value",
+        "abcdef123456",
+        "eyJhbGciOiJIUzI1NiJ9",
+        "supersecrettoken",
+        "0123456789abcdef0123456789abcdef",
+    ):
         assert secret not in text
     first = json.loads(text.splitlines()[0])
     assert first["url"] == "https://x.example/api?apikey=***&limit=1"

@@ -41,7 +41,9 @@ def providers_for(sim: Simulator) -> ProvidersFile:
         expect_json_key="result",
         interval_seconds=FAST_HEALTH,
     )
-    coingecko = sim.provider("coingecko", interval_seconds=60, health=replace(ping, expect_json_key="gecko_says"))
+    coingecko = sim.provider(
+        "coingecko", interval_seconds=60, health=replace(ping, expect_json_key="gecko_says")
+    )
     binance = sim.provider(
         "binance",
         interval_seconds=60,
@@ -81,7 +83,9 @@ def providers_for(sim: Simulator) -> ProvidersFile:
     return ProvidersFile((coingecko, binance, *rpc, keyed, paid))
 
 
-async def graphql(running: RunningGateway, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+async def graphql(
+    running: RunningGateway, query: str, variables: dict[str, Any] | None = None
+) -> dict[str, Any]:
     async with httpx.AsyncClient(base_url=running.urls[0], timeout=10) as client:
         response = await client.post("/graphql", json={"query": query, "variables": variables})
     return response.json()  # type: ignore[no-any-return]
@@ -114,7 +118,9 @@ async def test_providers_report_health_keys_and_limits(
     # an UNCONFIGURED provider is never called
     client = running.services.registry.client  # type: ignore[union-attr]
     assert not any(provider == "keyed" for provider, _ in client.counters)
-    one = await graphql(running, '{ provider(id: "coingecko") { name tier } nope: provider(id: "x") { id } }')
+    one = await graphql(
+        running, '{ provider(id: "coingecko") { name tier } nope: provider(id: "x") { id } }'
+    )
     assert one["data"] == {"provider": {"name": "coingecko", "tier": "A"}, "nope": None}
 
 
@@ -122,7 +128,9 @@ async def test_admin_mutations_are_forbidden_by_default(
     start_gateway: StartGateway, simulator: Simulator
 ) -> None:
     running = await start_gateway(providers=providers_for(simulator))
-    body = await graphql(running, 'mutation { createPool(name: "x", category: RPC, strategy: PRIORITY) { id } }')
+    body = await graphql(
+        running, 'mutation { createPool(name: "x", category: RPC, strategy: PRIORITY) { id } }'
+    )
     assert body["errors"][0]["extensions"]["code"] == "FORBIDDEN"
     assert body["data"] is None
     pools = await graphql(running, "{ pools { id } }")
@@ -134,7 +142,8 @@ async def test_pool_mutations_and_rotation_history(
 ) -> None:
     running = await start_gateway(providers=providers_for(simulator), allow_admin_mutations=True)
     created = await graphql(
-        running, 'mutation { createPool(name: "My nodes", category: RPC, strategy: ROUND_ROBIN) { id strategy members { priority } } }'
+        running,
+        'mutation { createPool(name: "My nodes", category: RPC, strategy: ROUND_ROBIN) { id strategy members { priority } } }',
     )
     pool = created["data"]["createPool"]
     assert pool == {"id": "my-nodes", "strategy": "ROUND_ROBIN", "members": []}
@@ -145,7 +154,9 @@ async def test_pool_mutations_and_rotation_history(
             {"p": "my-nodes", "n": node, "prio": priority},
         )
         assert "errors" not in added, added
-    wrong = await graphql(running, 'mutation { addPoolMember(pool: "my-nodes", provider: "binance") { id } }')
+    wrong = await graphql(
+        running, 'mutation { addPoolMember(pool: "my-nodes", provider: "binance") { id } }'
+    )
     assert wrong["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
     rotated = await graphql(running, 'mutation { rotatePool(id: "my-nodes") { current { id } } }')
     assert rotated["data"]["rotatePool"]["current"]["id"] == "rpc-b"
@@ -155,22 +166,38 @@ async def test_pool_mutations_and_rotation_history(
         while not (history := (await graphql(running, history_query))["data"]["rotationHistory"]):
             await trio.sleep(0.05)
     assert history[0] == {"fromProvider": "rpc-a", "toProvider": "rpc-b", "reason": "manual"}
-    removed = await graphql(running, 'mutation { removePoolMember(pool: "my-nodes", provider: "rpc-a") { members { provider { id } } } }')
+    removed = await graphql(
+        running,
+        'mutation { removePoolMember(pool: "my-nodes", provider: "rpc-a") { members { provider { id } } } }',
+    )
     assert removed["data"]["removePoolMember"]["members"] == [{"provider": {"id": "rpc-b"}}]
-    assert (await graphql(running, 'mutation { deletePool(id: "my-nodes") }'))["data"] == {"deletePool": True}
-    assert (await graphql(running, 'mutation { deletePool(id: "my-nodes") }'))["data"] == {"deletePool": False}
+    assert (await graphql(running, 'mutation { deletePool(id: "my-nodes") }'))["data"] == {
+        "deletePool": True
+    }
+    assert (await graphql(running, 'mutation { deletePool(id: "my-nodes") }'))["data"] == {
+        "deletePool": False
+    }
 
 
 async def test_pools_survive_a_restart(start_gateway: StartGateway, simulator: Simulator) -> None:
     providers = providers_for(simulator)
     first = await start_gateway(providers=providers, allow_admin_mutations=True)
-    await graphql(first, 'mutation { createPool(name: "Kept", category: RPC, strategy: LEAST_USED) { id } }')
-    await graphql(first, 'mutation { addPoolMember(pool: "kept", provider: "rpc-b", weight: 2.5) { id } }')
+    await graphql(
+        first, 'mutation { createPool(name: "Kept", category: RPC, strategy: LEAST_USED) { id } }'
+    )
+    await graphql(
+        first, 'mutation { addPoolMember(pool: "kept", provider: "rpc-b", weight: 2.5) { id } }'
+    )
     first.gateway.shutdown.set()
     with trio.fail_after(10):
         await first.gateway.stopped.wait()
     second = await start_gateway(providers=providers)
-    pools = {p["id"]: p for p in (await graphql(second, "{ pools { id strategy members { provider { id } weight } } }"))["data"]["pools"]}
+    pools = {
+        p["id"]: p
+        for p in (
+            await graphql(second, "{ pools { id strategy members { provider { id } weight } } }")
+        )["data"]["pools"]
+    }
     assert pools["kept"]["strategy"] == "LEAST_USED"
     assert pools["kept"]["members"] == [{"provider": {"id": "rpc-b"}, "weight": 2.5}]
     assert "rpc-ethereum" in pools  # the default pool of the category
@@ -179,7 +206,9 @@ async def test_pools_survive_a_restart(start_gateway: StartGateway, simulator: S
 CHAIN_HEADS = "{ chainHeads { chain blockNumber provider lagBlocks } }"
 
 
-async def test_chain_heads_fail_over_within_a_second(start_gateway: StartGateway, simulator: Simulator) -> None:
+async def test_chain_heads_fail_over_within_a_second(
+    start_gateway: StartGateway, simulator: Simulator
+) -> None:
     running = await start_gateway(providers=providers_for(simulator), chain_head_cache_seconds=0)
     simulator.set_block("rpc-a", 21_000_100)
     simulator.set_block("rpc-b", 21_000_090)
@@ -221,9 +250,13 @@ async def test_an_offline_provider_raises_an_alert_and_a_state_change(
     async with open_websocket_url(url, subprotocols=["graphql-transport-ws"]) as ws:
         await ws.send_message(json.dumps({"type": "connection_init"}))
         await ws.get_message()
-        for op, query in (("s", "subscription { providerStates { provider oldState newState reason } }"),
-                          ("a", "subscription { alerts { kind provider severity } }")):
-            await ws.send_message(json.dumps({"type": "subscribe", "id": op, "payload": {"query": query}}))
+        for op, query in (
+            ("s", "subscription { providerStates { provider oldState newState reason } }"),
+            ("a", "subscription { alerts { kind provider severity } }"),
+        ):
+            await ws.send_message(
+                json.dumps({"type": "subscribe", "id": op, "payload": {"query": query}})
+            )
         await wait_for(lambda: running.services.hub.member_count == 2)  # type: ignore[union-attr]
         simulator.inject("binance", Fault.status(500))  # every request from now on
         seen: dict[str, list[dict[str, Any]]] = {"s": [], "a": []}
@@ -236,23 +269,37 @@ async def test_an_offline_provider_raises_an_alert_and_a_state_change(
                 if message["type"] == "next":
                     (value,) = message["payload"]["data"].values()
                     seen[message["id"]].append(value)
-    failures = await graphql(running, '{ failures(provider: "binance", limit: 5) { errorType httpStatus message } }')
+    failures = await graphql(
+        running, '{ failures(provider: "binance", limit: 5) { errorType httpStatus message } }'
+    )
     assert failures["data"]["failures"][0]["httpStatus"] == 500
     state = await graphql(running, '{ provider(id: "binance") { state circuit lastError } }')
     assert state["data"]["provider"]["state"] == "OFFLINE"
     assert state["data"]["provider"]["circuit"] in {"OPEN", "HALF_OPEN"}
-    alerts = (await graphql(running, "{ alerts(unacknowledgedOnly: true) { id kind provider } }"))["data"]["alerts"]
+    alerts = (await graphql(running, "{ alerts(unacknowledgedOnly: true) { id kind provider } }"))[
+        "data"
+    ]["alerts"]
     offline = next(a for a in alerts if a["kind"] == "provider_offline")
-    acked = await graphql(running, "mutation($id: ID!) { acknowledgeAlert(id: $id) { acknowledged } }", {"id": offline["id"]})
+    acked = await graphql(
+        running,
+        "mutation($id: ID!) { acknowledgeAlert(id: $id) { acknowledged } }",
+        {"id": offline["id"]},
+    )
     assert acked["data"]["acknowledgeAlert"]["acknowledged"] is True
-    remaining = (await graphql(running, "{ alerts(unacknowledgedOnly: true) { id } }"))["data"]["alerts"]
+    remaining = (await graphql(running, "{ alerts(unacknowledgedOnly: true) { id } }"))["data"][
+        "alerts"
+    ]
     assert offline["id"] not in [a["id"] for a in remaining]
 
 
-async def test_check_provider_runs_a_check_now(start_gateway: StartGateway, simulator: Simulator) -> None:
+async def test_check_provider_runs_a_check_now(
+    start_gateway: StartGateway, simulator: Simulator
+) -> None:
     running = await start_gateway(providers=providers_for(simulator), allow_admin_mutations=True)
     before = simulator.hits["coingecko"]
-    body = await graphql(running, 'mutation { checkProvider(id: "coingecko") { id state lastCheckedAt } }')
+    body = await graphql(
+        running, 'mutation { checkProvider(id: "coingecko") { id state lastCheckedAt } }'
+    )
     assert body["data"]["checkProvider"]["lastCheckedAt"] is not None
     assert simulator.hits["coingecko"] > before
     unknown = await graphql(running, 'mutation { checkProvider(id: "nope") { id } }')

@@ -129,7 +129,9 @@ async def test_recorded_migration_is_not_applied_again(db_path: Path) -> None:
         await (await Storage.open(db_path, FAST)).aclose()
     recorded = await sql(db_path, "SELECT version, name, applied_at FROM schema_migrations")
     assert recorded[0] == (1, "create price_ticks", "long ago")  # untouched
-    assert [version for version, _, _ in recorded] == [m.version for m in storage_module._MIGRATIONS]
+    assert [version for version, _, _ in recorded] == [
+        m.version for m in storage_module._MIGRATIONS
+    ]
     created_indexes = "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
     assert ("price_ticks_symbol_time",) not in await sql(db_path, created_indexes)
 

@@ -29,17 +29,25 @@ def parse_block_number(payload: Any, *, provider: str) -> int:
         raise UpstreamError(f"JSON-RPC error: {message}", provider=provider)
     result = payload.get("result")
     if not isinstance(result, str) or not result.startswith("0x"):
-        raise UpstreamPayloadError(f"eth_blockNumber result {result!r} is not a quantity", provider=provider)
+        raise UpstreamPayloadError(
+            f"eth_blockNumber result {result!r} is not a quantity", provider=provider
+        )
     try:
         number = int(result, 16)
     except ValueError:
-        raise UpstreamPayloadError(f"eth_blockNumber result {result!r} is not hex", provider=provider) from None
+        raise UpstreamPayloadError(
+            f"eth_blockNumber result {result!r} is not hex", provider=provider
+        ) from None
     if number <= 0:
-        raise UpstreamPayloadError(f"eth_blockNumber result {number} is not a block", provider=provider)
+        raise UpstreamPayloadError(
+            f"eth_blockNumber result {number} is not a block", provider=provider
+        )
     return number
 
 
-async def fetch_block_number(client: UpstreamClient, provider: ProviderConfig, key: str | None) -> int:
+async def fetch_block_number(
+    client: UpstreamClient, provider: ProviderConfig, key: str | None
+) -> int:
     """Ask one node for its head block (parsed inside the attempt, so bad bodies count)."""
     provider_id = provider.id
     number: int = await client.request_parsed(
