@@ -33,6 +33,7 @@ from gateway.chains import ChainHeads
 from gateway.config import ProvidersFile, Settings
 from gateway.context import RequestContext, Services
 from gateway.fanout import SubscriptionHub
+from gateway.gc_tuning import tune_gc
 from gateway.graphql_trio import GraphQLEngine
 from gateway.models import PriceTick
 from gateway.provider_store import ProviderStore
@@ -260,6 +261,7 @@ async def run_gateway(
 
         nursery.start_soon(on_signals)
         running = await nursery.start(gateway.run)
+        tune_gc()  # everything start-up built is permanent: see gc_tuning.py
         task_status.started(running)
         await gateway.stopped.wait()
         nursery.cancel_scope.cancel()
