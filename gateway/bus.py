@@ -46,7 +46,7 @@ class Subscriber(Generic[T]):
         if full:
             self.dropped += 1
         self._buffer.append(event)
-        if self._lot.statistics().tasks_waiting:
+        if self._lot:  # a reader is parked (len(lot) > 0); statistics() would allocate
             self._lot.unpark_all()
         return not full
 
