@@ -16,8 +16,8 @@ Must never: execute a mutation from a GET, or let a failing request take the pro
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
+from dataclasses import replace
 from importlib import resources
 from typing import Any
 
@@ -30,8 +30,16 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from gateway.context import RequestContext, Services
-from gateway.graphql_trio import GraphQLEngine, PreparedOperation, bad_request, dumps, result_to_dict
+from gateway.graphql_trio import (
+    GraphQLEngine,
+    PreparedOperation,
+    bad_request,
+    dumps,
+    loads,
+    result_to_dict,
+)
 from gateway.metrics import HttpStats, render_metrics
+from gateway.query_limits import QueryLimits
 from gateway.static_assets import graphiql_assets_route
 from gateway.ws import WebSocketOptions, serve_websocket
 
@@ -66,6 +74,18 @@ def _response_type(accept: str) -> str | None:
     return None
 
 
+# For a response sent before the request body was read: the server will not read the rest, so
+# the connection cannot carry another request, and h11 closes it after the response. Saying so
+# stops a keep-alive client from sending its next request into a connection that is going away
+# (found by tests/test_fuzz.py: the request after a 413 failed with "Server disconnected").
+_CLOSE = {"Connection": "close"}
+
+
+def _has_body(request: Request) -> bool:
+    length = request.headers.get("content-length", "")
+    return "transfer-encoding" in request.headers or (length.isdecimal() and int(length) > 0)
+
+
 def _wants_html(request: Request) -> bool:
     accept = request.headers.get("accept", "")
     return "text/html" in accept and "query" not in request.query_params
@@ -85,7 +105,16 @@ class GatewayApp:
     ) -> None:
         self.services = services
         self.engine = engine
-        self.ws_options = ws_options
+        # Settings are the source of every limit: the query limits (shared by HTTP and both
+        # WebSocket protocols through the engine) and the per-connection WebSocket limits that
+        # came with them are applied here, so whoever builds the app gets them enforced.
+        settings = services.settings
+        engine.set_limits(QueryLimits.from_settings(settings))
+        self.ws_options = replace(
+            ws_options,
+            max_operations=settings.ws_max_operations,
+            idle_timeout=settings.ws_idle_timeout,
+        )
         self.shutdown = trio.Event()
         self.http_stats = HttpStats()
         self._upstream_counters = upstream_counters
@@ -162,13 +191,17 @@ class GatewayApp:
         media_type = _response_type(request.headers.get("accept", ""))
         if media_type is None:
             return PlainTextResponse(
-                f"Accept must allow {JSON} or {GRAPHQL_RESPONSE_JSON}", status_code=406
+                f"Accept must allow {JSON} or {GRAPHQL_RESPONSE_JSON}",
+                status_code=406,
+                headers=_CLOSE if _has_body(request) else None,
             )
         try:
             params = await self._read_params(request)
             result, context, request_error = await self._run(request, params)
         except _HttpError as error:
-            body = {"errors": [{"message": error.message, "extensions": {"code": "BAD_USER_INPUT"}}]}
+            body = {
+                "errors": [{"message": error.message, "extensions": {"code": "BAD_USER_INPUT"}}]
+            }
             return Response(dumps(body), error.status, error.headers, media_type)
         if result is None:  # the client went away; nobody reads this
             return Response(status_code=499)
@@ -193,19 +226,23 @@ class GatewayApp:
             return params
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-            raise _HttpError(413, f"request body over {MAX_BODY_BYTES} bytes")
+        if declared.isdecimal() and int(declared) > MAX_BODY_BYTES:
+            raise _HttpError(413, f"request body over {MAX_BODY_BYTES} bytes", _CLOSE)
         body = bytearray()
         async for chunk in request.stream():
             body += chunk
             if len(body) > MAX_BODY_BYTES:
-                raise _HttpError(413, f"request body over {MAX_BODY_BYTES} bytes")
+                raise _HttpError(413, f"request body over {MAX_BODY_BYTES} bytes", _CLOSE)
         if content_type == "application/graphql":
-            return {"query": body.decode("utf-8", "replace"), "variables": None, "operationName": None}
+            return {
+                "query": body.decode("utf-8", "replace"),
+                "variables": None,
+                "operationName": None,
+            }
         if content_type not in {JSON, ""}:
             raise _HttpError(415, f"Content-Type must be {JSON}")
         try:
-            params = json.loads(body)
+            params = loads(body)
         except ValueError:
             raise _HttpError(400, "the request body is not valid JSON") from None
         if not isinstance(params, dict):
@@ -219,7 +256,7 @@ class GatewayApp:
         variables = params.get("variables")
         if variables is not None and not isinstance(variables, dict):
             return bad_request("'variables' must be an object"), None, True
-        prepared = self.engine.prepare(params.get("query"), params.get("operationName"))
+        prepared = self.engine.prepare(params.get("query"), params.get("operationName"), variables)
         if isinstance(prepared, ExecutionResult):
             return prepared, None, True
         self._check_method(request, prepared)
@@ -259,6 +296,6 @@ class GatewayApp:
 
 def _parse_json_param(raw: str, name: str) -> Any:
     try:
-        return json.loads(raw)
+        return loads(raw)
     except ValueError:
         raise _HttpError(400, f"'{name}' is not valid JSON") from None

@@ -14,7 +14,8 @@ call time; under asyncio it defers to the original, so nothing else in the proce
 
 The rest of the module is the execution front door used by HTTP and WebSocket handlers: a cache
 of parsed and validated documents (parsing and validation are the expensive, repeatable part),
-`execute` and `subscribe` with errors formatted the same way everywhere.
+the query limits of `gateway.query_limits` (so every transport enforces the same ones before any
+resolver runs), `execute` and `subscribe` with errors formatted the same way everywhere.
 
 Must never: start work outside the caller's nursery, or swallow trio.Cancelled.
 """
@@ -24,7 +25,7 @@ from __future__ import annotations
 import json
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sniffio
@@ -46,13 +47,17 @@ from graphql.execution import executor as _executor_module
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 from gateway.errors import GatewayError
+from gateway.query_limits import QueryLimits, check_cost, check_document, check_size
 
 __all__ = [
     "GraphQLEngine",
     "PreparedOperation",
+    "bad_request",
+    "dumps",
     "format_error",
     "install",
     "installed",
+    "loads",
     "result_to_dict",
     "uninstall",
 ]
@@ -194,15 +199,46 @@ class PreparedOperation:
         return self.operation.operation
 
 
-class GraphQLEngine:
-    """Parses, validates (cached), executes and subscribes against one schema under Trio."""
+@dataclass(slots=True)
+class _Document:
+    """A cache entry: the parsed document, or why it was refused; and cost verdicts."""
 
-    def __init__(self, schema: GraphQLSchema, *, cache_size: int = 512) -> None:
+    outcome: DocumentNode | list[GraphQLError]
+    # Cost verdicts of operations that declare no variables (theirs cannot change per request).
+    costs: dict[str | None, GraphQLError | None] = field(default_factory=dict)
+
+
+class GraphQLEngine:
+    """Parses, validates (cached), executes and subscribes against one schema under Trio.
+
+    `prepare` is where every request is admitted or refused: the size limit on the text, then
+    (cached with the document) parsing, the depth, alias, overlap and introspection limits, and
+    validation, then the cost limit with the request's variables. A request refused there never
+    reaches a resolver.
+    """
+
+    def __init__(
+        self,
+        schema: GraphQLSchema,
+        *,
+        cache_size: int = 512,
+        limits: QueryLimits | None = None,
+    ) -> None:
         self.schema = schema
         self._cache_size = cache_size
-        self._documents: OrderedDict[str, DocumentNode | list[GraphQLError]] = OrderedDict()
+        self._limits = limits or QueryLimits()
+        self._documents: OrderedDict[str, _Document] = OrderedDict()
 
-    def _document(self, query: str) -> DocumentNode | list[GraphQLError]:
+    @property
+    def limits(self) -> QueryLimits:
+        return self._limits
+
+    def set_limits(self, limits: QueryLimits) -> None:
+        """Apply new limits; cached verdicts were made under the old ones and are forgotten."""
+        self._limits = limits
+        self._documents.clear()
+
+    def _document(self, query: str) -> _Document:
         cached = self._documents.get(query)
         if cached is not None:
             self._documents.move_to_end(query)
@@ -212,22 +248,33 @@ class GraphQLEngine:
         except GraphQLError as error:
             outcome: DocumentNode | list[GraphQLError] = [error]
         else:
-            errors = validate(self.schema, document)
+            # The limits go first: they are linear in the document, and they bound what
+            # validation (quadratic in places) is asked to do.
+            errors = check_document(document, self._limits) or validate(self.schema, document)
             outcome = errors if errors else document
-        self._documents[query] = outcome
+        entry = _Document(outcome)
+        self._documents[query] = entry
         if len(self._documents) > self._cache_size:
             self._documents.popitem(last=False)
-        return outcome
+        return entry
 
     def prepare(
-        self, query: Any, operation_name: Any = None
+        self, query: Any, operation_name: Any = None, variables: Any = None
     ) -> PreparedOperation | ExecutionResult:
-        """Parse and validate; an ExecutionResult with errors means "reject the request"."""
+        """Parse, validate and check the limits; an ExecutionResult with errors means "reject".
+
+        `variables` (the request's, when they are an object) only feed the cost estimate; they
+        are coerced and checked against the operation by `execute`/`subscribe` as usual.
+        """
         if not isinstance(query, str) or not query.strip():
             return bad_request("a GraphQL request must include a non-empty string 'query'")
         if operation_name is not None and not isinstance(operation_name, str):
             return bad_request("'operationName' must be a string")
-        outcome = self._document(query)
+        too_big = check_size(query, self._limits)
+        if too_big is not None:
+            return ExecutionResult(None, [too_big])
+        entry = self._document(query)
+        outcome = entry.outcome
         if isinstance(outcome, list):
             return ExecutionResult(None, outcome)
         operation = get_operation_ast(outcome, operation_name)
@@ -235,7 +282,27 @@ class GraphQLEngine:
             if operation_name:
                 return bad_request(f"unknown operation named {operation_name!r}")
             return bad_request("the document has several operations: give 'operationName'")
+        too_costly = self._cost(entry, outcome, operation, variables)
+        if too_costly is not None:
+            return ExecutionResult(None, [too_costly])
         return PreparedOperation(outcome, operation)
+
+    def _cost(
+        self,
+        entry: _Document,
+        document: DocumentNode,
+        operation: OperationDefinitionNode,
+        variables: Any,
+    ) -> GraphQLError | None:
+        static = not operation.variable_definitions
+        name = _name(operation)
+        if static and name in entry.costs:
+            return entry.costs[name]
+        values = variables if isinstance(variables, Mapping) and not static else None
+        verdict = check_cost(self.schema, document, operation, values, self._limits)
+        if static:
+            entry.costs[name] = verdict
+        return verdict
 
     async def execute(
         self,
@@ -289,5 +356,33 @@ def _name(operation: OperationDefinitionNode) -> str | None:
 
 
 def dumps(payload: Any) -> str:
-    """Compact JSON for responses (one place, so HTTP and WebSocket bytes agree)."""
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    """Compact JSON for responses (one place, so HTTP and WebSocket bytes agree).
+
+    Always encodable as UTF-8: a lone surrogate (JSON may spell one, `"\\ud800"`, and an error
+    message may quote it back) is written as a `\\u` escape instead of breaking the encoder
+    of the transport after the response has been chosen.
+    """
+    text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = json.dumps(payload, separators=(",", ":"), allow_nan=False)
+    return text
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def loads(text: str | bytes | bytearray) -> Any:
+    """Strict JSON for requests: ValueError for anything that is not JSON.
+
+    Python's parser accepts NaN and Infinity, which no response may contain, and raises
+    RecursionError (not ValueError) on deeply nested arrays; both become a ValueError here, so
+    callers have one exception to turn into "malformed request".
+    """
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None

@@ -14,7 +14,16 @@ is disconnected with close code 4413 so it stops holding resources.
 
 Close codes (graphql-transport-ws): 4400 malformed message, 4401 subscribe before ack, 4408
 init timeout, 4409 duplicate operation id, 4429 second connection_init; 1001 server shutdown;
-1009 message too big; 4413 slow consumer (ours: the client stopped reading).
+1009 message too big; 4413 slow consumer (ours: the client stopped reading); 4408 also, with
+the reason "Connection idle timeout", when the client sent nothing (its pongs aside) and ran no
+operation for `idle_timeout` (like the init timeout it means "too slow": graphql-ws clients
+retry it, lazy ones reconnect at their next operation). The legacy protocol sees the same
+codes, and 1000 after its own connection_terminate.
+
+Limits per connection: `max_message_bytes` (close 1009), `max_operations` running at once (one
+more is answered with an `error` for that operation, code RATE_LIMITED, and the connection
+stays), `idle_timeout` (close 4408). Query limits (depth, cost, …) are the engine's, shared with
+HTTP: a refused operation gets an `error` message and the connection stays.
 
 Must never: run an operation before connection_ack, let a client grow server memory without
 bound, or let one operation's failure end the connection.
@@ -31,10 +40,12 @@ from typing import Any
 import structlog
 import trio
 from graphql import ExecutionResult, OperationType
+from hypercorn.protocol import ws_stream as _hypercorn_ws_stream
 from trio.lowlevel import ParkingLot
 
 from gateway.fanout import Membership, SubscriptionHub
-from gateway.graphql_trio import GraphQLEngine, dumps, format_error, result_to_dict
+from gateway.graphql_trio import GraphQLEngine, dumps, loads, result_to_dict
+from gateway.query_limits import utf8_length
 
 __all__ = [
     "GRAPHQL_TRANSPORT_WS",
@@ -45,6 +56,35 @@ __all__ = [
 ]
 
 log = structlog.get_logger(__name__)
+
+
+def _guard_hypercorn_message_buffer() -> None:
+    """Make one oversized WebSocket message cost its connection, not the whole server.
+
+    Hypercorn (0.18) answers a message over `websocket_max_message_size` with close 1009 but
+    leaves the partial message in the connection's buffer; the client's next message is then
+    appended to it, and a binary one after a text one raises TypeError in hypercorn's read loop,
+    which only expects OSError there: the exception escapes the listener's nursery and stops
+    the gateway (found by tests/test_fuzz.py). Emptying the buffer when the limit trips keeps
+    every later message well-typed; the client has been told 1009 either way.
+    """
+    buffer_class: Any = _hypercorn_ws_stream.WebsocketBuffer
+    original = buffer_class.extend
+    if getattr(original, "_gateway_guard", False):
+        return
+
+    def extend(self: Any, event: Any) -> None:
+        try:
+            original(self, event)
+        except _hypercorn_ws_stream.FrameTooLargeError:
+            self.clear()
+            raise
+
+    extend._gateway_guard = True  # type: ignore[attr-defined]
+    buffer_class.extend = extend
+
+
+_guard_hypercorn_message_buffer()
 
 GRAPHQL_TRANSPORT_WS = "graphql-transport-ws"
 GRAPHQL_WS = "graphql-ws"
@@ -63,6 +103,8 @@ class WebSocketOptions:
     send_queue: int = 256
     slow_consumer_drops: int = 2048
     max_message_bytes: int = 256 * 1024
+    max_operations: int = 100
+    idle_timeout: float = 600.0
 
 
 class WebSocketStats:
@@ -196,6 +238,7 @@ class _Connection:
         self._acknowledged = False
         self._acked = trio.Event()
         self._closing = False
+        self._last_activity = trio.current_time()
         self.init_payload: dict[str, Any] = {}
 
     # -- sending ------------------------------------------------------------------------------
@@ -222,7 +265,11 @@ class _Connection:
     def close(self, code: int, reason: str) -> None:
         if not self._closing:
             self._closing = True
-            self._queue.put(_Close(code, reason))
+            # A reason may quote the client (an operation id), and a client's JSON may spell a
+            # lone surrogate, which no UTF-8 encoder takes: escape it, or the close frame itself
+            # raises in the writer (found by tests/test_fuzz.py). wsproto truncates to 123 bytes.
+            safe = reason.encode("utf-8", "backslashreplace").decode("utf-8")
+            self._queue.put(_Close(code, safe))
 
     async def _writer(self, done: trio.CancelScope) -> None:
         stats = self._stats
@@ -247,6 +294,7 @@ class _Connection:
             nursery.start_soon(self._init_timer)
             nursery.start_soon(self._watch_shutdown)
             nursery.start_soon(self._keep_alive)
+            nursery.start_soon(self._idle_timer)
             await self._read_loop()
             if not self._closing:  # the client went away: nothing more to send
                 nursery.cancel_scope.cancel()
@@ -256,6 +304,16 @@ class _Connection:
             await self._acked.wait()
             return
         self.close(4408, "Connection initialisation timeout")
+
+    async def _idle_timer(self) -> None:
+        timeout = self._options.idle_timeout
+        while True:
+            await trio.sleep_until(self._last_activity + timeout)
+            if self._operations:  # a running operation is activity, however quiet
+                self._last_activity = trio.current_time()
+            elif trio.current_time() >= self._last_activity + timeout:
+                self.close(4408, "Connection idle timeout")
+                return
 
     async def _watch_shutdown(self) -> None:
         await self._shutdown.wait()
@@ -284,7 +342,7 @@ class _Connection:
                 except UnicodeDecodeError:
                     self.close(4400, "Invalid message received")
                     continue
-            if len(text) > self._options.max_message_bytes:
+            if utf8_length(text) > self._options.max_message_bytes:
                 self.close(1009, "message too big")
                 continue
             try:
@@ -296,12 +354,14 @@ class _Connection:
 
     def _dispatch(self, text: str) -> None:
         try:
-            message = json.loads(text)
+            message = loads(text)
         except ValueError:
             raise _ProtocolError(4400, "Invalid message received") from None
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):
             raise _ProtocolError(4400, "Invalid message received")
         kind = message["type"]
+        if kind != "pong":  # answering our keep-alive pings is not using the connection
+            self._last_activity = trio.current_time()
         if kind == "connection_init":
             self._on_init(message)
         elif self.legacy:
@@ -362,12 +422,28 @@ class _Connection:
             self.close(1000, "terminated by client")
         else:
             self.queue_control(
-                {"type": "error", "id": message.get("id"), "payload": {"message": f"unknown message type {kind!r}"}}
+                {
+                    "type": "error",
+                    "id": message.get("id"),
+                    "payload": {
+                        "message": f"unknown message type {kind!r}",
+                        "extensions": {"code": "BAD_USER_INPUT"},
+                    },
+                }
             )
 
     # -- operations ---------------------------------------------------------------------------
 
     def _start_operation(self, op_id: str, payload: dict[str, Any]) -> None:
+        maximum = self._options.max_operations
+        if len(self._operations) >= maximum:
+            error = {
+                "message": f"this connection already runs {maximum} operations: "
+                "complete one before starting another",
+                "extensions": {"code": "RATE_LIMITED", "limit": "operations", "maximum": maximum},
+            }
+            self._send_errors(op_id, [error])
+            return
         scope = trio.CancelScope()
         self._operations[op_id] = scope
         self._stats.operations += 1
@@ -386,7 +462,9 @@ class _Connection:
         kind = "data" if self.legacy else "next"
         return '{"id":' + json.dumps(op_id) + ',"type":"' + kind + '","payload":'
 
-    async def _run_operation(self, op_id: str, payload: dict[str, Any], scope: trio.CancelScope) -> None:
+    async def _run_operation(
+        self, op_id: str, payload: dict[str, Any], scope: trio.CancelScope
+    ) -> None:
         try:
             with scope:
                 completed = await self._operate(op_id, payload)
@@ -394,25 +472,37 @@ class _Connection:
                     self.queue_control({"id": op_id, "type": "complete"})
         except Exception as exc:  # an operation's failure is reported, never fatal
             log.exception("ws_operation_failed", op_id=op_id, error=repr(exc))
-            self._send_errors(op_id, [{"message": "internal error", "extensions": {"code": "INTERNAL"}}])
+            self._send_errors(
+                op_id, [{"message": "internal error", "extensions": {"code": "INTERNAL"}}]
+            )
         finally:
             if self._operations.get(op_id) is scope:
                 del self._operations[op_id]
+            self._last_activity = trio.current_time()
 
     async def _operate(self, op_id: str, payload: dict[str, Any]) -> bool:
         """Run one operation; True when a `complete` should follow."""
         query = payload.get("query")
         variables = payload.get("variables")
-        prepared = self._engine.prepare(query, payload.get("operationName"))
+        if variables is not None and not isinstance(variables, dict):
+            error = {"message": "'variables' must be an object"}
+            self._send_errors(op_id, [{**error, "extensions": {"code": "BAD_USER_INPUT"}}])
+            return False
+        prepared = self._engine.prepare(query, payload.get("operationName"), variables)
         if isinstance(prepared, ExecutionResult):
             self._send_errors(op_id, result_to_dict(prepared)["errors"])
             return False
-        if variables is not None and not isinstance(variables, dict):
-            self._send_errors(op_id, [{"message": "'variables' must be an object", "extensions": {"code": "BAD_USER_INPUT"}}])
-            return False
         if prepared.kind is not OperationType.SUBSCRIPTION:
-            result = await self._engine.execute(prepared, variables=variables, context=self._context)
-            self.queue_control({"id": op_id, "type": "data" if self.legacy else "next", "payload": result_to_dict(result)})
+            result = await self._engine.execute(
+                prepared, variables=variables, context=self._context
+            )
+            self.queue_control(
+                {
+                    "id": op_id,
+                    "type": "data" if self.legacy else "next",
+                    "payload": result_to_dict(result),
+                }
+            )
             return True
         sink = _OperationSink(self, self._data_prefix(op_id))
         joined = await self._hub.join(query, prepared, variables, sink)  # type: ignore[arg-type]
@@ -467,7 +557,9 @@ async def serve_websocket(
     if protocol is None or shutdown.is_set():
         # 4406 is what graphql-ws servers use for "Subprotocol not acceptable"; before accept
         # ASGI turns a close into an HTTP 403 rejection.
-        await send({"type": "websocket.close", "code": 4406, "reason": "Subprotocol not acceptable"})
+        await send(
+            {"type": "websocket.close", "code": 4406, "reason": "Subprotocol not acceptable"}
+        )
         return
     await send({"type": "websocket.accept", "subprotocol": protocol})
     connection = _Connection(
