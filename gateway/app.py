@@ -17,7 +17,6 @@ Must never: execute a mutation from a GET, or let a failing request take the pro
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from importlib import resources
 from typing import Any
 
@@ -105,16 +104,10 @@ class GatewayApp:
     ) -> None:
         self.services = services
         self.engine = engine
-        # Settings are the source of every limit: the query limits (shared by HTTP and both
-        # WebSocket protocols through the engine) and the per-connection WebSocket limits that
-        # came with them are applied here, so whoever builds the app gets them enforced.
-        settings = services.settings
-        engine.set_limits(QueryLimits.from_settings(settings))
-        self.ws_options = replace(
-            ws_options,
-            max_operations=settings.ws_max_operations,
-            idle_timeout=settings.ws_idle_timeout,
-        )
+        # The query limits are shared by HTTP and both WebSocket protocols through the engine;
+        # applied here, so whoever builds the app gets them enforced.
+        engine.set_limits(QueryLimits.from_settings(services.settings))
+        self.ws_options = ws_options
         self.shutdown = trio.Event()
         self.http_stats = HttpStats()
         self._upstream_counters = upstream_counters

@@ -67,6 +67,9 @@ class Settings:
     # A connection that has dropped this many frames in a row without its queue ever draining
     # is closed with 4413 ("slow consumer"): it is not reading, and keeping it costs memory.
     ws_slow_consumer_drops: int = 2048
+    # A subscription frame still unsent this long after it was queued is dropped (counted):
+    # a client that fell behind gets fresh data, and its latency stays bounded.
+    ws_max_frame_age: float = 2 * SECONDS
     ws_init_timeout: float = 10 * SECONDS
     ws_ping_interval: float = 20 * SECONDS
     ws_max_message_bytes: int = 256 * 1024

@@ -154,13 +154,7 @@ class Gateway:
         app = GatewayApp(
             services,
             engine,
-            ws_options=WebSocketOptions(
-                init_timeout=settings.ws_init_timeout,
-                ping_interval=settings.ws_ping_interval,
-                send_queue=settings.ws_send_queue,
-                slow_consumer_drops=settings.ws_slow_consumer_drops,
-                max_message_bytes=settings.ws_max_message_bytes,
-            ),
+            ws_options=WebSocketOptions.from_settings(settings),
             upstream_counters=lambda: {key: n for key, n in client.counters.items()},
             supervisor_running=lambda: not self.shutdown.is_set(),
         )

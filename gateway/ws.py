@@ -32,6 +32,7 @@ bound, or let one operation's failure end the connection.
 from __future__ import annotations
 
 import json
+import math
 from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from graphql import ExecutionResult, OperationType
 from hypercorn.protocol import ws_stream as _hypercorn_ws_stream
 from trio.lowlevel import ParkingLot
 
+from gateway.config import Settings
 from gateway.fanout import Membership, SubscriptionHub
 from gateway.graphql_trio import GraphQLEngine, dumps, loads, result_to_dict
 from gateway.query_limits import utf8_length
@@ -105,6 +107,20 @@ class WebSocketOptions:
     max_message_bytes: int = 256 * 1024
     max_operations: int = 100
     idle_timeout: float = 600.0
+    max_frame_age: float = 2.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WebSocketOptions:
+        return cls(
+            init_timeout=settings.ws_init_timeout,
+            ping_interval=settings.ws_ping_interval,
+            send_queue=settings.ws_send_queue,
+            slow_consumer_drops=settings.ws_slow_consumer_drops,
+            max_message_bytes=settings.ws_max_message_bytes,
+            max_operations=settings.ws_max_operations,
+            idle_timeout=settings.ws_idle_timeout,
+            max_frame_age=settings.ws_max_frame_age,
+        )
 
 
 class WebSocketStats:
@@ -131,15 +147,19 @@ class OutboundQueue:
     """A connection's bounded send queue.
 
     Data frames (subscription payloads) are droppable: when the queue is full the oldest one
-    goes. Control frames (ack, pong, error, complete, close) are never dropped; they are few and
-    each answers something the client did.
+    goes, and a data frame still unsent `max_age` seconds after it was queued is dropped at send
+    time — a client that is behind gets fresh ticks rather than an ever older backlog, so its
+    latency stays bounded. Control frames (ack, pong, error, complete, close) are never
+    dropped; they are few and each answers something the client did.
     """
 
-    __slots__ = ("_items", "_limit", "_lot", "dropped", "dropped_in_a_row")
+    __slots__ = ("_items", "_limit", "_lot", "_max_age", "dropped", "dropped_in_a_row")
 
-    def __init__(self, limit: int) -> None:
-        self._items: deque[tuple[bool, str | _Close]] = deque()
+    def __init__(self, limit: int, max_age: float = math.inf) -> None:
+        # (expires_at, frame): expires_at is None for a control frame
+        self._items: deque[tuple[float | None, str | _Close]] = deque()
         self._limit = limit
+        self._max_age = max_age
         self._lot = ParkingLot()
         self.dropped = 0
         self.dropped_in_a_row = 0
@@ -156,26 +176,40 @@ class OutboundQueue:
             kept = False
             if not self._drop_oldest_data():
                 return False  # nothing but control frames queued: this data frame goes
-        self._items.append((droppable, frame))
-        if self._lot.statistics().tasks_waiting:
+        expires = trio.current_time() + self._max_age if droppable else None
+        self._items.append((expires, frame))
+        if self._lot:  # the writer is parked (len(lot) > 0); statistics() would allocate
             self._lot.unpark_all()
         return kept
 
+    def put_close(self, close: _Close) -> None:
+        """Queue the close frame behind pending control frames only: data can wait no more."""
+        self._items = deque(item for item in self._items if item[0] is None)
+        self._items.append((None, close))
+        if self._lot:
+            self._lot.unpark_all()
+
     def _drop_oldest_data(self) -> bool:
-        for index, (droppable, _frame) in enumerate(self._items):
-            if droppable:
+        for index, (expires, _frame) in enumerate(self._items):
+            if expires is not None:
                 del self._items[index]
                 return True
         return False
 
-    async def take_all(self) -> list[str | _Close]:
-        """Wait for at least one frame and take everything queued."""
+    async def take_all(self) -> tuple[list[str | _Close], int]:
+        """Wait for at least one frame; take everything queued, minus expired data frames.
+
+        Returns the frames and how many expired ones were dropped (counted in `dropped`).
+        """
         while not self._items:
             await self._lot.park()
-        frames = [frame for _droppable, frame in self._items]
+        now = trio.current_time()
+        frames = [frame for expires, frame in self._items if expires is None or expires >= now]
+        expired = len(self._items) - len(frames)
         self._items.clear()
-        self.dropped_in_a_row = 0
-        return frames
+        self.dropped += expired
+        self.dropped_in_a_row = 0 if not expired else self.dropped_in_a_row + expired
+        return frames, expired
 
 
 class _ProtocolError(Exception):
@@ -232,7 +266,7 @@ class _Connection:
         self._options = options
         self._stats = stats
         self._shutdown = shutdown
-        self._queue = OutboundQueue(options.send_queue)
+        self._queue = OutboundQueue(options.send_queue, options.max_frame_age)
         self._operations: dict[str, trio.CancelScope] = {}
         self._init_received = False
         self._acknowledged = False
@@ -269,12 +303,15 @@ class _Connection:
             # lone surrogate, which no UTF-8 encoder takes: escape it, or the close frame itself
             # raises in the writer (found by tests/test_fuzz.py). wsproto truncates to 123 bytes.
             safe = reason.encode("utf-8", "backslashreplace").decode("utf-8")
-            self._queue.put(_Close(code, safe))
+            self._queue.put_close(_Close(code, safe))
 
     async def _writer(self, done: trio.CancelScope) -> None:
         stats = self._stats
         while True:
-            for frame in await self._queue.take_all():
+            frames, expired = await self._queue.take_all()
+            if expired:
+                stats.frames_dropped += expired
+            for frame in frames:
                 if isinstance(frame, _Close):
                     with trio.move_on_after(1):
                         await self._send(

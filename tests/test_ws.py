@@ -307,7 +307,7 @@ async def test_different_variables_are_different_groups(gateway: RunningGateway)
 # -- slow consumers ---------------------------------------------------------------------------
 
 
-def test_outbound_queue_drops_oldest_data_but_never_control() -> None:
+async def test_outbound_queue_drops_oldest_data_but_never_control() -> None:
     queue = OutboundQueue(limit=3)
     queue.put("ack")
     for n in range(5):
@@ -395,3 +395,27 @@ async def test_a_client_that_falls_too_far_behind_is_closed_4413() -> None:
     ]
     data = [m["text"] for m in sent if m["type"] == "websocket.send"]
     assert len(data) <= 4 + 1  # the ack plus at most a queue's worth: the rest was dropped
+
+
+async def test_stale_frames_are_dropped_so_a_lagging_client_gets_fresh_data(
+    autojump_clock: object,
+) -> None:
+    queue = OutboundQueue(limit=100, max_age=1.0)
+    queue.put("ack")
+    queue.put("old", droppable=True)
+    await trio.sleep(2)
+    queue.put("fresh", droppable=True)
+    frames, expired = await queue.take_all()
+    assert frames == ["ack", "fresh"] and expired == 1 and queue.dropped == 1
+
+
+async def test_a_close_is_sent_before_pending_data() -> None:
+    from gateway.ws import _Close
+
+    queue = OutboundQueue(limit=10)
+    queue.put("error-for-op")
+    for n in range(5):
+        queue.put(f"data{n}", droppable=True)
+    close = _Close(1001, "server shutting down")
+    queue.put_close(close)
+    assert [frame for _, frame in queue._items] == ["error-for-op", close]
