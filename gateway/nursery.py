@@ -21,7 +21,7 @@ writer's final flush.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 
 import structlog
@@ -170,9 +170,7 @@ class Gateway:
 
                     async def serve(*, task_status: trio.TaskStatus[list[str]]) -> None:
                         try:
-                            await serve_http(
-                                app, settings, self.shutdown.wait, task_status=task_status
-                            )
+                            await serve_resiliently(app, settings, self.shutdown, task_status)
                         finally:
                             server_done.set()
 
@@ -227,6 +225,45 @@ class Gateway:
                     restarts=restarts,
                 )
             )
+
+
+async def serve_resiliently(
+    app: GatewayApp,
+    settings: Settings,
+    shutdown: trio.Event,
+    task_status: trio.TaskStatus[list[str]],
+) -> None:
+    """hypercorn, restarted on the same port if it ever crashes.
+
+    Hypercorn's per-connection code lets any exception that is not an OSError escape into its
+    server nursery, ending every connection and the server; one malformed peer must not end the
+    gateway. Open connections are lost in such a crash; the process, its collectors and its
+    data are not. A failure before the first successful bind (port in use) is not retried.
+    """
+    urls: list[str] = []
+
+    class Reporter:
+        """Reports the first bind to the caller; a restart's bind is the same port."""
+
+        def started(self, value: list[str]) -> None:
+            if not urls:
+                urls.extend(value)
+                task_status.started(value)
+            else:
+                log.info("http.server_restarted", urls=value)
+
+    restarts = 0
+    while not shutdown.is_set():
+        bound = replace(settings, port=int(urls[0].rsplit(":", 1)[1])) if urls else settings
+        try:
+            await serve_http(app, bound, shutdown.wait, task_status=Reporter())  # type: ignore[arg-type]
+            return
+        except Exception as exc:
+            if not urls:
+                raise
+            restarts += 1
+            log.error("http.server_crashed", error=repr(exc), restarts=restarts, exc_info=exc)
+            await trio.sleep(min(2.0**restarts, 30.0))
 
 
 async def _run_collector(collector_class: type[Collector], context: CollectorContext) -> None:
