@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import httpx
@@ -25,7 +26,7 @@ async def test_a_crashing_task_is_restarted_with_doubling_capped_backoff(
     restarts: dict[str, int] = {}
     with trio.move_on_after(100):
         await supervise("flaky", flaky, initial_backoff=1, max_backoff=8, restarts=restarts)
-    gaps = [round(b - a) for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [round(b - a) for a, b in itertools.pairwise(starts)]
     assert gaps[:6] == [1, 2, 4, 8, 8, 8]
     assert restarts["flaky"] == len(starts)
 
@@ -41,7 +42,7 @@ async def test_a_task_that_stayed_up_long_restarts_quickly_again(autojump_clock:
 
     with trio.move_on_after(120):
         await supervise("t", sometimes_long, initial_backoff=1, max_backoff=8, restarts={})
-    gaps = [round(b - a) for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [round(b - a) for a, b in itertools.pairwise(starts)]
     assert gaps[:3] == [1, 2, 100 + 1]  # the backoff was reset by the long healthy run
 
 
