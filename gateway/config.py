@@ -97,6 +97,10 @@ class Settings:
     # chainHeads answers are reused for this long, so polling clients do not multiply traffic.
     chain_head_cache_seconds: float = 5 * SECONDS
 
+    # Consensus: with three or more fresh sources, one deviating from their median by more than
+    # this many percent is excluded from the price and counted as an outlier on its provider.
+    consensus_max_deviation_pct: float = 2.0
+
     # Symbols collected by every price collector unless a provider entry says otherwise.
     symbols: tuple[str, ...] = ("BTC", "ETH", "SOL", "BNB", "XRP", "ADA", "DOGE")
 

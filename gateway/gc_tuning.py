@@ -1,6 +1,6 @@
 """Garbage-collector settings for a long-running server process.
 
-Measured with bench/fanout.py (1,000 subscribers × 20 events/s, quiet machine): with CPython's
+Measured with bench/fanout.py (1,000 subscribers x 20 events/s, quiet machine): with CPython's
 default thresholds the cyclic collector took about 40 % of the server's time, and each full
 collection walked every object of every connection, stopping the event loop for 0.25-1.1 s —
 those pauses, not the work, set the p99 latency. After start-up the process holds a large,

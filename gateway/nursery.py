@@ -31,11 +31,13 @@ from gateway.app import GatewayApp
 from gateway.bus import EventBus
 from gateway.chains import ChainHeads
 from gateway.config import ProvidersFile, Settings
+from gateway.consensus import OutlierWatch
 from gateway.context import RequestContext, Services
 from gateway.fanout import SubscriptionHub
 from gateway.gc_tuning import tune_gc
 from gateway.graphql_trio import GraphQLEngine
 from gateway.models import PriceTick
+from gateway.provider_status import ProviderStatusBoard
 from gateway.provider_store import ProviderStore
 from gateway.registry import ProviderRegistry
 from gateway.schema import build_schema
@@ -96,12 +98,24 @@ async def supervise(
 
 
 def _make_ingest(
-    bus: EventBus, storage: Storage
+    bus: EventBus, storage: Storage, board: ProviderStatusBoard, watch: OutlierWatch
 ) -> Callable[[Sequence[PriceTick]], Awaitable[None]]:
     async def ingest(ticks: Sequence[PriceTick]) -> None:
         # Publish first, then store: a replaying subscriber (priceTicks with `since`) subscribes
         # before it reads the store, so every tick is either in its replay or in its buffer.
         for tick in ticks:
+            deviation = watch.observe(tick)
+            if deviation is not None:
+                count = board.note_outlier(tick.provider)
+                if count == 1 or count % 100 == 0:
+                    log.warning(
+                        "consensus.outlier",
+                        provider=tick.provider,
+                        symbol=tick.symbol,
+                        usd=tick.usd,
+                        deviation_pct=round(deviation, 2),
+                        outliers=count,
+                    )
             bus.prices.publish(tick)
         await storage.write_ticks(ticks)
 
@@ -201,7 +215,8 @@ class Gateway:
         storage: Storage,
         restarts: dict[str, int],
     ) -> None:
-        ingest = _make_ingest(bus, storage)
+        watch = OutlierWatch(max_deviation_pct=self.settings.consensus_max_deviation_pct)
+        ingest = _make_ingest(bus, storage, registry.board, watch)
         client = registry.client
         for provider in self.providers.providers:
             if not provider.enabled or not registry.secrets.is_configured(provider):

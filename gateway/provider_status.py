@@ -45,6 +45,7 @@ class ProviderRecord:
     successes: int = 0
     failures: int = 0
     circuit_open: bool = False
+    outliers: int = 0  # ticks left out of the consensus for deviating from the others
 
     def state(self, offline_after: int = 3) -> str:
         if not self.enabled or not self.configured:
@@ -129,6 +130,14 @@ class ProviderStatusBoard:
         if after != before and self.on_change is not None:
             reason = "circuit breaker opened" if is_open else "circuit breaker let a probe through"
             self.on_change(provider_id, before, after, reason)
+
+    def note_outlier(self, provider_id: str) -> int:
+        """Count one tick of this provider excluded from the consensus; returns the count."""
+        record = self.records.get(provider_id)
+        if record is None:
+            return 0
+        record.outliers += 1
+        return record.outliers
 
     def state(self, provider_id: str) -> str:
         record = self.records.get(provider_id)

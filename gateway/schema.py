@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import difflib
 import enum
-import statistics
 from collections.abc import AsyncGenerator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, cast
@@ -20,6 +19,7 @@ import strawberry
 from strawberry.types import Info
 
 from gateway.assets import known_symbols, normalize_symbol
+from gateway.consensus import consensus
 from gateway.context import RequestContext
 from gateway.errors import BadUserInput, UnknownSymbol, UpstreamError
 from gateway.models import Candle as CandleRecord
@@ -169,25 +169,27 @@ def _aware(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def consensus(symbol: str, ticks: Sequence[PriceTick], now: datetime) -> Price | None:
-    """The median of every provider's latest fresh price (or, if none is fresh, the newest)."""
-    if not ticks:
+def consensus_price(
+    symbol: str, ticks: Sequence[PriceTick], now: datetime, max_deviation_pct: float
+) -> Price | None:
+    """The consensus (gateway/consensus.py) as a Price: one provider's tick when only one
+    counts, otherwise "consensus" with the median and the providers that agreed."""
+    agreed = consensus(ticks, now, fresh_seconds=FRESH_SECONDS, max_deviation_pct=max_deviation_pct)
+    if agreed is None:
         return None
-    fresh = [t for t in ticks if (now - t.observed_at).total_seconds() <= FRESH_SECONDS]
-    chosen = fresh or [max(ticks, key=lambda t: t.observed_at)]
-    if len(chosen) == 1:
-        return Price.from_tick(chosen[0])
-    newest = max(chosen, key=lambda t: t.observed_at)
-    with_cap = [t for t in chosen if t.market_cap_usd is not None]
+    if len(agreed.used) == 1:
+        return Price.from_tick(agreed.used[0])
+    newest = agreed.newest
+    with_cap = [t for t in agreed.used if t.market_cap_usd is not None]
     reference = max(with_cap, key=lambda t: t.observed_at) if with_cap else newest
     return Price(
         symbol=symbol,
-        usd=statistics.median(t.usd for t in chosen),
+        usd=agreed.usd,
         market_cap_usd=reference.market_cap_usd,
         volume_24h_usd=reference.volume_24h_usd,
         change_24h_pct=reference.change_24h_pct,
         provider="consensus",
-        sources=sorted(t.provider for t in chosen),
+        sources=sorted(t.provider for t in agreed.used),
         observed_at=newest.observed_at,
     )
 
@@ -213,7 +215,12 @@ class Query:
         result = []
         missing = []
         for symbol in wanted:
-            price = consensus(symbol, by_symbol.get(symbol, []), now)
+            price = consensus_price(
+                symbol,
+                by_symbol.get(symbol, []),
+                now,
+                context.services.settings.consensus_max_deviation_pct,
+            )
             if price is None:
                 missing.append(symbol)
             else:

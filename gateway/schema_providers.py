@@ -107,6 +107,9 @@ class Provider:
     last_error: str | None = strawberry.field(description="The last failure, secrets masked.")
     avg_response_ms: float | None = strawberry.field(description="Moving average of successes.")
     success_rate: float | None = strawberry.field(description="Share of requests that succeeded.")
+    outliers: int = strawberry.field(
+        description="Ticks left out of the consensus price for deviating from the others."
+    )
 
     @classmethod
     def build(cls, registry: ProviderRegistry, config: ProviderConfig) -> Provider:
@@ -139,6 +142,7 @@ class Provider:
             last_error=record.last_error if record else None,
             avg_response_ms=record.latency_ms_ewma if record else None,
             success_rate=record.success_rate if record else None,
+            outliers=record.outliers if record else 0,
         )
 
 

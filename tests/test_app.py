@@ -253,3 +253,27 @@ def test_payload_json_is_compact() -> None:
     from gateway.graphql_trio import dumps
 
     assert dumps({"a": [1, 2]}) == json.dumps({"a": [1, 2]}, separators=(",", ":"))
+
+
+async def test_an_outlier_source_is_excluded_from_prices_and_counted(
+    start_gateway: StartGateway,
+) -> None:
+    from gateway.config import ProviderConfig, ProvidersFile
+
+    providers = ProvidersFile(
+        tuple(
+            ProviderConfig(id=p, name=p, categories=("MARKET_DATA",), base_url=f"https://{p}.example", enabled=False, disabled_reason="test")
+            for p in ("a", "b", "c", "d")
+        )
+    )
+    running = await start_gateway(providers=providers)
+    now = utc_now()
+    await store(
+        running,
+        PriceTick("BTC", 100.0, "a", now),
+        PriceTick("BTC", 100.2, "b", now),
+        PriceTick("BTC", 100.4, "c", now),
+        PriceTick("BTC", 180.0, "d", now),
+    )
+    body = (await post(running, {"query": '{ prices(symbols: ["BTC"]) { usd sources } }'})).json()
+    assert body["data"]["prices"] == [{"usd": 100.2, "sources": ["a", "b", "c"]}]

@@ -1,0 +1,103 @@
+"""The consensus price: the median of the providers that agree, and who did not.
+
+Given each provider's latest tick for one symbol, the consensus is the median of the fresh
+ones (at most `fresh_seconds` old; if none is fresh, the newest tick alone). With three or more
+fresh sources, a source whose price deviates from their median by more than
+`max_deviation_pct` percent is an outlier: it is left out and the median is taken again over
+the rest. With two sources there is no majority to tell which one is wrong, so both stay.
+
+`OutlierWatch` applies the same rule at ingest, once per tick, against the other providers'
+latest prices, so every exclusion is counted (and logged) once per observation rather than
+once per query.
+
+Pure computation: no I/O, no clock of its own.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from gateway.models import PriceTick
+
+__all__ = ["Consensus", "OutlierWatch", "consensus", "deviation_pct"]
+
+DEFAULT_FRESH_SECONDS = 600.0
+DEFAULT_MAX_DEVIATION_PCT = 2.0
+
+
+def deviation_pct(price: float, reference: float) -> float:
+    return abs(price - reference) / reference * 100.0 if reference > 0 else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Consensus:
+    """The agreed price and its evidence."""
+
+    usd: float
+    used: tuple[PriceTick, ...]
+    excluded: tuple[PriceTick, ...]
+
+    @property
+    def newest(self) -> PriceTick:
+        return max(self.used, key=lambda t: t.observed_at)
+
+
+def consensus(
+    ticks: Sequence[PriceTick],
+    now: datetime,
+    *,
+    fresh_seconds: float = DEFAULT_FRESH_SECONDS,
+    max_deviation_pct: float = DEFAULT_MAX_DEVIATION_PCT,
+) -> Consensus | None:
+    """The consensus of one symbol's latest tick per provider; None without any tick."""
+    if not ticks:
+        return None
+    fresh = [t for t in ticks if (now - t.observed_at).total_seconds() <= fresh_seconds]
+    if not fresh:
+        newest = max(ticks, key=lambda t: t.observed_at)
+        return Consensus(newest.usd, (newest,), ())
+    if len(fresh) < 3:
+        return Consensus(statistics.median(t.usd for t in fresh), tuple(fresh), ())
+    middle = statistics.median(t.usd for t in fresh)
+    kept = [t for t in fresh if deviation_pct(t.usd, middle) <= max_deviation_pct]
+    excluded = [t for t in fresh if deviation_pct(t.usd, middle) > max_deviation_pct]
+    if not kept:  # everyone disagrees with everyone: no basis to exclude anybody
+        return Consensus(middle, tuple(fresh), ())
+    return Consensus(statistics.median(t.usd for t in kept), tuple(kept), tuple(excluded))
+
+
+class OutlierWatch:
+    """Flags each incoming tick that the consensus rule would exclude; counts per provider."""
+
+    def __init__(
+        self,
+        *,
+        fresh_seconds: float = DEFAULT_FRESH_SECONDS,
+        max_deviation_pct: float = DEFAULT_MAX_DEVIATION_PCT,
+    ) -> None:
+        self.fresh_seconds = fresh_seconds
+        self.max_deviation_pct = max_deviation_pct
+        self.latest: dict[str, dict[str, PriceTick]] = {}
+        self.outliers: dict[str, int] = {}
+
+    def observe(self, tick: PriceTick) -> float | None:
+        """Record `tick`; returns its deviation (percent) from the others' median when it is
+        an outlier, else None. Needs at least two other fresh providers to judge."""
+        by_provider = self.latest.setdefault(tick.symbol, {})
+        by_provider[tick.provider] = tick
+        others = [
+            t.usd
+            for provider, t in by_provider.items()
+            if provider != tick.provider
+            and abs((tick.observed_at - t.observed_at).total_seconds()) <= self.fresh_seconds
+        ]
+        if len(others) < 2:
+            return None
+        deviation = deviation_pct(tick.usd, statistics.median(others))
+        if deviation <= self.max_deviation_pct:
+            return None
+        self.outliers[tick.provider] = self.outliers.get(tick.provider, 0) + 1
+        return deviation
