@@ -217,7 +217,7 @@ def test_etherscan_v2_names_its_chain_in_the_health_check(shipped: ProvidersFile
 
 def test_existing_collectors_still_find_their_entries(shipped: ProvidersFile) -> None:
     with_collector = sorted(p.id for p in shipped.providers if collector_for(p) is not None)
-    assert with_collector == ["binance", "coingecko"]
+    assert with_collector == ["binance", "coinbase", "coingecko", "coinpaprika", "kraken"]
     assert all(by_id(shipped)[pid].enabled for pid in with_collector)
 
 

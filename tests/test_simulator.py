@@ -43,7 +43,7 @@ async def test_base_urls_and_pings() -> None:
         assert (await http.get(bn + "/ping")).status_code == 200
         assert sim.hits == {"coingecko": 1, "binance": 2}
         with pytest.raises(KeyError):
-            sim.base_url("kraken")
+            sim.base_url("no-such-provider")
 
 
 def test_base_url_needs_a_running_simulator() -> None:

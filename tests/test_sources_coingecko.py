@@ -29,12 +29,16 @@ from gateway.sources import (
     collector_for,
 )
 from gateway.sources.binance import BinanceCollector
+from gateway.sources.coinbase import CoinbaseCollector
 from gateway.sources.coingecko import (
     CoinGeckoCollector,
     api_key_headers,
     parse_simple_price,
     simple_price_params,
 )
+from gateway.sources.coinpaprika import CoinPaprikaCollector
+from gateway.sources.defillama import DefiLlamaPriceCollector
+from gateway.sources.kraken import KrakenCollector
 from gateway.upstream import UpstreamClient
 from tests.upstream import Published, fixture_bytes, load_fixture
 from tests.upstream.simulator import Fault, run_simulator
@@ -450,14 +454,22 @@ def test_backoff_delay() -> None:
 
 
 def test_registry() -> None:
-    expected = {"coingecko": CoinGeckoCollector, "binance": BinanceCollector}
+    expected = {
+        "coingecko": CoinGeckoCollector,
+        "binance": BinanceCollector,
+        "kraken": KrakenCollector,
+        "coinbase": CoinbaseCollector,
+        "coinpaprika": CoinPaprikaCollector,
+        "defillama-coins": DefiLlamaPriceCollector,
+    }
     assert expected == COLLECTORS
     assert all(cls.name == key for key, cls in COLLECTORS.items())
     assert collector_for(MOCK_PROVIDER) is CoinGeckoCollector
     assert collector_for(replace(MOCK_PROVIDER, id="cg-pro", collector="coingecko")) is (
         CoinGeckoCollector
     )
-    assert collector_for(replace(MOCK_PROVIDER, id="kraken")) is None
+    # api.llama.fi serves TVL, not prices: only a `defillama-coins` entry gets a collector.
+    assert collector_for(replace(MOCK_PROVIDER, id="defillama")) is None
     assert sources.coingecko is coingecko
     for name in sources.__all__ + coingecko.__all__:
         assert hasattr(sources, name) or hasattr(coingecko, name), name

@@ -197,13 +197,23 @@ class PollingCollector:
 # The registry imports the source modules, which import the base classes above; it therefore
 # comes last, once those names exist.
 from gateway.sources.binance import BinanceCollector  # noqa: E402
+from gateway.sources.coinbase import CoinbaseCollector  # noqa: E402
 from gateway.sources.coingecko import CoinGeckoCollector  # noqa: E402
+from gateway.sources.coinpaprika import CoinPaprikaCollector  # noqa: E402
+from gateway.sources.defillama import DefiLlamaPriceCollector  # noqa: E402
+from gateway.sources.kraken import KrakenCollector  # noqa: E402
 
 # Keys are spelled out (not read from `cls.name`) so type checkers need not resolve the import
 # cycle; a test checks that each key equals its class's `name`.
 COLLECTORS: dict[str, type[Collector]] = {
     "coingecko": CoinGeckoCollector,
     "binance": BinanceCollector,
+    "kraken": KrakenCollector,
+    "coinbase": CoinbaseCollector,
+    "coinpaprika": CoinPaprikaCollector,
+    # DefiLlama prices live on coins.llama.fi, a host of their own: a provider entry of that
+    # id (not `defillama`, api.llama.fi, which serves TVL) runs this collector.
+    "defillama-coins": DefiLlamaPriceCollector,
 }
 
 

@@ -15,6 +15,16 @@ pairs from the asset table are ever requested.
 Every pair we use is quoted in USDT, and a USDT price is taken as a USD price: USDT trades
 within a fraction of a percent of one dollar, far less than the spread between providers.
 `volume_24h_usd` is `quoteVolume`, the 24-hour traded volume in USDT.
+
+Candles (on demand, not polled): `GET /api/v3/klines?symbol=&interval=&startTime=&endTime=&limit=`
+answers an array of rows, oldest first, numbers as strings and times in milliseconds::
+
+    [[1711356000000, "67100.01", "67210.00", "67080.00", "67187.33", "12.345",
+      1711356059999, "829412.55", 1520, "6.1", "409811.20", "0"], ...]
+
+(open time, open, high, low, close, base volume, close time, quote volume, trades, taker buy
+base, taker buy quote, unused). At most `KLINES_LIMIT` (1000) rows per request, so
+`fetch_candles` pages through longer windows; the volume kept is the quote (USDT) volume.
 """
 
 from __future__ import annotations
@@ -25,22 +35,50 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from gateway.assets import binance_pair, symbol_for_binance_pair
+from gateway.assets import binance_pair, normalize_symbol, symbol_for_binance_pair
+from gateway.config import ProviderConfig
 from gateway.errors import UpstreamPayloadError
-from gateway.models import PriceTick, utc_now
+from gateway.models import Candle, PriceTick, utc_now
 from gateway.sources import PollingCollector, is_valid_price, number_or_none
+from gateway.sources import candles as cdl
+from gateway.upstream import UpstreamClient
 from gateway.upstream.client import NO_RETRY
 
 __all__ = [
+    "CANDLE_INTERVALS",
     "ENDPOINT",
+    "KLINES_ENDPOINT",
+    "KLINES_LIMIT",
     "PROVIDER_ID",
     "BinanceCollector",
+    "fetch_candles",
+    "klines_params",
+    "parse_klines",
     "parse_ticker_24hr",
     "ticker_24hr_params",
 ]
 
 PROVIDER_ID: Final = "binance"
 ENDPOINT: Final = "/ticker/24hr"
+KLINES_ENDPOINT: Final = "/klines"
+KLINES_LIMIT: Final = 1000
+# Binance's interval names. Weekly (and 3-day, monthly) klines are left out: they do not start
+# on the epoch-based grid a Candle's open_time is defined on.
+_INTERVAL_NAMES: Final[dict[int, str]] = {
+    60: "1m",
+    180: "3m",
+    300: "5m",
+    900: "15m",
+    1800: "30m",
+    3600: "1h",
+    7200: "2h",
+    14400: "4h",
+    21600: "6h",
+    28800: "8h",
+    43200: "12h",
+    86400: "1d",
+}
+CANDLE_INTERVALS: Final = frozenset(_INTERVAL_NAMES)
 
 _Fail = Callable[[str], UpstreamPayloadError]
 
@@ -160,3 +198,107 @@ class BinanceCollector(PollingCollector):
             retry=NO_RETRY,
         )
         return ticks
+
+
+# -- candles (on demand) -----------------------------------------------------------------------
+
+
+def klines_params(
+    pair: str, interval_seconds: int, start: datetime, end: datetime
+) -> dict[str, str]:
+    """Parameters for one `/klines` page covering `[start, end)` (at most KLINES_LIMIT rows)."""
+    count = math.ceil((end - start).total_seconds() / interval_seconds)
+    return {
+        "symbol": pair,
+        "interval": _INTERVAL_NAMES[interval_seconds],
+        "startTime": str(cdl.epoch_seconds(start) * 1000),
+        # Binance's endTime is inclusive (ms): the last millisecond before `end`.
+        "endTime": str(math.ceil(end.timestamp() * 1000) - 1),
+        "limit": str(max(1, min(KLINES_LIMIT, count))),
+    }
+
+
+def parse_klines(
+    payload: Any,
+    symbol: str,
+    interval_seconds: int,
+    now: datetime,
+    *,
+    provider: str = PROVIDER_ID,
+) -> list[Candle]:
+    """Candles from a `/klines` response; raises UpstreamPayloadError on a bad payload.
+
+    An empty array is a valid answer (no trades in the window, or before the listing). Each row
+    must be an array of at least 8 fields whose prices and volumes are numeric strings (or
+    numbers); one bad row rejects the response. Rules shared with the other providers (grid,
+    price order, `complete`) are in `gateway.sources.candles`.
+    """
+
+    def fail(message: str) -> UpstreamPayloadError:
+        return UpstreamPayloadError(message, provider=provider, endpoint=KLINES_ENDPOINT)
+
+    if isinstance(payload, dict) and "code" in payload and "msg" in payload:
+        raise fail(f"error response {payload.get('code')}: {payload.get('msg')}")
+    if not isinstance(payload, list):
+        raise fail(f"expected an array of klines, got {type(payload).__name__}")
+    result: list[Candle] = []
+    for index, row in enumerate(payload):
+        where = f"kline {index}"
+        if not isinstance(row, list) or len(row) < 8:
+            raise fail(f"{where}: expected an array of at least 8 fields")
+        millis = number_or_none(row[0])
+        if millis is None:
+            raise fail(f"{where}: invalid open time {row[0]!r}")
+        result.append(
+            cdl.make_candle(
+                symbol=symbol,
+                interval_seconds=interval_seconds,
+                open_time=cdl.from_epoch(millis / 1000.0, fail, where),
+                ohlc=cdl.ohlc(row[1], row[2], row[3], row[4], fail, where),
+                volume_usd=cdl.volume(row[7], fail, where),
+                provider=provider,
+                now=now,
+                fail=fail,
+                where=where,
+            )
+        )
+    return result
+
+
+async def fetch_candles(
+    client: UpstreamClient,
+    provider: ProviderConfig,
+    symbol: str,
+    interval_seconds: int,
+    start: datetime,
+    end: datetime,
+    *,
+    now: datetime | None = None,
+) -> list[Candle]:
+    """Binance's candles for `symbol` with open times in `[start, end)`, oldest first.
+
+    One request per `KLINES_LIMIT` intervals, made in order; `[]` without a request when the
+    symbol has no Binance pair. Raises ValueError for an unsupported interval or a bad window
+    (see `gateway.sources.candles`) and the client's `UpstreamError`s.
+    """
+    cdl.check_interval(interval_seconds, CANDLE_INTERVALS, provider.id)
+    aligned = cdl.check_window(start, end, interval_seconds)
+    pair = binance_pair(symbol)
+    if pair is None:
+        return []
+    canonical, provider_id = normalize_symbol(symbol), provider.id
+
+    def parse(payload: Any) -> list[Candle]:
+        return parse_klines(
+            payload, canonical, interval_seconds, now or utc_now(), provider=provider_id
+        )
+
+    found: list[Candle] = []
+    for page_start, page_end in cdl.pages(aligned, end, interval_seconds, KLINES_LIMIT):
+        found += await client.request_parsed(
+            provider,
+            KLINES_ENDPOINT,
+            parse,
+            params=klines_params(pair, interval_seconds, page_start, page_end),
+        )
+    return cdl.select(found, aligned, end)

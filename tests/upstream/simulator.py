@@ -7,17 +7,29 @@ nursery, serves every simulated provider under its own prefix::
     /coingecko/api/v3/simple/price    ids, vs_currencies, include_* as the real API
     /binance/api/v3/ping              {}
     /binance/api/v3/ticker/24hr       symbol / symbols (compact JSON array) / neither
+    /coingecko/api/v3/search/trending, /global, /coins/{id}/ohlc?vs_currency=usd&days=N
+    /binance/api/v3/klines            symbol, interval, startTime, endTime, limit (<= 1000)
+    /kraken/0/public/Time, /Ticker?pair=A,B, /OHLC?pair=&interval=&since=
+                                      (errors in the 200 envelope, as Kraken does)
+    /coinbase/time, /coinbase/products/{id}/ticker, /products/{id}/candles
+                                      (granularity, start, end; at most 300 rows, newest first)
+    /coinpaprika/v1/global, /tickers, /tickers/{id}, /coins/{id}/ohlcv/historical
+    /defillama/v2/chains, /protocols, /v2/historicalChainTvl[/{chain}]      (api.llama.fi)
+    /defillama-coins/prices/current/{coingecko:id,...}                         (coins.llama.fi)
     POST /rpc-a, /rpc-b               Ethereum JSON-RPC 2.0: eth_blockNumber, eth_chainId
                                       (single or batch), as any public node answers
 
 Payloads have the documented shapes and realistic values; `set_price` moves a price (and stamps
-`last_updated_at` / `closeTime` with the current wall-clock time). `inject` adds a `Fault`
+`last_updated_at` / `closeTime` with the current wall-clock time). Candles are synthetic but
+deterministic (a function of the current price and the open time), on each provider's grid, with
+the still-open interval last; provider plan limits (CoinPaprika's free-plan history) are not
+modelled. `inject` adds a `Fault`
 (latency, an HTTP status, a 429 rate limit, a hang, a non-JSON body, JSON of the wrong shape),
 optionally for the next N requests only; faults queue per provider and apply in order.
 
-The simulator keeps its *own* table of upstream identifiers (coin ids, trading pairs) rather
-than reading `gateway.assets`, so a wrong entry in the gateway's table shows up as a test
-failure instead of being mirrored here.
+The simulator keeps its *own* table of upstream identifiers (coin ids, trading pairs; in
+`fixtures/simulator_listings.json`) rather than reading `gateway.assets`, so a wrong entry in the
+gateway's table shows up as a test failure instead of being mirrored here.
 
 Shutdown is quick even with hanging requests: leaving `run_simulator()` releases every hung
 handler, asks hypercorn to stop, and puts a short deadline on whatever is still running.
@@ -27,12 +39,16 @@ from __future__ import annotations
 
 import collections
 import json
+import math
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from email.utils import formatdate
 from functools import partial
+from pathlib import Path
 from typing import Any, Literal
 
 import trio
@@ -47,10 +63,25 @@ from gateway.config import ProviderConfig
 
 __all__ = ["PROVIDERS", "Fault", "FaultKind", "Simulator", "run_simulator"]
 
-PROVIDERS = ("coingecko", "binance", "rpc-a", "rpc-b")
+PROVIDERS = (
+    "coingecko",
+    "binance",
+    "kraken",
+    "coinbase",
+    "coinpaprika",
+    "defillama",
+    "defillama-coins",
+    "rpc-a",
+    "rpc-b",
+)
 _PREFIX = {
     "coingecko": "/coingecko/api/v3",
     "binance": "/binance/api/v3",
+    "kraken": "/kraken/0/public",
+    "coinbase": "/coinbase",
+    "coinpaprika": "/coinpaprika/v1",
+    "defillama": "/defillama",  # api.llama.fi: TVL
+    "defillama-coins": "/defillama-coins",  # coins.llama.fi: prices
     # Two Ethereum JSON-RPC nodes (POST /, single or batch requests), for pools and failover.
     "rpc-a": "/rpc-a",
     "rpc-b": "/rpc-b",
@@ -140,28 +171,38 @@ class _Listing:
     change_pct: float
     volume_usd: float
     supply: float
+    kraken_pair: str | None = None  # the REST name Kraken is asked with (XBTUSD)
+    kraken_key: str | None = None  # the key Kraken answers with (XXBTZUSD)
+    coinbase_product: str | None = None
+    coinpaprika_id: str | None = None
 
 
-# The upstreams' own names for each asset, with realistic starting values (late March 2024).
-# MATICUSDT is absent on purpose: Binance delisted it after the MATIC -> POL migration.
-_LISTINGS: dict[str, _Listing] = {
-    "BTC": _Listing("bitcoin", "BTCUSDT", 67187.34, 3.637, 31_260_929_299, 19_670_000),
-    "ETH": _Listing("ethereum", "ETHUSDT", 3454.78, 3.052, 13_104_925_087, 120_090_000),
-    "SOL": _Listing("solana", "SOLUSDT", 184.03, 6.719, 3_841_069_035, 443_700_000),
-    "BNB": _Listing("binancecoin", "BNBUSDT", 578.34, 1.771, 1_710_934_576, 153_820_000),
-    "XRP": _Listing("ripple", "XRPUSDT", 0.6328, 2.442, 1_379_044_522, 55_130_000_000),
-    "ADA": _Listing("cardano", "ADAUSDT", 0.6542, 3.281, 501_234_578, 35_530_000_000),
-    "DOGE": _Listing("dogecoin", "DOGEUSDT", 0.17618, 4.932, 1_838_410_392, 143_800_000_000),
-    "USDT": _Listing("tether", None, 1.0003, 0.021, 52_337_102_519, 103_800_000_000),
-    "USDC": _Listing("usd-coin", "USDCUSDT", 0.9998, -0.012, 6_132_884_004, 31_950_000_000),
-    "TRX": _Listing("tron", "TRXUSDT", 0.1228, 1.104, 312_457_990, 87_860_000_000),
-    "DOT": _Listing("polkadot", "DOTUSDT", 9.21, 4.012, 402_776_314, 1_435_000_000),
-    "LINK": _Listing("chainlink", "LINKUSDT", 18.74, 2.807, 612_004_381, 587_100_000),
-    "MATIC": _Listing("matic-network", None, 0.9914, 2.113, 390_117_212, 9_900_000_000),
-    "POL": _Listing("polygon-ecosystem-token", "POLUSDT", 0.9921, 2.090, 12_401_337, 100_000_000),
-    "LTC": _Listing("litecoin", "LTCUSDT", 93.18, 4.515, 640_102_977, 74_570_000),
-    "AVAX": _Listing("avalanche-2", "AVAXUSDT", 56.12, 7.301, 1_024_663_120, 378_300_000),
-}
+_FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _load_listings() -> dict[str, _Listing]:
+    """The upstreams' own names for each asset, with starting values (see the fixture's notes).
+    MATICUSDT is absent on purpose: Binance delisted it after the MATIC -> POL migration."""
+    raw = json.loads((_FIXTURES / "simulator_listings.json").read_text(encoding="utf-8"))
+    listings: dict[str, _Listing] = {}
+    for entry in raw["listings"]:
+        kraken = entry["kraken"] or {}
+        listings[entry["symbol"]] = _Listing(
+            coingecko_id=entry["coingecko"],
+            binance_pair=entry["binance"],
+            usd=entry["usd"],
+            change_pct=entry["change_pct"],
+            volume_usd=entry["volume_usd"],
+            supply=entry["supply"],
+            kraken_pair=kraken.get("pair"),
+            kraken_key=kraken.get("key"),
+            coinbase_product=entry["coinbase"],
+            coinpaprika_id=entry["coinpaprika"],
+        )
+    return listings
+
+
+_LISTINGS: dict[str, _Listing] = _load_listings()
 
 # Binance's documented validation of `symbols` (rest-api.md / errors.md): compact JSON only.
 _SYMBOLS_RE = re.compile(r'^\[("[A-Z0-9-_.]{1,20}"(,"[A-Z0-9-_.]{1,20}"){0,}){0,1}\]$')
@@ -184,6 +225,9 @@ _RATE_LIMIT_BODY: dict[str, Any] = {
         "msg": "Too much request weight used; current limit is 6000 request weight per "
         "1 MINUTE. Please use WebSocket Streams for live updates to avoid polling the API.",
     },
+    "kraken": {"error": ["EGeneral:Too many requests"]},
+    "coinbase": {"message": "Public rate limit exceeded"},
+    "coinpaprika": {"error": "Too many requests"},
 }
 
 
@@ -191,6 +235,55 @@ def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None
     # json.dumps, not JSONResponse: a test may want to serve NaN, as a broken upstream might.
     body = json.dumps(payload, separators=(",", ":"))
     return Response(body, status_code=status, headers=headers, media_type="application/json")
+
+
+_BINANCE_INTERVALS = {
+    "1m": 60, "3m": 180, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600, "2h": 7200,
+    "4h": 14400, "6h": 21600, "8h": 28800, "12h": 43200, "1d": 86400, "3d": 259200,
+    "1w": 604800,
+}  # fmt: skip
+_KRAKEN_MINUTES = frozenset({1, 5, 15, 30, 60, 240, 1440, 10080, 21600})
+
+
+def _load(name: str) -> Any:
+    return json.loads((_FIXTURES / f"{name}.json").read_text(encoding="utf-8"))
+
+
+def _fixture(name: str) -> Response:
+    return _json(_load(name))
+
+
+def _num(x: float) -> str:
+    """A price or amount as the exchanges write it: a decimal string, no exponent."""
+    text = f"{x:.10f}".rstrip("0")
+    return text + "0" if text.endswith(".") else text
+
+
+def _iso(seconds: float, *, micro: bool = False) -> str:
+    moment = datetime.fromtimestamp(seconds, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ" if micro else "%Y-%m-%dT%H:%M:%SZ")
+
+
+def _seconds(text: str) -> int | None:
+    """Unix seconds from `1711356300`, `2024-03-25` or `2024-03-25T08:45:00Z`."""
+    if text.isdigit():
+        return int(text)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp())
+
+
+def _synthetic(usd: float, open_s: int, interval_s: int) -> tuple[float, float, float, float]:
+    """Open, high, low and close of one simulated interval: deterministic, near `usd`."""
+
+    def wobble(k: int) -> float:
+        return ((k * 2654435761) % 1000) / 1000 - 0.5
+
+    k = open_s // interval_s
+    open_, close = usd * (1 + 0.004 * wobble(k)), usd * (1 + 0.004 * wobble(k + 1))
+    return open_, max(open_, close) * 1.001, min(open_, close) * 0.999, close
 
 
 def _binance_error(code: int, msg: str, status: int = 400) -> Response:
@@ -281,8 +374,27 @@ class Simulator:
         return [
             route("coingecko", "/ping", lambda r: _json({"gecko_says": "(V3) To the Moon!"})),
             route("coingecko", "/simple/price", self._coingecko_simple_price),
+            route("coingecko", "/search/trending", lambda r: _fixture("coingecko_trending")),
+            route("coingecko", "/global", lambda r: _fixture("coingecko_global")),
+            route("coingecko", "/coins/{coin_id}/ohlc", self._coingecko_ohlc),
             route("binance", "/ping", lambda r: _json({})),
             route("binance", "/ticker/24hr", self._binance_ticker_24hr),
+            route("binance", "/klines", self._binance_klines),
+            route("kraken", "/Time", self._kraken_time),
+            route("kraken", "/Ticker", self._kraken_ticker),
+            route("kraken", "/OHLC", self._kraken_ohlc),
+            route("coinbase", "/time", self._coinbase_time),
+            route("coinbase", "/products/{product_id}/ticker", self._coinbase_ticker),
+            route("coinbase", "/products/{product_id}/candles", self._coinbase_candles),
+            route("coinpaprika", "/global", lambda r: _fixture("coinpaprika_global")),
+            route("coinpaprika", "/tickers", self._coinpaprika_tickers),
+            route("coinpaprika", "/tickers/{coin_id}", self._coinpaprika_tickers),
+            route("coinpaprika", "/coins/{coin_id}/ohlcv/historical", self._coinpaprika_ohlcv),
+            route("defillama", "/v2/chains", lambda r: _fixture("defillama_chains")),
+            route("defillama", "/protocols", lambda r: _fixture("defillama_protocols")),
+            route("defillama", "/v2/historicalChainTvl", self._defillama_chain_tvl),
+            route("defillama", "/v2/historicalChainTvl/{chain}", self._defillama_chain_tvl),
+            route("defillama-coins", "/prices/current/{coins}", self._defillama_prices),
             *(
                 Route(_PREFIX[node], partial(self._rpc_endpoint, node), methods=["POST"])
                 for node in ("rpc-a", "rpc-b")
@@ -301,7 +413,9 @@ class Simulator:
         try:
             message = json.loads(body)
         except ValueError:
-            return _json({"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": "Parse error"}})
+            return _json(
+                {"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": "Parse error"}}
+            )
         results = {
             "eth_blockNumber": lambda: hex(self.blocks[node]),
             "eth_chainId": lambda: "0x1",
@@ -309,7 +423,11 @@ class Simulator:
 
         def answer(call: Any) -> dict[str, Any]:
             if not isinstance(call, dict) or call.get("jsonrpc") != "2.0" or "method" not in call:
-                return {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": "Invalid Request"}}
+                return {
+                    "jsonrpc": "2.0",
+                    "id": None,
+                    "error": {"code": -32600, "message": "Invalid Request"},
+                }
             method = results.get(call["method"])
             if method is None:
                 error = {"code": -32601, "message": "the method does not exist/is not available"}
@@ -341,7 +459,10 @@ class Simulator:
         self.hits[provider] += 1
         self._hit.set()
         self._hit = trio.Event()
-        self.requests.append((provider, path, dict(request.query_params), dict(request.headers)))
+        concrete = request.url.path.removeprefix(_PREFIX[provider]) or path
+        self.requests.append(
+            (provider, concrete, dict(request.query_params), dict(request.headers))
+        )
         fault = self._take_fault(provider)
         if fault is not None:
             response = await self._apply(provider, path, fault)
@@ -438,6 +559,314 @@ class Simulator:
         b, q = self._quotes["binance"][base], self._quotes["binance"][quote_symbol]
         return _full_ticker(pair, b.usd / q.usd, 0.5, b.volume_usd / b.usd / 20, b.updated_at)
 
+    # -- CoinGecko market endpoints, Binance klines --------------------------------------------
+
+    def _coingecko_ohlc(self, request: Request) -> Response:
+        params = request.query_params
+        if not params.get("vs_currency"):
+            return _json({"error": "Missing parameter vs_currency"}, 400)
+        raw_days = params.get("days", "")
+        days = 365 if raw_days == "max" else int(raw_days) if raw_days.isdigit() else 0
+        if days < 1:
+            return _json({"error": "Invalid value for days"}, 400)
+        by_id = {li.coingecko_id: s for s, li in _LISTINGS.items() if li.coingecko_id}
+        symbol = by_id.get(request.path_params["coin_id"])
+        if symbol is None:
+            return _json({"error": "coin not found"}, 404)
+        if params["vs_currency"].lower() != "usd":
+            return _json({"error": "the simulator only prices in usd"}, 400)
+        interval = 1800 if days <= 2 else 14400 if days <= 30 else 345600
+        now = time.time()
+        usd = self._quotes["coingecko"][symbol].usd
+        first = math.ceil((now - days * 86400) / interval) * interval
+        last = math.ceil(now / interval) * interval  # the open candle, stamped with its close
+        rows = []
+        for close in range(first, last + 1, interval):
+            o, h, low, c = _synthetic(usd, close - interval, interval)
+            rows.append([close * 1000, o, h, low, c])
+        return _json(rows)
+
+    def _binance_klines(self, request: Request) -> Response:
+        params = request.query_params
+        by_pair = {li.binance_pair: s for s, li in _LISTINGS.items() if li.binance_pair}
+        pair, name = params.get("symbol"), params.get("interval")
+        if not pair or not name:
+            return _binance_error(-1102, "Mandatory parameter was not sent, was empty/null.")
+        if pair not in by_pair:
+            return _binance_error(-1121, "Invalid symbol.")
+        seconds = _BINANCE_INTERVALS.get(name)
+        if seconds is None:
+            return _binance_error(-1120, "Invalid interval.")
+        try:
+            limit = int(params.get("limit", "500"))
+            start = int(params["startTime"]) if "startTime" in params else None
+            end = int(params["endTime"]) if "endTime" in params else None
+        except ValueError:
+            return _binance_error(-1100, "Illegal characters found in a parameter.")
+        if not 1 <= limit <= 1000:
+            return _binance_error(-1130, "Data sent for parameter 'limit' is not valid.")
+        step = seconds * 1000
+        current = int(time.time() * 1000) // step * step
+        last = current if end is None else min(current, end // step * step)
+        if start is not None:
+            opens = range(-(-start // step) * step, last + 1, step)[:limit]
+        else:
+            opens = range(max(0, last - (limit - 1) * step), last + 1, step)
+        quote = self._quotes["binance"][by_pair[pair]]
+        base = quote.volume_usd / quote.usd * seconds / 86400
+
+        def s(x: float) -> str:
+            return f"{x:.8f}"
+
+        rows = []
+        for open_ms in opens:
+            o, h, low, c = _synthetic(quote.usd, open_ms // 1000, seconds)
+            traded = base * c
+            row = [open_ms, s(o), s(h), s(low), s(c), s(base), open_ms + step - 1, s(traded)]
+            rows.append([*row, 120, s(base / 2), s(traded / 2), "0"])
+        return _json(rows)
+
+    # -- Kraken ---------------------------------------------------------------------------------
+
+    def _kraken_pairs(self) -> dict[str, tuple[str, str]]:
+        """Every name Kraken accepts for a pair (REST name or key) -> (symbol, key)."""
+        index: dict[str, tuple[str, str]] = {}
+        for symbol, li in _LISTINGS.items():
+            if li.kraken_pair and li.kraken_key:
+                index[li.kraken_pair] = index[li.kraken_key] = (symbol, li.kraken_key)
+        return index
+
+    def _kraken_time(self, request: Request) -> Response:
+        now = time.time()
+        result = {"unixtime": int(now), "rfc1123": formatdate(now, usegmt=True)}
+        return _json({"error": [], "result": result})
+
+    def _kraken_ticker(self, request: Request) -> Response:
+        index = self._kraken_pairs()
+        names = [n for n in request.query_params.get("pair", "").split(",") if n]
+        if not names:  # no pair: every ticker, as Kraken does
+            names = sorted({key for _, key in index.values()})
+        if any(n.upper() not in index for n in names):
+            return _json(_load("kraken_error_unknown_pair"))
+        result: dict[str, Any] = {}
+        for name in names:
+            symbol, key = index[name.upper()]
+            q = self._quotes["kraken"][symbol]
+            opened = q.usd / (1 + q.change_pct / 100)
+            base = q.volume_usd / q.usd
+            vwap = (opened + q.usd) / 2
+            high, low = max(opened, q.usd) * 1.01, min(opened, q.usd) * 0.99
+            result[key] = {
+                "a": [_num(q.usd * 1.00001), "1", "1.000"],
+                "b": [_num(q.usd), "2", "2.000"],
+                "c": [_num(q.usd), "0.00120000"],
+                "v": [_num(base * 0.4), _num(base)],
+                "p": [_num(vwap), _num(vwap)],
+                "t": [21003, 52617],
+                "l": [_num(low), _num(low)],
+                "h": [_num(high), _num(high)],
+                "o": _num(opened),
+            }
+        return _json({"error": [], "result": result})
+
+    def _kraken_ohlc(self, request: Request) -> Response:
+        params = request.query_params
+        found = self._kraken_pairs().get(params.get("pair", "").upper())
+        if found is None:
+            return _json(_load("kraken_error_unknown_pair"))
+        minutes, since = params.get("interval", "1"), params.get("since", "0")
+        if not minutes.isdigit() or int(minutes) not in _KRAKEN_MINUTES or not since.isdigit():
+            return _json({"error": ["EGeneral:Invalid arguments"]})
+        symbol, key = found
+        seconds = int(minutes) * 60
+        current = int(time.time()) // seconds * seconds
+        quote = self._quotes["kraken"][symbol]
+        base = quote.volume_usd / quote.usd * seconds / 86400
+        rows = []
+        for open_s in range(current - 719 * seconds, current + 1, seconds):
+            if open_s <= int(since) and open_s != current:
+                continue  # `since` is exclusive; the open interval is always sent
+            o, h, low, c = _synthetic(quote.usd, open_s, seconds)
+            vwap = (h + low + c) / 3
+            rows.append([open_s, _num(o), _num(h), _num(low), _num(c), _num(vwap), _num(base), 42])
+        return _json({"error": [], "result": {key: rows, "last": current - seconds}})
+
+    # -- Coinbase -------------------------------------------------------------------------------
+
+    def _coinbase_symbol(self, request: Request) -> str | None:
+        by_product = {li.coinbase_product: s for s, li in _LISTINGS.items() if li.coinbase_product}
+        return by_product.get(request.path_params["product_id"])
+
+    def _coinbase_time(self, request: Request) -> Response:
+        now = time.time()
+        return _json({"iso": _iso(now, micro=True), "epoch": round(now, 3)})
+
+    def _coinbase_ticker(self, request: Request) -> Response:
+        symbol = self._coinbase_symbol(request)
+        if symbol is None:
+            return _json({"message": "NotFound"}, 404)
+        q = self._quotes["coinbase"][symbol]
+        return _json(
+            {
+                "ask": _num(q.usd * 1.00001),
+                "bid": _num(q.usd * 0.99999),
+                "volume": _num(q.volume_usd / q.usd),
+                "trade_id": 630281919,
+                "price": _num(q.usd),
+                "size": "0.00029000",
+                "time": _iso(q.updated_at, micro=True),
+            }
+        )
+
+    def _coinbase_candles(self, request: Request) -> Response:
+        symbol = self._coinbase_symbol(request)
+        if symbol is None:
+            return _json({"message": "NotFound"}, 404)
+        params = request.query_params
+        raw = params.get("granularity", "60")
+        if not raw.isdigit() or int(raw) not in {60, 300, 900, 3600, 21600, 86400}:
+            return _json({"message": "Unsupported granularity"}, 400)
+        granularity = int(raw)
+        current = int(time.time()) // granularity * granularity
+        first, last = current - 299 * granularity, current
+        if "start" in params and "end" in params:
+            start, end = _seconds(params["start"]), _seconds(params["end"])
+            if start is None or end is None or start > end:
+                return _json({"message": "Invalid start or end"}, 400)
+            if (end - start) / granularity > 300:
+                return _json(
+                    {
+                        "message": "granularity too small for the requested time range. "
+                        "Count of aggregations requested exceeds 300"
+                    },
+                    400,
+                )
+            first = -(-start // granularity) * granularity
+            last = min(current, end // granularity * granularity)
+        q = self._quotes["coinbase"][symbol]
+        base = q.volume_usd / q.usd * granularity / 86400
+        rows = []
+        for open_s in range(last, first - 1, -granularity):  # newest first
+            o, h, low, c = _synthetic(q.usd, open_s, granularity)
+            rows.append([open_s, low, h, o, c, base])
+        return _json(rows)
+
+    # -- CoinPaprika ----------------------------------------------------------------------------
+
+    def _coinpaprika_tickers(self, request: Request) -> Response:
+        quotes = request.query_params.get("quotes", "USD").upper().split(",")
+        if "USD" not in quotes:
+            return _json({"error": "the simulator only quotes USD"}, 400)
+        entries = [
+            self._paprika_ticker(rank, symbol, li)
+            for rank, (symbol, li) in enumerate(_LISTINGS.items(), start=1)
+            if li.coinpaprika_id
+        ]
+        entries.append(_load("coinpaprika_tickers")[2])  # HEX: a coin the gateway does not know
+        coin_id = request.path_params.get("coin_id")
+        if coin_id is None:
+            return _json(entries)
+        for entry in entries:
+            if entry["id"] == coin_id:
+                return _json(entry)
+        return _json(_load("coinpaprika_error"), 404)
+
+    def _paprika_ticker(self, rank: int, symbol: str, li: _Listing) -> dict[str, Any]:
+        q = self._quotes["coinpaprika"][symbol]
+        changes = {f"percent_change_{p}": 0.1 for p in ("15m", "30m", "1h", "6h", "12h")}
+        return {
+            "id": li.coinpaprika_id,
+            "name": symbol.title(),
+            "symbol": symbol,
+            "rank": rank,
+            "total_supply": q.supply,
+            "max_supply": 0,
+            "beta_value": 1.0,
+            "first_data_at": "2015-01-01T00:00:00Z",
+            "last_updated": _iso(q.updated_at),
+            "quotes": {
+                "USD": {
+                    "price": q.usd,
+                    "volume_24h": q.volume_usd,
+                    "volume_24h_change_24h": 1.5,
+                    "market_cap": round(q.usd * q.supply),
+                    "market_cap_change_24h": q.change_pct,
+                    **changes,
+                    "percent_change_24h": q.change_pct,
+                    "percent_change_7d": 2.0,
+                    "percent_change_30d": 9.0,
+                    "percent_change_1y": 80.0,
+                    "ath_price": q.usd * 1.3,
+                    "ath_date": "2021-11-10T16:05:00Z",
+                    "percent_from_price_ath": -23.08,
+                }
+            },
+        }
+
+    def _coinpaprika_ohlcv(self, request: Request) -> Response:
+        by_id = {li.coinpaprika_id: s for s, li in _LISTINGS.items() if li.coinpaprika_id}
+        symbol = by_id.get(request.path_params["coin_id"])
+        if symbol is None:
+            return _json(_load("coinpaprika_error"), 404)
+        params = request.query_params
+        start = _seconds(params.get("start", ""))
+        end = _seconds(params["end"]) if "end" in params else int(time.time())
+        limit = params.get("limit", "1")
+        if start is None or end is None:
+            return _json({"error": "invalid start or end"}, 400)
+        if not limit.isdigit() or not 1 <= int(limit) <= 366:
+            return _json({"error": "limit must be between 1 and 366"}, 400)
+        if params.get("interval", "24h") not in ("24h", "1d"):
+            return _json({"error": "the simulator serves 24h candles only"}, 400)
+        if params.get("quote", "usd").lower() != "usd":
+            return _json({"error": "the simulator only quotes usd"}, 400)
+        q = self._quotes["coinpaprika"][symbol]
+        today = int(time.time()) // 86400 * 86400
+        rows = []
+        for open_s in range(start // 86400 * 86400, min(end, today) + 1, 86400)[: int(limit)]:
+            o, h, low, c = _synthetic(q.usd, open_s, 86400)
+            rows.append(
+                {
+                    "time_open": _iso(open_s),
+                    "time_close": _iso(open_s + 86399),
+                    "open": o,
+                    "high": h,
+                    "low": low,
+                    "close": c,
+                    "volume": round(q.volume_usd),
+                    "market_cap": round(c * q.supply),
+                }
+            )
+        return _json(rows)
+
+    # -- DefiLlama ------------------------------------------------------------------------------
+
+    def _defillama_chain_tvl(self, request: Request) -> Response:
+        points = _load("defillama_historical_chain_tvl")
+        chain = request.path_params.get("chain")
+        if chain is None:
+            return _json(points)
+        if chain.lower() != "ethereum":
+            return Response(f"There is no chain called {chain}", status_code=400)
+        return _json([{"date": p["date"], "tvl": round(p["tvl"] * 0.61, 2)} for p in points])
+
+    def _defillama_prices(self, request: Request) -> Response:
+        by_id = {li.coingecko_id: s for s, li in _LISTINGS.items() if li.coingecko_id}
+        coins: dict[str, Any] = {}
+        for key in request.path_params["coins"].split(","):
+            chain, _, coin_id = key.partition(":")
+            symbol = by_id.get(coin_id) if chain == "coingecko" else None
+            if symbol is None:
+                continue  # DefiLlama leaves out what it cannot price
+            q = self._quotes["defillama-coins"][symbol]
+            coins[key] = {
+                "price": q.usd,
+                "symbol": symbol,
+                "timestamp": int(q.updated_at),
+                "confidence": 0.99,
+            }
+        return _json({"coins": coins})
+
 
 def _full_ticker(
     pair: str, last: float, change_pct: float, base_volume: float, updated_at: float
@@ -480,6 +909,16 @@ def _wrong_shape(provider: str, path: str) -> Any:
     """Valid JSON from a neighbouring endpoint: right host, wrong shape."""
     if provider == "coingecko":  # /coins/markets: a list of market rows
         return [{"id": "bitcoin", "symbol": "btc", "current_price": 67187.34}]
+    if provider == "kraken":  # /Time: a valid envelope without any pair
+        return _load("kraken_time")
+    if provider == "coinbase":  # /time
+        return _load("coinbase_time")
+    if provider == "coinpaprika":  # /global: one object without an id
+        return _load("coinpaprika_global")
+    if provider == "defillama":  # /v2/chains answered where protocols or TVL points were due
+        return {"chains": _load("defillama_chains")}
+    if provider == "defillama-coins":  # a list, where an object with "coins" was due
+        return [{"name": "Ethereum", "tvl": 58211930211.1}]
     if provider.startswith("rpc-"):  # a JSON-RPC answer whose result is not a quantity
         return {"jsonrpc": "2.0", "id": 1, "result": {"number": "latest"}}
     return [{"symbol": "BTCUSDT", "price": "67187.34000000"}]  # Binance /ticker/price

@@ -1,0 +1,806 @@
+"""Live price streams over WebSocket: the machinery every exchange stream shares.
+
+A `StreamClient` keeps one WebSocket to one exchange (trio-websocket) carrying exactly the
+symbols of the live interest (`SymbolInterest`): it connects, subscribes, follows interest
+changes with subscribe / unsubscribe messages, turns each message into `PriceTick`s with the
+exchange's **pure** parser and hands them to `publish` (the same callable collectors get).
+
+An exchange module subclasses it with four small pieces: how a symbol is named upstream, the
+subscribe and unsubscribe messages, and the parser (message -> `Frame`). Everything else is
+here, written once:
+
+* **Connect** with `open_websocket_url`, bounded by `connect_timeout`; every close (ours, the
+  exchange's, one during shutdown) is bounded by `close_timeout`.
+* **Pings**: WebSocket-level pings (Binance sends one every 20 s) are answered by
+  trio-websocket itself. Exchanges with an application-level ping (Kraken v2) get one sent
+  every `keepalive_interval`.
+* **Silence watchdog**: no message at all (data, heartbeat, ack) within `silence_timeout` means
+  the feed is dead even if TCP is not; the connection is dropped and made again.
+* **Reconnect** with doubling backoff (`backoff_initial` up to `backoff_max`); a connection that
+  stayed up for `healthy_after` seconds and carried messages resets it. Every reconnect
+  subscribes to the interest *of that moment*.
+* **Malformed frames** (not JSON, wrong shape, a price that is not a positive number) are
+  counted in `malformed` and skipped; the connection stays. A frame is accepted whole or not
+  at all, so nothing half-parsed is published.
+* **Bounded**: trio-websocket's queue of one message gives backpressure (a slow `publish` slows
+  the socket); `max_message_bytes` caps a frame; `min_publish_interval` coalesces a busy
+  symbol to its latest tick (one pending tick per symbol at most); `max_subscriptions` caps
+  what one connection carries.
+* **No interest, no connection**: while the interest set has nothing this exchange lists, the
+  client stays disconnected (Coinbase drops a connection that does not subscribe within 5 s).
+
+`run()` reports started at once and never raises for upstream trouble; only bugs escape, for
+the supervisor to restart it. The state it exposes (`connected`, `last_message_at`,
+`reconnects`, `malformed`, `is_live(symbol)`, `status()`) is what health, metrics and the REST
+fallback read: `StreamGroup.is_live(symbol)` is False exactly when no stream serves the symbol.
+
+Must never: publish a value the exchange did not send, hold an unbounded buffer, or let an
+upstream failure escape `run()`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Final
+from urllib.parse import urlsplit
+
+import structlog
+import trio
+from trio.lowlevel import ParkingLot
+from trio_websocket import (
+    ConnectionClosed,
+    HandshakeError,
+    WebSocketConnection,
+    open_websocket_url,
+)
+
+from gateway.assets import normalize_symbol
+from gateway.config import SECONDS, ProviderConfig
+from gateway.errors import UpstreamPayloadError
+from gateway.models import PriceTick, utc_now
+from gateway.sources import Publish, is_valid_price, number_or_none
+from gateway.sources.interest import SymbolInterest
+
+__all__ = [
+    "IGNORED",
+    "Connect",
+    "Frame",
+    "StreamClient",
+    "StreamGroup",
+    "StreamSettings",
+    "StreamStatus",
+    "decode_json",
+    "epoch_millis",
+    "optional_finite",
+    "positive_price",
+    "reconnect_delay",
+    "rfc3339",
+    "stream_for",
+    "stream_registry",
+]
+
+log = structlog.get_logger(__name__)
+
+Connect = Callable[..., AbstractAsyncContextManager[WebSocketConnection]]
+
+
+class _SendStalled(Exception):
+    """A send did not complete in time: the exchange stopped reading."""
+
+
+# What a lost connection looks like from trio-websocket: a refused or timed-out handshake (which
+# includes a close that timed out: DisconnectionTimeout), a close by either side, a broken or
+# reset socket, a failed name resolution; and a send that stalled.
+_TROUBLE: Final = (
+    _SendStalled,
+    HandshakeError,
+    ConnectionClosed,
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+    OSError,
+)
+
+# Requests whose answer we still wait for, per connection; older ones are forgotten.
+_MAX_PENDING_REQUESTS: Final = 64
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """Timeouts and bounds of one stream client. Attribute values are the defaults."""
+
+    connect_timeout: float = 10 * SECONDS
+    close_timeout: float = 2 * SECONDS
+    # Every public feed here sends something at least every few seconds (Kraken and Coinbase
+    # heartbeats each second, Binance a mini-ticker per symbol each second while it trades).
+    silence_timeout: float = 30 * SECONDS
+    backoff_initial: float = 1 * SECONDS
+    backoff_max: float = 60 * SECONDS
+    healthy_after: float = 60 * SECONDS
+    # Interest changes are applied this long after the first one, so a burst of subscriptions
+    # costs one message (Binance allows 5 incoming messages per second per connection).
+    resubscribe_delay: float = 0.5 * SECONDS
+    keepalive_interval: float = 20 * SECONDS
+    # At most one tick per symbol this often (the latest wins); 0 publishes every tick.
+    min_publish_interval: float = 1 * SECONDS
+    max_subscriptions: int = 200
+    max_message_bytes: int = 1024 * 1024
+
+    def __post_init__(self) -> None:
+        for name in (
+            "connect_timeout",
+            "close_timeout",
+            "silence_timeout",
+            "backoff_initial",
+            "backoff_max",
+            "keepalive_interval",
+        ):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be above zero")
+        if self.backoff_max < self.backoff_initial:
+            raise ValueError("backoff_max must be at least backoff_initial")
+        if min(self.healthy_after, self.resubscribe_delay, self.min_publish_interval) < 0:
+            raise ValueError("healthy_after, resubscribe_delay, min_publish_interval >= 0")
+        if self.max_subscriptions < 1 or self.max_message_bytes < 1024:
+            raise ValueError("max_subscriptions >= 1 and max_message_bytes >= 1024")
+
+
+def reconnect_delay(failures: int, initial: float, cap: float) -> float:
+    """Seconds before reconnecting after `failures` consecutive failed connections (>= 1).
+
+    `initial`, then doubling (2x, 4x, ...) up to `cap`.
+    """
+    if failures <= 1:
+        return min(initial, cap)
+    return min(initial * 2.0 ** min(failures - 1, 32), cap)
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """What one upstream message means to the client; parsers return one per message.
+
+    `ticks`: prices the message carries (canonical symbols). `error`: the exchange reported an
+    error (counted and logged). `refused`: upstream ids it refused to stream, when it names
+    them. `request_id`: the client request this message answers, when it says (an error that
+    answers a subscribe request refuses that request's ids). `reconnect`: the exchange is
+    about to close the connection and asks clients to connect again.
+    """
+
+    ticks: tuple[PriceTick, ...] = ()
+    error: str | None = None
+    refused: tuple[str, ...] = ()
+    request_id: int | None = None
+    reconnect: bool = False
+
+
+IGNORED: Final = Frame()
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStatus:
+    """A snapshot of one stream for health pages and metrics. Symbols are canonical."""
+
+    provider: str
+    connected: bool
+    connected_since: datetime | None
+    last_message_at: datetime | None
+    subscribed: tuple[str, ...]
+    live: tuple[str, ...]
+    refused: tuple[str, ...]
+    connects: int
+    reconnects: int
+    failures: int
+    malformed: int
+    silences: int
+    upstream_errors: int
+    ticks: int
+    last_error: str | None
+
+
+class StreamClient:
+    """One exchange's live stream; a subclass sets `name` and `default_url` and implements
+    `upstream_id`, `subscribe_messages`, `unsubscribe_messages` and `parse`."""
+
+    name: ClassVar[str]
+    default_url: ClassVar[str]
+    # Send `keepalive_message` every `keepalive_interval` (application-level ping).
+    keepalive: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        interest: SymbolInterest,
+        publish: Publish,
+        *,
+        url: str | None = None,
+        settings: StreamSettings | None = None,
+        symbols: Iterable[str] | None = None,
+        provider_id: str | None = None,
+        connect: Connect = open_websocket_url,
+    ) -> None:
+        self.interest = interest
+        self.settings = settings or StreamSettings()
+        self.url = url or self.default_url
+        if urlsplit(self.url).scheme not in ("ws", "wss"):
+            raise ValueError(f"a stream URL must be ws:// or wss://, got {self.url!r}")
+        self.provider_id = provider_id or self.name
+        # A provider entry's own `symbols` limits what this stream carries.
+        self.only = frozenset(map(normalize_symbol, symbols)) if symbols else None
+        self._publish = publish
+        self._connect = connect
+        self._log = log.bind(provider=self.provider_id)
+
+        self.connected = False
+        self.connected_since: datetime | None = None
+        self.last_message_at: datetime | None = None
+        self.connects = 0
+        self.reconnects = 0
+        self.failures = 0
+        self.malformed = 0
+        self.silences = 0
+        self.upstream_errors = 0
+        self.ticks = 0
+        self.backoff = 0.0
+        self.last_error: str | None = None
+
+        # Per connection: upstream id -> canonical symbol, and what the exchange refused.
+        self._subscribed: dict[str, str] = {}
+        self._refused: set[str] = set()
+        self._seen: set[str] = set()  # symbols with a tick on this connection
+        self._requests: dict[int, tuple[str, ...]] = {}
+        self._request_id = 0
+        self._got_message = False
+        self._idle = False
+        self._end_reason: str | None = None
+        self._published_at: dict[str, float] = {}
+        self._pending: dict[str, PriceTick] = {}
+        self._capped_warned = False
+        self._changed = ParkingLot()
+        # Called (synchronously) on every state change; StreamGroup listens this way.
+        self.listeners: list[Callable[[], None]] = []
+
+    @classmethod
+    def from_provider(
+        cls,
+        provider: ProviderConfig,
+        interest: SymbolInterest,
+        publish: Publish,
+        settings: StreamSettings | None = None,
+    ) -> StreamClient:
+        """A client for a providers.toml entry: its base_url, symbols and timeout."""
+        settings = settings or StreamSettings(connect_timeout=provider.timeout_seconds)
+        return cls(
+            interest,
+            publish,
+            url=provider.base_url,
+            settings=settings,
+            symbols=provider.symbols,
+            provider_id=provider.id,
+        )
+
+    # -- what an exchange module provides ---------------------------------------------------
+
+    def upstream_id(self, symbol: str) -> str | None:
+        """The exchange's name for a canonical symbol's USD market, or None if not listed."""
+        raise NotImplementedError
+
+    def subscribe_messages(self, ids: Sequence[str], request_id: int) -> list[str]:
+        raise NotImplementedError
+
+    def unsubscribe_messages(self, ids: Sequence[str], request_id: int) -> list[str]:
+        raise NotImplementedError
+
+    def parse(self, message: str | bytes, received_at: datetime) -> Frame:
+        """Pure: one message -> Frame; raises UpstreamPayloadError if it is malformed."""
+        raise NotImplementedError
+
+    def connect_url(self, ids: Sequence[str]) -> str:
+        """The URL to connect to when `ids` are wanted (Binance names them in the URL)."""
+        return self.url
+
+    def initial_messages(self, ids: Sequence[str], request_id: int) -> list[str]:
+        """Sent right after connecting; by default the subscribe messages for `ids`."""
+        return self.subscribe_messages(ids, request_id)
+
+    def keepalive_message(self, request_id: int) -> str | None:
+        return None
+
+    # -- state ------------------------------------------------------------------------------
+
+    def is_live(self, symbol: str) -> bool:
+        """True while connected, subscribed to `symbol`, and a tick for it has arrived on this
+        connection (an exchange that accepts a subscription but never sends is not live)."""
+        return self.connected and normalize_symbol(symbol) in self._seen
+
+    def live_symbols(self) -> frozenset[str]:
+        return frozenset(self._seen) if self.connected else frozenset()
+
+    @property
+    def subscribed(self) -> frozenset[str]:
+        """Canonical symbols subscribed on the current connection (refused ones excluded)."""
+        if not self.connected:
+            return frozenset()
+        return frozenset(s for i, s in self._subscribed.items() if i not in self._refused)
+
+    @property
+    def refused(self) -> frozenset[str]:
+        """Upstream ids the exchange refused on the current connection."""
+        return frozenset(self._refused)
+
+    def status(self) -> StreamStatus:
+        return StreamStatus(
+            provider=self.provider_id,
+            connected=self.connected,
+            connected_since=self.connected_since,
+            last_message_at=self.last_message_at,
+            subscribed=tuple(sorted(self.subscribed)),
+            live=tuple(sorted(self.live_symbols())),
+            refused=tuple(sorted(self._subscribed.get(i, i) for i in self._refused)),
+            connects=self.connects,
+            reconnects=self.reconnects,
+            failures=self.failures,
+            malformed=self.malformed,
+            silences=self.silences,
+            upstream_errors=self.upstream_errors,
+            ticks=self.ticks,
+            last_error=self.last_error,
+        )
+
+    async def wait_changed(self) -> None:
+        """Return at the next change of connection or liveness state."""
+        await self._changed.park()
+
+    async def wait_until(self, predicate: Callable[[], bool]) -> None:
+        """Return once `predicate()` holds (checked at once, then after each state change)."""
+        while not predicate():
+            await self._changed.park()
+
+    def _notify(self) -> None:
+        self._changed.unpark_all()
+        for listener in self.listeners:
+            listener()
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Stream forever; reports started at once; only unexpected exceptions escape."""
+        task_status.started()
+        retrying = False
+        while True:
+            await self._wait_for_interest()
+            if retrying:
+                self.reconnects += 1
+            healthy = await self._session()
+            if self._idle:  # closed because nothing is wanted: not a failure
+                self.failures = 0
+                retrying = False
+                continue
+            self.failures = 1 if healthy else self.failures + 1
+            self.backoff = reconnect_delay(
+                self.failures, self.settings.backoff_initial, self.settings.backoff_max
+            )
+            self._log.warning(
+                "stream.disconnected",
+                reason=self._end_reason,
+                failures=self.failures,
+                retry_in_s=round(self.backoff, 3),
+            )
+            retrying = True
+            await trio.sleep(self.backoff)
+
+    def _wanted(self) -> dict[str, str]:
+        """Upstream id -> canonical symbol for the current interest, capped, in symbol order."""
+        wanted: dict[str, str] = {}
+        for symbol in sorted(self.interest.symbols):
+            if self.only is not None and symbol not in self.only:
+                continue
+            upstream = self.upstream_id(symbol)
+            if upstream is None:
+                continue
+            if len(wanted) >= self.settings.max_subscriptions:
+                if not self._capped_warned:
+                    self._capped_warned = True
+                    self._log.warning(
+                        "stream.subscriptions_capped", limit=self.settings.max_subscriptions
+                    )
+                break
+            wanted[upstream] = symbol
+        return wanted
+
+    async def _wait_for_interest(self) -> None:
+        version = self.interest.version
+        while not self._wanted():
+            version = await self.interest.wait_changed(version)
+
+    async def _session(self) -> bool:
+        """One connection from connect to close; True if it was healthy (long and busy)."""
+        version = self.interest.version
+        wanted = self._wanted()
+        self._idle = False
+        self._end_reason = None
+        self._got_message = False
+        self._requests.clear()
+        self._refused.clear()
+        self._subscribed = dict(wanted)
+        up_since: float | None = None
+        try:
+            async with self._connect(
+                self.connect_url(list(wanted)),
+                connect_timeout=self.settings.connect_timeout,
+                disconnect_timeout=self.settings.close_timeout,
+                max_message_size=self.settings.max_message_bytes,
+            ) as ws:
+                up_since = trio.current_time()
+                self._up()
+                async with trio.open_nursery() as nursery:
+                    scope = nursery.cancel_scope
+                    nursery.start_soon(self._guard, scope, self._receive, ws)
+                    nursery.start_soon(self._guard, scope, self._follow_interest, ws, version)
+                    if self.keepalive:
+                        nursery.start_soon(self._guard, scope, self._keep_alive, ws)
+                    if self.settings.min_publish_interval > 0:
+                        nursery.start_soon(self._guard, scope, self._flush_pending)
+        except _TROUBLE as exc:
+            self._end(_describe(exc))
+        finally:
+            self._down()
+        if self._end_reason and not self._idle:
+            self.last_error = self._end_reason
+        return (
+            up_since is not None
+            and self._got_message
+            and trio.current_time() - up_since >= self.settings.healthy_after
+        )
+
+    async def _guard(self, scope: trio.CancelScope, task: Callable[..., Any], *args: Any) -> None:
+        """Run one of a connection's tasks; when it ends, for whatever upstream reason, the
+        connection ends (the first reason is kept)."""
+        try:
+            reason = await task(*args)
+        except _TROUBLE as exc:
+            reason = _describe(exc)
+        self._end(str(reason))
+        scope.cancel()
+
+    def _end(self, reason: str) -> None:
+        if self._end_reason is None:
+            self._end_reason = reason
+
+    def _up(self) -> None:
+        self.connected = True
+        self.connected_since = utc_now()
+        self.connects += 1
+        self._seen.clear()
+        self._published_at.clear()
+        self._pending.clear()
+        self._log.info("stream.connected", symbols=sorted(self._subscribed.values()))
+        self._notify()
+
+    def _down(self) -> None:
+        was = self.connected
+        self.connected = False
+        self.connected_since = None
+        self._seen.clear()
+        self._pending.clear()
+        if was:
+            self._notify()
+
+    def _next_request(self) -> int:
+        self._request_id += 1
+        return self._request_id
+
+    def _track(self, request_id: int, ids: Sequence[str]) -> None:
+        if len(self._requests) >= _MAX_PENDING_REQUESTS:
+            del self._requests[next(iter(self._requests))]
+        self._requests[request_id] = tuple(ids)
+
+    # -- a connection's tasks ---------------------------------------------------------------
+
+    async def _receive(self, ws: WebSocketConnection) -> str:
+        silence = self.settings.silence_timeout
+        while True:
+            with trio.move_on_after(silence) as watchdog:
+                message = await ws.get_message()
+            if watchdog.cancelled_caught:
+                self.silences += 1
+                return f"no message for {silence:g}s"
+            self._got_message = True
+            received = utc_now()
+            self.last_message_at = received
+            try:
+                frame = self.parse(message, received)
+            except UpstreamPayloadError as exc:
+                self.malformed += 1
+                if self.malformed & (self.malformed - 1) == 0:  # 1, 2, 4, 8, ...: no log flood
+                    self._log.warning(
+                        "stream.malformed_frame",
+                        error=str(exc),
+                        malformed=self.malformed,
+                        frame=_excerpt(message),
+                    )
+                continue
+            ticks = self._apply(frame)
+            if ticks:
+                await self._emit(ticks)
+            if frame.reconnect:
+                return "the exchange asked clients to reconnect"
+
+    def _apply(self, frame: Frame) -> list[PriceTick]:
+        """Book-keeping for a frame; returns its ticks for symbols subscribed here."""
+        refused = set(frame.refused)
+        if frame.request_id is not None:
+            asked = self._requests.pop(frame.request_id, ())
+            if frame.error is not None and not refused:
+                refused.update(asked)
+        if frame.error is not None:
+            self.upstream_errors += 1
+            self.last_error = frame.error
+            self._log.warning("stream.upstream_error", error=frame.error, refused=sorted(refused))
+        changed = False
+        for upstream in refused & self._subscribed.keys():
+            self._refused.add(upstream)
+            if self._subscribed[upstream] in self._seen:
+                self._seen.discard(self._subscribed[upstream])
+            changed = True
+        live = self.subscribed
+        ticks = [tick for tick in frame.ticks if tick.symbol in live]
+        for tick in ticks:
+            if tick.symbol not in self._seen:
+                self._seen.add(tick.symbol)
+                changed = True
+        if changed:
+            self._notify()
+        return ticks
+
+    async def _emit(self, ticks: list[PriceTick]) -> None:
+        interval = self.settings.min_publish_interval
+        if interval > 0:
+            now = trio.current_time()
+            ready: list[PriceTick] = []
+            for tick in ticks:
+                last = self._published_at.get(tick.symbol)
+                if last is None or now - last >= interval:
+                    self._published_at[tick.symbol] = now
+                    self._pending.pop(tick.symbol, None)
+                    ready.append(tick)
+                else:
+                    self._pending[tick.symbol] = tick  # the latest wins
+            ticks = ready
+        if ticks:
+            await self._deliver(ticks)
+
+    async def _deliver(self, ticks: list[PriceTick]) -> None:
+        self.ticks += len(ticks)
+        try:
+            await self._publish(ticks)
+        except _TROUBLE as exc:
+            # Not the exchange's fault (storage, say): escape as a bug, not a reconnect.
+            raise RuntimeError(f"publish failed: {exc!r}") from exc
+
+    async def _flush_pending(self) -> str:
+        """Publish coalesced ticks once their symbol's interval has passed."""
+        interval = self.settings.min_publish_interval
+        while True:
+            await trio.sleep(interval / 2)
+            now = trio.current_time()
+            due = [
+                symbol
+                for symbol in self._pending
+                if now - self._published_at.get(symbol, -math.inf) >= interval
+            ]
+            ticks = [self._pending.pop(symbol) for symbol in due]
+            for symbol in due:
+                self._published_at[symbol] = now
+            if ticks:
+                await self._deliver(ticks)
+
+    async def _follow_interest(self, ws: WebSocketConnection, version: int) -> str:
+        ids = list(self._subscribed)
+        request_id = self._next_request()
+        self._track(request_id, ids)
+        for message in self.initial_messages(ids, request_id):
+            await self._send(ws, message)
+        while True:
+            await self.interest.wait_changed(version)
+            # Let a burst of changes settle into one subscribe and one unsubscribe.
+            await trio.sleep(self.settings.resubscribe_delay)
+            version = self.interest.version
+            wanted = self._wanted()
+            if not wanted:
+                self._idle = True
+                return "no interest left"
+            removed = [i for i in self._subscribed if i not in wanted]
+            added = [i for i in wanted if i not in self._subscribed]
+            dropped = sorted(self._subscribed[i] for i in removed)
+            if removed:
+                request_id = self._next_request()
+                for message in self.unsubscribe_messages(removed, request_id):
+                    await self._send(ws, message)
+                for upstream in removed:
+                    self._seen.discard(self._subscribed.pop(upstream))
+                    self._refused.discard(upstream)
+                self._notify()
+            if added:
+                request_id = self._next_request()
+                self._track(request_id, added)
+                for upstream in added:
+                    self._subscribed[upstream] = wanted[upstream]
+                for message in self.subscribe_messages(added, request_id):
+                    await self._send(ws, message)
+            if removed or added:
+                self._log.info(
+                    "stream.resubscribed",
+                    added=[wanted[i] for i in added],
+                    removed=dropped,
+                )
+
+    async def _send(self, ws: WebSocketConnection, message: str) -> None:
+        # A peer that stops reading would otherwise block a send (and the interest change or
+        # keepalive behind it) forever while its data keeps the watchdog happy.
+        with trio.move_on_after(self.settings.connect_timeout) as scope:
+            await ws.send_message(message)
+        if scope.cancelled_caught:
+            raise _SendStalled(f"a send took over {self.settings.connect_timeout:g}s")
+
+    async def _keep_alive(self, ws: WebSocketConnection) -> str:
+        while True:
+            await trio.sleep(self.settings.keepalive_interval)
+            message = self.keepalive_message(self._next_request())
+            if message is not None:
+                await self._send(ws, message)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionClosed) and exc.reason is not None:
+        reason = f" ({exc.reason.reason})" if exc.reason.reason else ""
+        return f"closed with {exc.reason.code} {exc.reason.name}{reason}"
+    if isinstance(exc, HandshakeError) and exc.__cause__ is not None:
+        return f"{type(exc).__name__}: {exc.__cause__!r}"
+    return repr(exc)
+
+
+def _excerpt(message: str | bytes, limit: int = 200) -> str:
+    text = message if isinstance(message, str) else repr(message)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+class StreamGroup:
+    """Every running stream, asked together: is anyone streaming this symbol?
+
+    One client per provider: `put` replaces the previous client of the same provider (the
+    supervisor makes a fresh client on every restart).
+    """
+
+    def __init__(self, clients: Iterable[StreamClient] = ()) -> None:
+        self._clients: dict[str, StreamClient] = {}
+        self._changed = ParkingLot()
+        for client in clients:
+            self.put(client)
+
+    @property
+    def clients(self) -> list[StreamClient]:
+        return list(self._clients.values())
+
+    def put(self, client: StreamClient) -> None:
+        old = self._clients.get(client.provider_id)
+        if old is not None:
+            old.listeners.remove(self._on_change)
+        self._clients[client.provider_id] = client
+        client.listeners.append(self._on_change)
+        self._on_change()
+
+    def _on_change(self) -> None:
+        self._changed.unpark_all()
+
+    async def wait_changed(self) -> None:
+        """Return at the next change of any stream's connection or liveness."""
+        await self._changed.park()
+
+    def is_live(self, symbol: str) -> bool:
+        """True if at least one stream delivers `symbol` now."""
+        return any(client.is_live(symbol) for client in self._clients.values())
+
+    def live_providers(self, symbol: str) -> list[str]:
+        return [c.provider_id for c in self._clients.values() if c.is_live(symbol)]
+
+    def down_symbols(self, symbols: Iterable[str]) -> list[str]:
+        """The symbols no stream delivers now: what a REST fallback should poll."""
+        return [s for s in map(normalize_symbol, symbols) if not self.is_live(s)]
+
+    def statuses(self) -> list[StreamStatus]:
+        return [client.status() for client in self.clients]
+
+
+# -- helpers for the pure parsers ----------------------------------------------------------
+
+
+def decode_json(message: str | bytes, provider: str, endpoint: str) -> Any:
+    """The JSON value of a message, or UpstreamPayloadError (NaN/Infinity are refused too)."""
+
+    def refuse(constant: str) -> Any:
+        raise ValueError(f"{constant} is not JSON")
+
+    try:
+        return json.loads(message, parse_constant=refuse)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise UpstreamPayloadError(
+            f"not JSON: {exc}", provider=provider, endpoint=endpoint
+        ) from None
+
+
+def positive_price(value: Any) -> float | None:
+    """A JSON number or numeric string that is a finite price above zero, else None."""
+    price = number_or_none(value, strings=True)
+    return price if is_valid_price(price) else None
+
+
+def optional_finite(value: Any) -> tuple[bool, float | None]:
+    """(ok, number): absent/null -> (True, None); a finite number or numeric string -> (True, x);
+    anything else -> (False, None)."""
+    if value is None:
+        return True, None
+    number = number_or_none(value, strings=True)
+    if number is None or not math.isfinite(number):
+        return False, None
+    return True, number
+
+
+def epoch_millis(value: Any) -> datetime | None:
+    """An aware UTC datetime from milliseconds since the epoch, or None if not a sane time."""
+    millis = number_or_none(value)
+    if millis is None or not math.isfinite(millis) or millis <= 0:
+        return None
+    try:
+        return datetime.fromtimestamp(millis / 1000.0, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+_RFC3339 = re.compile(
+    r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d+))?(Z|z|[+-]\d{2}:\d{2})$"
+)
+
+
+def rfc3339(value: Any) -> datetime | None:
+    """An aware UTC datetime from an RFC 3339 string (any number of fraction digits)."""
+    if not isinstance(value, str):
+        return None
+    match = _RFC3339.match(value.strip())
+    if match is None:
+        return None
+    day, clock, fraction, zone = match.groups()
+    micros = (fraction or "")[:6].ljust(6, "0")
+    offset = "+00:00" if zone in ("Z", "z") else zone
+    try:
+        moment = datetime.fromisoformat(f"{day}T{clock}.{micros}{offset}")
+    except ValueError:
+        return None
+    return moment.astimezone(UTC)
+
+
+# -- registry -----------------------------------------------------------------------------
+
+
+def stream_registry() -> dict[str, type[StreamClient]]:
+    """providers.toml `collector` (or `id`) -> stream client class.
+
+    Imported here, not at module level, so an exchange module can be imported first.
+    """
+    from gateway.sources.binance_stream import BinanceStream
+    from gateway.sources.coinbase_stream import CoinbaseStream
+    from gateway.sources.kraken_stream import KrakenStream
+
+    return {
+        "binance-stream": BinanceStream,
+        "coinbase-stream": CoinbaseStream,
+        "kraken-stream": KrakenStream,
+    }
+
+
+def stream_for(provider: ProviderConfig) -> type[StreamClient] | None:
+    """The stream client class for a provider entry (by its `collector`, else its `id`)."""
+    return stream_registry().get(provider.collector or provider.id)
