@@ -1,0 +1,96 @@
+"""priceHistory over a large tick store: how long one day of M5 candles takes to compute.
+
+Fills a fresh database with N ticks (default 1,000,000) for several symbols and providers,
+then times `Storage.candles` (the query behind priceHistory/ohlcv) for one day at M5, at H1
+over a week, and at M1 over an hour, for a symbol whose ticks arrive every second from one
+provider and every minute from three others (what streams plus REST polling produce).
+
+    python bench/history.py [--ticks 1000000] [--repeat 50]
+
+Prints the median and p95 per query; the issue's target is under 20 ms for one day at M5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import trio
+
+from gateway.config import Settings
+from gateway.models import PriceTick
+from gateway.storage import Storage
+
+SYMBOLS = ("BTC", "ETH", "SOL", "BNB", "XRP")
+
+
+def synthetic_ticks(total: int, end: datetime) -> list[PriceTick]:
+    """BTC: one provider every second plus three every minute; other symbols: every minute."""
+    ticks: list[PriceTick] = []
+    per_second = int(total * 0.8)
+    for n in range(per_second):
+        at = end - timedelta(seconds=per_second - n)
+        ticks.append(PriceTick("BTC", 60_000 + (n % 997), "binance-stream", at))
+    minute = 0
+    while len(ticks) < total:
+        at = end - timedelta(minutes=minute)
+        for symbol in SYMBOLS:
+            for provider in ("coingecko", "kraken", "coinbase"):
+                if len(ticks) < total:
+                    ticks.append(PriceTick(symbol, 100 + minute % 50, provider, at))
+        minute += 1
+    return ticks
+
+
+async def main(total: int, repeat: int) -> None:
+    settings = Settings(storage_batch_rows=5000, storage_queue=20_000)
+    end = datetime(2026, 11, 20, tzinfo=UTC)
+    with tempfile.TemporaryDirectory() as tmp:
+        storage = await Storage.open(Path(tmp) / "history.db", settings)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(storage.run)
+            started = time.perf_counter()
+            ticks = synthetic_ticks(total, end)
+            for offset in range(0, len(ticks), 20_000):
+                await storage.write_ticks(ticks[offset : offset + 20_000])
+            load = time.perf_counter() - started
+            count = await storage.tick_count()
+            print(
+                f"# {count:,} ticks stored in {load:.1f} s ({count / load:,.0f} ticks/s), "
+                f"database {storage.database_bytes() / 2**20:.0f} MiB"
+            )
+            cases = [
+                ("one day at M5 (BTC, 86,400 ticks/day)", "BTC", 300, timedelta(days=1)),
+                ("one week at H1 (BTC)", "BTC", 3600, timedelta(days=7)),
+                ("one hour at M1 (BTC)", "BTC", 60, timedelta(hours=1)),
+                ("one day at M5 (ETH, polled each minute)", "ETH", 300, timedelta(days=1)),
+            ]
+            print(f"{'query':45} {'candles':>8} {'median ms':>10} {'p95 ms':>8}")
+            for label, symbol, width, span in cases:
+                timings = []
+                candles = []
+                for _ in range(repeat):
+                    t0 = time.perf_counter()
+                    candles = await storage.candles(symbol, width, end - span, end, now=end)
+                    timings.append((time.perf_counter() - t0) * 1000)
+                timings.sort()
+                p95 = timings[max(0, int(len(timings) * 0.95) - 1)]
+                print(
+                    f"{label:45} {len(candles):>8} {statistics.median(timings):>10.2f} {p95:>8.2f}"
+                )
+            nursery.cancel_scope.cancel()
+        await storage.aclose()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ticks", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=50)
+    args = parser.parse_args()
+    print("$ python bench/history.py " + " ".join(sys.argv[1:]))
+    trio.run(main, args.ticks, args.repeat)
