@@ -11,7 +11,15 @@ Routes:
 WebSocket traffic is dispatched to ws.py before Starlette sees it: the per-frame path stays
 free of framework layers, and Starlette never touches the socket.
 
-Must never: execute a mutation from a GET, or let a failing request take the process down.
+Around every HTTP request: gateway.http_policy (security headers, CORS, Origin check). On
+/graphql, before anything is parsed: the caller is authenticated (gateway.auth: 401
+UNAUTHENTICATED for a bad key, or for none while anonymous access is off) and the request is
+counted against its tier (429 RATE_LIMITED with Retry-After when over). A mutation the caller's
+role may not run is refused whole (FORBIDDEN) before any resolver runs. The ASGI lifespan runs
+`AccessControl.run` (revocation polling, usage saving) for as long as the server serves.
+
+Must never: execute a mutation from a GET, run an operation for a caller it did not
+authenticate, or let a failing request take the process down.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
+import structlog
 import trio
 from graphql import ExecutionResult, OperationType
 from starlette.applications import Starlette
@@ -28,7 +37,17 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from gateway.auth import (
+    AccessControl,
+    Principal,
+    RateLimited,
+    Unauthenticated,
+    credential_from_headers,
+    forbidden_result,
+    use_principal,
+)
 from gateway.context import RequestContext, Services
+from gateway.errors import GatewayError, StorageError
 from gateway.graphql_trio import (
     GraphQLEngine,
     PreparedOperation,
@@ -37,6 +56,7 @@ from gateway.graphql_trio import (
     loads,
     result_to_dict,
 )
+from gateway.http_policy import HttpPolicy, inline_script_hashes, page_csp
 from gateway.metrics import HttpStats, render_metrics
 from gateway.query_limits import QueryLimits
 from gateway.static_assets import graphiql_assets_route
@@ -44,9 +64,10 @@ from gateway.ws import WebSocketOptions, serve_websocket
 
 __all__ = ["GatewayApp"]
 
+log = structlog.get_logger(__name__)
+
 JSON = "application/json"
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
-MAX_BODY_BYTES = 1024 * 1024
 
 
 class _HttpError(Exception):
@@ -112,7 +133,13 @@ class GatewayApp:
         self.http_stats = HttpStats()
         self._upstream_counters = upstream_counters
         self._supervisor_running = supervisor_running
+        if services.access is None:
+            services.access = AccessControl(services.settings, services.storage)
+        self.access: AccessControl = services.access
+        self.policy = HttpPolicy(services.settings)
+        self._max_body = services.settings.max_body_bytes
         self._graphiql = _graphiql_html()
+        self._graphiql_scripts = inline_script_hashes(self._graphiql)
         self._starlette = Starlette(
             routes=[
                 Route("/graphql", self._graphql, methods=["GET", "POST"]),
@@ -125,26 +152,56 @@ class GatewayApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
-            if scope["path"].rstrip("/") == "/graphql":
-                assert self.services.hub is not None
+            if scope["path"].rstrip("/") != "/graphql":
+                await send({"type": "websocket.close", "code": 4404})
+            elif not self.policy.websocket_origin_allowed(scope):
+                # Before accept, a close is an HTTP 403: a page of another origin may not use a
+                # visitor's browser to talk to us.
+                await send({"type": "websocket.close", "code": 4403})
+            else:
+                services = self.services
+                assert services.hub is not None
                 await serve_websocket(
                     scope,
                     receive,
                     send,
                     engine=self.engine,
-                    hub=self.services.hub,
-                    context=RequestContext(self.services),
+                    hub=services.hub,
+                    context_for=lambda principal: RequestContext(services, principal=principal),
                     options=self.ws_options,
-                    stats=self.services.ws_stats,
+                    stats=services.ws_stats,
                     shutdown=self.shutdown,
+                    access=self.access,
+                    client=self.policy.client_address(scope),
+                    handshake_credential=credential_from_headers(scope.get("headers") or ()),
                 )
-            else:
-                await send({"type": "websocket.close", "code": 4404})
             return
         if scope["type"] == "http":
-            await self._starlette(scope, receive, self._counting_send(scope, send))
+            await self.policy.serve(
+                scope, receive, self._counting_send(scope, send), self._starlette
+            )
+            return
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
             return
         await self._starlette(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        """ASGI lifespan: access control's background work runs while the server serves."""
+        async with trio.open_nursery() as nursery:
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    try:
+                        await nursery.start(self.access.run)
+                    except GatewayError as exc:
+                        await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                        return
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    nursery.cancel_scope.cancel()  # access.run saves usage on its way out
+                    break
+        await send({"type": "lifespan.shutdown.complete"})
 
     def _counting_send(self, scope: Scope, send: Send) -> Send:
         async def counted(message: Any) -> None:
@@ -180,7 +237,8 @@ class GatewayApp:
 
     async def _graphql(self, request: Request) -> Response:
         if request.method == "GET" and _wants_html(request):
-            return HTMLResponse(self._graphiql)
+            csp = page_csp(self._graphiql_scripts, request.headers.get("host"))
+            return HTMLResponse(self._graphiql, headers={"Content-Security-Policy": csp})
         media_type = _response_type(request.headers.get("accept", ""))
         if media_type is None:
             return PlainTextResponse(
@@ -189,8 +247,21 @@ class GatewayApp:
                 headers=_CLOSE if _has_body(request) else None,
             )
         try:
+            principal = await self._admit(request)
+        except Unauthenticated as refused:
+            headers = {"WWW-Authenticate": 'Bearer realm="gateway"'}
+            return _error_response(401, refused, media_type, request, headers)
+        except RateLimited as limited:
+            headers = {"Retry-After": str(limited.retry_after_seconds or 1)}
+            return _error_response(429, limited, media_type, request, headers)
+        except StorageError as exc:  # the key store is unreadable: say so, do not guess
+            log.warning("http_authentication_failed", error=str(exc))
+            unavailable = GatewayError("API keys cannot be checked right now; try again")
+            return _error_response(503, unavailable, media_type, request, {"Retry-After": "5"})
+        use_principal(principal)  # for resolvers' tier checks, in this task only
+        try:
             params = await self._read_params(request)
-            result, context, request_error = await self._run(request, params)
+            result, context, request_error = await self._run(request, params, principal)
         except _HttpError as error:
             body = {
                 "errors": [{"message": error.message, "extensions": {"code": "BAD_USER_INPUT"}}]
@@ -219,13 +290,14 @@ class GatewayApp:
             return params
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         declared = request.headers.get("content-length", "")
-        if declared.isdecimal() and int(declared) > MAX_BODY_BYTES:
-            raise _HttpError(413, f"request body over {MAX_BODY_BYTES} bytes", _CLOSE)
+        limit = self._max_body
+        if declared.isdecimal() and int(declared) > limit:
+            raise _HttpError(413, f"request body over {limit} bytes", _CLOSE)
         body = bytearray()
         async for chunk in request.stream():
             body += chunk
-            if len(body) > MAX_BODY_BYTES:
-                raise _HttpError(413, f"request body over {MAX_BODY_BYTES} bytes", _CLOSE)
+            if len(body) > limit:
+                raise _HttpError(413, f"request body over {limit} bytes", _CLOSE)
         if content_type == "application/graphql":
             return {
                 "query": body.decode("utf-8", "replace"),
@@ -242,8 +314,16 @@ class GatewayApp:
             raise _HttpError(400, "the request body must be a JSON object")
         return params
 
+    async def _admit(self, request: Request) -> Principal:
+        """Authenticate the caller and count the request; raises Unauthenticated, RateLimited."""
+        credential = credential_from_headers(request.scope.get("headers") or ())
+        client = self.policy.client_address(request.scope)
+        principal = await self.access.authenticate(credential, client)
+        self.access.admit(principal)
+        return principal
+
     async def _run(
-        self, request: Request, params: dict[str, Any]
+        self, request: Request, params: dict[str, Any], principal: Principal
     ) -> tuple[ExecutionResult | None, RequestContext | None, bool]:
         """Execute; returns (result, context, whether it was a request error)."""
         variables = params.get("variables")
@@ -253,7 +333,10 @@ class GatewayApp:
         if isinstance(prepared, ExecutionResult):
             return prepared, None, True
         self._check_method(request, prepared)
-        context = RequestContext(self.services)
+        forbidden = forbidden_result(principal, prepared)
+        if forbidden is not None:
+            return forbidden, None, False
+        context = RequestContext(self.services, principal=principal)
         result = await self._execute_until_disconnect(request, prepared, variables, context)
         return result, context, False
 
@@ -285,6 +368,21 @@ class GatewayApp:
             result = await self.engine.execute(prepared, variables=variables, context=context)
             nursery.cancel_scope.cancel()
         return result
+
+
+def _error_response(
+    status: int,
+    error: GatewayError,
+    media_type: str,
+    request: Request,
+    headers: dict[str, str],
+) -> Response:
+    """A refusal before anything was parsed, as a GraphQL response with one error."""
+    extensions = {k: v for k, v in error.extensions().items() if v is not None}
+    body = {"errors": [{"message": str(error), "extensions": {**extensions, "code": error.code}}]}
+    if _has_body(request):
+        headers = {**headers, **_CLOSE}
+    return Response(dumps(body), status, headers, media_type)
 
 
 def _parse_json_param(raw: str, name: str) -> Any:

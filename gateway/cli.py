@@ -3,13 +3,23 @@
 Exit codes: 0 after a clean shutdown, 2 for bad arguments or configuration (one line on
 stderr naming the problem), 1 when the gateway could not start (port in use, database
 unopenable).
+
+`gateway keys create|list|revoke` manage API keys in the same database as `serve` (`--db` or
+GATEWAY_DB), also while a server runs on it: SQLite's WAL lets both write, and the server
+notices a revocation within `auth_revocation_poll` seconds. `create` prints the key on stdout,
+once, and nothing else there (the details go to stderr), so `KEY=$(gateway keys create …)`
+works; the key is stored only as a hash and cannot be shown again. Exit codes: 0 done, 2 bad
+arguments, 1 no such key or an unusable database.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -17,6 +27,9 @@ from gateway import __version__
 from gateway.config import load_providers, settings_from_env
 from gateway.errors import ConfigError, GatewayError
 from gateway.log import configure_logging
+
+if TYPE_CHECKING:
+    from gateway.keystore import KeyRecord
 
 __all__ = ["main"]
 
@@ -67,7 +80,143 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "console", "json"],
         help="console on a terminal, JSON otherwise, unless set (GATEWAY_LOG_FORMAT)",
     )
+    _add_keys_parser(commands)
     return parser
+
+
+def _key_name(text: str) -> str:
+    if not text.strip() or len(text) > 100 or not text.isprintable():
+        raise argparse.ArgumentTypeError("a name is 1 to 100 printable characters")
+    return text
+
+
+def _key_id(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a key id: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"not a key id: {text!r}")
+    return value
+
+
+def _add_keys_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from gateway.keystore import ROLES, TIER_NAMES
+
+    keys = commands.add_parser(
+        "keys",
+        help="create, list and revoke API keys (also while the server runs)",
+        description="API keys for the GraphQL API, in the database `serve` uses. A key is "
+        "shown once, when it is created; only its hash is stored.",
+    )
+    actions = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    db_help = "SQLite database file (GATEWAY_DB; default ./data/gateway.db)"
+    create = actions.add_parser(
+        "create",
+        help="make a key and print it once",
+        description="Make a key and print it on stdout, once (details go to stderr).",
+    )
+    create.add_argument("--name", required=True, type=_key_name, help="who or what it is for")
+    create.add_argument(
+        "--role", required=True, choices=ROLES, help="viewer: reads; admin: also mutations"
+    )
+    create.add_argument(
+        "--tier", required=True, choices=TIER_NAMES, help="sets the key's rate and size limits"
+    )
+    create.add_argument("--db", type=Path, help=db_help)
+    listing = actions.add_parser(
+        "list", help="list keys (never the keys themselves)", description="List every key."
+    )
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    listing.add_argument("--db", type=Path, help=db_help)
+    revoke = actions.add_parser(
+        "revoke",
+        help="revoke a key: its next request fails, its WebSockets close",
+        description="Revoke a key by id (see `gateway keys list`). A running server closes "
+        "the key's WebSockets within seconds; its next request fails.",
+    )
+    revoke.add_argument("id", type=_key_id, help="the key's id")
+    revoke.add_argument("--db", type=Path, help=db_help)
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%SZ") if moment is not None else "-"
+
+
+def _keys(args: argparse.Namespace) -> int:
+    """Run one `gateway keys` action against the database; returns the exit code."""
+    from gateway.keystore import KeyStore
+    from gateway.storage import Storage
+
+    try:
+        settings = settings_from_env().with_overrides(db_path=args.db)
+    except ConfigError as exc:
+        return _fail(EXIT_CONFIG, str(exc))
+
+    async def run() -> int:
+        storage = await Storage.open(settings.db_path, settings)
+        try:
+            store = KeyStore(storage)
+            if args.keys_command == "create":
+                record, key = await store.create(args.name, args.role, args.tier)
+                print(
+                    f"created key {record.id} {record.name!r} (role {record.role}, tier"
+                    f" {record.tier}, prefix {record.display_prefix}). It is shown once, now:"
+                    " store it safely.",
+                    file=sys.stderr,
+                )
+                print(key)
+                return 0
+            if args.keys_command == "list":
+                _print_keys(await store.records(), as_json=args.json)
+                return 0
+            found: KeyRecord | None = await store.revoke(args.id)
+            if found is None:
+                return _fail(EXIT_START_FAILED, f"no key with id {args.id}")
+            print(f"key {found.id} {found.name!r} revoked at {_when(found.revoked_at)}")
+            return 0
+        finally:
+            await storage.aclose()
+
+    try:
+        return trio.run(run)
+    except GatewayError as exc:
+        return _fail(EXIT_START_FAILED, str(exc))
+
+
+def _print_keys(records: list[KeyRecord], *, as_json: bool) -> None:
+    if as_json:
+        for r in records:
+            fields = {
+                "id": r.id,
+                "name": r.name,
+                "role": r.role,
+                "tier": r.tier,
+                "prefix": r.display_prefix,
+                "createdAt": r.created_at.isoformat(),
+                "lastUsedAt": r.last_used_at.isoformat() if r.last_used_at else None,
+                "revokedAt": r.revoked_at.isoformat() if r.revoked_at else None,
+            }
+            print(json.dumps(fields))
+        return
+    header = ("ID", "NAME", "ROLE", "TIER", "PREFIX", "CREATED", "LAST USED", "REVOKED")
+    rows = [header] + [
+        (
+            str(r.id),
+            r.name,
+            r.role,
+            r.tier,
+            r.display_prefix,
+            _when(r.created_at),
+            _when(r.last_used_at),
+            _when(r.revoked_at),
+        )
+        for r in records
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    for line in rows:
+        cells = (cell.ljust(width) for cell, width in zip(line, widths, strict=True))
+        print("  ".join(cells).rstrip())
 
 
 def _fail(code: int, message: str) -> int:
@@ -81,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_CONFIG
+    if args.command == "keys":
+        return _keys(args)
     try:
         settings = settings_from_env().with_overrides(
             host=args.host,

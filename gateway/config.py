@@ -8,6 +8,7 @@ for providers.toml, the line), which the CLI prints as one line and exits 2.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -39,6 +40,8 @@ __all__ = [
     "Settings",
     "default_pools",
     "load_providers",
+    "parse_cors_origins",
+    "parse_trusted_proxies",
     "settings_from_env",
 ]
 
@@ -90,8 +93,9 @@ class Settings:
     restart_backoff_initial: float = 1 * SECONDS
     restart_backoff_max: float = 5 * MINUTES
 
-    # State-changing mutations (pools, alerts, provider checks). Off unless explicitly enabled
-    # with GATEWAY_ALLOW_ADMIN_MUTATIONS=1, until API keys with roles guard them.
+    # State-changing mutations (pools, alerts, provider checks) need an admin API key. For local
+    # development only, GATEWAY_ALLOW_ADMIN_MUTATIONS=1 makes anonymous clients and viewer keys
+    # admins too (see gateway/auth.py).
     allow_admin_mutations: bool = False
 
     # chainHeads answers are reused for this long, so polling clients do not multiply traffic.
@@ -147,6 +151,53 @@ class Settings:
     ws_max_operations: int = 100
     ws_idle_timeout: float = 10 * MINUTES
 
+    # Access control (gateway/auth.py, gateway/keystore.py). Keys are made with `gateway keys
+    # create`. A request without one is anonymous: with anonymous_access "read" it may read and
+    # run viewer mutations (viewer role, free tier, limits counted per client IP); with "off"
+    # it is refused (HTTP 401 UNAUTHENTICATED, WebSocket close 4401).
+    anonymous_access: str = "read"  # read | off
+    # Tier limits, per key (per client IP for anonymous clients); 0 means unlimited. Requests
+    # per minute (sliding window) and per UTC day: one more is RATE_LIMITED (HTTP 429 with
+    # Retry-After). Symbols in one request and days of history a query may reach back: more is
+    # BAD_USER_INPUT naming the limit. Subscriptions open at once: one more is RATE_LIMITED.
+    # GATEWAY_TIER_FREE="per_minute=30,per_day=1000,symbols=5,history_days=7,subscriptions=5"
+    # (and _PRO, _ENTERPRISE) override any of them.
+    tier_free_per_minute: int = 30
+    tier_free_per_day: int = 1_000
+    tier_free_symbols: int = 5
+    tier_free_history_days: int = 7
+    tier_free_subscriptions: int = 5
+    tier_pro_per_minute: int = 300
+    tier_pro_per_day: int = 50_000
+    tier_pro_symbols: int = 100
+    tier_pro_history_days: int = 90
+    tier_pro_subscriptions: int = 50
+    tier_enterprise_per_minute: int = 0
+    tier_enterprise_per_day: int = 0
+    tier_enterprise_symbols: int = 0
+    tier_enterprise_history_days: int = 0
+    tier_enterprise_subscriptions: int = 0
+    # A key revoked by `gateway keys revoke` (another process) stops working on its next HTTP
+    # request or WebSocket operation; its open WebSockets are closed (4403) within this long.
+    auth_revocation_poll: float = 2 * SECONDS
+    # A key's last-used time is written at most this often (never once per request).
+    auth_last_used_interval: float = 1 * MINUTES
+    # Each key's requests of the day are saved this often (and at shutdown), restored at start.
+    auth_usage_flush: float = 1 * MINUTES
+    # Anonymous clients whose usage is tracked at once; the least recently seen are forgotten.
+    auth_max_anonymous_clients: int = 10_000
+
+    # HTTP hygiene (gateway/http_policy.py). Browser origins (scheme://host[:port]) allowed to
+    # call the API cross-origin; "*" allows any. Same-origin pages (GraphiQL) need no entry.
+    # A request or WebSocket handshake to /graphql from another origin is refused with 403.
+    cors_origins: tuple[str, ...] = ()
+    cors_max_age: int = 600  # seconds a browser may cache a preflight answer
+    # Proxies (CIDRs) whose X-Forwarded-For / Forwarded headers are believed: the client is the
+    # rightmost address not in them. Without any, the TCP peer is the client.
+    trusted_proxies: tuple[str, ...] = ()
+    # Largest GraphQL request body accepted over HTTP (413 beyond it).
+    max_body_bytes: int = 1024 * 1024
+
 
 def _env_port(env: dict[str, str]) -> int | None:
     for name in ("GATEWAY_PORT", "PORT"):
@@ -187,7 +238,100 @@ def settings_from_env(env: dict[str, str] | None = None) -> Settings:
         symbols=tuple(s.strip().upper() for s in symbols.split(",") if s.strip())
         if symbols
         else None,
+        **_env_access(env),
     )
+
+
+_ANONYMOUS_ACCESS = ("read", "off")
+_TIER_LIMIT_NAMES = ("per_minute", "per_day", "symbols", "history_days", "subscriptions")
+
+
+def _env_list(env: dict[str, str], name: str) -> list[str] | None:
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return None
+    return [part.strip() for part in raw.split(",") if part.strip()]
+
+
+def parse_cors_origins(
+    values: list[str] | tuple[str, ...], name: str = "cors_origins"
+) -> tuple[str, ...]:
+    """Origins as browsers send them (scheme://host[:port], lower case), or "*"."""
+    origins = []
+    for value in values:
+        if value == "*":
+            origins.append(value)
+            continue
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.netloc or parts.path not in {"", "/"}:
+            raise ConfigError(
+                f"{name}: {value!r} is not an origin like https://app.example.com (or *)"
+            )
+        if parts.query or parts.fragment or "@" in parts.netloc:
+            raise ConfigError(f"{name}: {value!r} is not an origin like https://app.example.com")
+        origins.append(f"{parts.scheme}://{parts.netloc}".lower())
+    return tuple(origins)
+
+
+def parse_trusted_proxies(
+    values: list[str] | tuple[str, ...], name: str = "trusted_proxies"
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """CIDRs (or single addresses) of trusted proxies."""
+    networks = []
+    for value in values:
+        try:
+            networks.append(ipaddress.ip_network(value, strict=False))
+        except ValueError:
+            raise ConfigError(f"{name}: {value!r} is not an IP network like 10.0.0.0/8") from None
+    return tuple(networks)
+
+
+def _env_tier(env: dict[str, str], tier: str) -> dict[str, int]:
+    name = f"GATEWAY_TIER_{tier.upper()}"
+    overrides: dict[str, int] = {}
+    for item in _env_list(env, name) or []:
+        limit, _, value = item.partition("=")
+        limit = limit.strip()
+        if limit not in _TIER_LIMIT_NAMES:
+            raise ConfigError(
+                f"{name}: unknown limit {limit!r} (one of {', '.join(_TIER_LIMIT_NAMES)})"
+            )
+        try:
+            number = int(value.strip())
+        except ValueError:
+            number = -1
+        if number < 0:
+            raise ConfigError(f"{name}: {limit} must be an integer, 0 for unlimited; got {value!r}")
+        overrides[f"tier_{tier}_{limit}"] = number
+    return overrides
+
+
+def _env_access(env: dict[str, str]) -> dict[str, Any]:
+    """The access-control and HTTP-hygiene variables, checked."""
+    overrides: dict[str, Any] = {}
+    anonymous = env.get("GATEWAY_ANONYMOUS")
+    if anonymous:
+        if anonymous.lower() not in _ANONYMOUS_ACCESS:
+            raise ConfigError(f"GATEWAY_ANONYMOUS must be read or off, got {anonymous!r}")
+        overrides["anonymous_access"] = anonymous.lower()
+    for tier in ("free", "pro", "enterprise"):
+        overrides.update(_env_tier(env, tier))
+    origins = _env_list(env, "GATEWAY_CORS_ORIGINS")
+    if origins is not None:
+        overrides["cors_origins"] = parse_cors_origins(origins, "GATEWAY_CORS_ORIGINS")
+    proxies = _env_list(env, "GATEWAY_TRUSTED_PROXIES")
+    if proxies is not None:
+        parse_trusted_proxies(proxies, "GATEWAY_TRUSTED_PROXIES")
+        overrides["trusted_proxies"] = tuple(proxies)
+    body = env.get("GATEWAY_MAX_BODY_BYTES")
+    if body:
+        try:
+            overrides["max_body_bytes"] = int(body)
+        except ValueError:
+            overrides["max_body_bytes"] = 0
+        if overrides["max_body_bytes"] < 1:
+            raise ConfigError(f"GATEWAY_MAX_BODY_BYTES must be a positive integer, got {body!r}")
+    return overrides
 
 
 # ---------------------------------------------------------------------------------------------

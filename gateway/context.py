@@ -1,9 +1,11 @@
 """The services a GraphQL resolver may use, and the per-request context that carries them.
 
 `Services` is built once by the supervisor; `RequestContext` is made for every HTTP request,
-every WebSocket operation and every shared subscription group, so request-scoped things
-(warnings for the response's `extensions`, later the caller's identity) never leak between
-clients.
+every WebSocket connection and every shared subscription group, so request-scoped things
+(warnings for the response's `extensions`, the caller's identity) never leak between clients.
+`RequestContext.principal` is the caller (gateway.auth); None only in the gateway's own
+contexts (the subscription hub's), where resolvers learn the caller from
+`gateway.auth.current_principal()`.
 """
 
 from __future__ import annotations
@@ -15,12 +17,16 @@ from typing import TYPE_CHECKING, Any
 from gateway import __version__
 
 if TYPE_CHECKING:
+    from gateway.auth import AccessControl, Principal
     from gateway.bus import EventBus
     from gateway.chains import ChainHeads
     from gateway.config import ProvidersFile, Settings
     from gateway.fanout import SubscriptionHub
     from gateway.provider_status import ProviderStatusBoard
     from gateway.registry import ProviderRegistry
+    from gateway.schema_market import MarketCache
+    from gateway.sources.interest import SymbolInterest
+    from gateway.sources.streams import StreamGroup
     from gateway.storage import Storage
     from gateway.ws import WebSocketStats
 
@@ -40,6 +46,10 @@ class Services:
     hub: SubscriptionHub | None = None
     registry: ProviderRegistry | None = None
     chains: ChainHeads | None = None
+    interest: SymbolInterest | None = None  # symbols live streams subscribe to
+    streams: StreamGroup | None = None  # the live exchange streams
+    market_cache: MarketCache | None = None  # TTL cache of market-wide answers
+    access: AccessControl | None = None  # set by GatewayApp when not given
     version: str = __version__
     started_monotonic: float = field(default_factory=time.monotonic)
     ready: bool = False
@@ -55,6 +65,7 @@ class RequestContext:
 
     services: Services
     warnings: list[dict[str, Any]] = field(default_factory=list)
+    principal: Principal | None = None
 
     def warn(self, code: str, message: str, **fields: Any) -> None:
         """Note something the client should know that is not an error (shown in extensions)."""

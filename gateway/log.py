@@ -20,11 +20,13 @@ __all__ = ["SecretMasker", "configure_logging"]
 MASK = "***"
 
 # Key-like things that may reach a log line even when they are not a configured secret: a key
-# in a query string, an Authorization header value, a key in a known path position.
+# in a query string, an Authorization header value, a key in a known path position, and our
+# own API keys (gateway.keystore), of which only the public gw_<prefix>_ part is kept.
 _KEYLIKE = re.compile(
     r"(?i)((?:api[_-]?key|apikey|auth_token|access_token|token|key|secret)=)[^&\s\"']+"
     r"|(\b(?:Bearer|Apikey)\s+)[A-Za-z0-9._~+/=-]{8,}"
     r"|(/v3/|/v2/)[0-9a-fA-F]{24,}"
+    r"|(gw_[0-9a-fA-F]{8}_)[A-Za-z0-9_-]{8,}"
 )
 
 
@@ -39,7 +41,7 @@ class SecretMasker:
         for secret in self.secrets:
             if secret in text:
                 text = text.replace(secret, MASK)
-        return _KEYLIKE.sub(lambda m: (m.group(1) or m.group(2) or m.group(3)) + MASK, text)
+        return _KEYLIKE.sub(lambda m: next(g for g in m.groups() if g is not None) + MASK, text)
 
     def _walk(self, value: Any) -> Any:
         if isinstance(value, str):

@@ -30,7 +30,7 @@ import trio
 from gateway.app import GatewayApp
 from gateway.bus import EventBus
 from gateway.chains import ChainHeads
-from gateway.config import ProvidersFile, Settings
+from gateway.config import ProviderConfig, ProvidersFile, Settings
 from gateway.consensus import OutlierWatch
 from gateway.context import RequestContext, Services
 from gateway.fanout import SubscriptionHub
@@ -44,6 +44,8 @@ from gateway.schema import build_schema
 from gateway.secrets import Secrets
 from gateway.server import serve_http
 from gateway.sources import Collector, CollectorContext, collector_for
+from gateway.sources.interest import SymbolInterest
+from gateway.sources.streams import StreamClient, StreamGroup, stream_for
 from gateway.storage import Storage
 from gateway.upstream.client import UpstreamClient
 from gateway.ws import WebSocketOptions, WebSocketStats
@@ -161,6 +163,8 @@ class Gateway:
             WebSocketStats(),
             registry=registry,
             chains=ChainHeads(registry, settings.chain_head_cache_seconds),
+            interest=SymbolInterest(settings.symbols),
+            streams=StreamGroup(),
         )
         engine = GraphQLEngine(build_schema()._schema)
         hub = SubscriptionHub(engine, RequestContext(services))
@@ -179,7 +183,7 @@ class Gateway:
                 async with trio.open_nursery() as service:
                     await service.start(hub.run)
                     await service.start(registry.run)
-                    self._start_collectors(service, registry, bus, storage, running.restarts)
+                    self._start_collectors(service, registry, services, running.restarts)
                     server_done = trio.Event()
 
                     async def serve(*, task_status: trio.TaskStatus[list[str]]) -> None:
@@ -211,35 +215,61 @@ class Gateway:
         self,
         nursery: trio.Nursery,
         registry: ProviderRegistry,
-        bus: EventBus,
-        storage: Storage,
+        services: Services,
         restarts: dict[str, int],
     ) -> None:
+        """A supervised task per enabled, configured provider that has a collector or a stream.
+
+        REST collectors and streams run side by side: while every stream for a symbol is down,
+        the REST collectors' ticks keep `priceTicks` flowing.
+        """
         watch = OutlierWatch(max_deviation_pct=self.settings.consensus_max_deviation_pct)
-        ingest = _make_ingest(bus, storage, registry.board, watch)
+        ingest = _make_ingest(services.bus, services.storage, registry.board, watch)
         client = registry.client
+        assert services.interest is not None and services.streams is not None
         for provider in self.providers.providers:
             if not provider.enabled or not registry.secrets.is_configured(provider):
                 continue  # UNCONFIGURED: never called
-            collector_class = collector_for(provider)
-            if collector_class is None:
-                continue
-            context = CollectorContext(
-                provider=provider,
-                client=client,
-                symbols=self.settings.symbols,
-                publish=ingest,
-            )
+            stream_class = stream_for(provider)
+            runner: Callable[[], Awaitable[object]]
+            if stream_class is not None:
+                runner = partial(
+                    _run_stream, stream_class, provider, services.interest, ingest, services.streams
+                )
+            else:
+                collector_class = collector_for(provider)
+                if collector_class is None:
+                    continue
+                context = CollectorContext(
+                    provider=provider,
+                    client=client,
+                    symbols=self.settings.symbols,
+                    publish=ingest,
+                )
+                runner = partial(_run_collector, collector_class, context)
             nursery.start_soon(
                 partial(
                     supervise,
-                    f"collector:{provider.id}",
-                    partial(_run_collector, collector_class, context),
+                    f"{'stream' if stream_class else 'collector'}:{provider.id}",
+                    runner,
                     initial_backoff=self.settings.restart_backoff_initial,
                     max_backoff=self.settings.restart_backoff_max,
                     restarts=restarts,
                 )
             )
+
+
+async def _run_stream(
+    stream_class: type[StreamClient],
+    provider: ProviderConfig,
+    interest: SymbolInterest,
+    publish: Callable[[Sequence[PriceTick]], Awaitable[None]],
+    group: StreamGroup,
+) -> None:
+    """A fresh stream client per (re)start, registered so REST fallback can see it."""
+    client = stream_class.from_provider(provider, interest, publish)
+    group.put(client)
+    await client.run()
 
 
 async def serve_resiliently(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import enum
 from collections.abc import AsyncGenerator, Sequence
+from contextlib import nullcontext
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, cast
 
@@ -19,6 +20,7 @@ import strawberry
 from strawberry.types import Info
 
 from gateway.assets import known_symbols, normalize_symbol
+from gateway.auth import check_history, check_symbols
 from gateway.consensus import consensus
 from gateway.context import RequestContext
 from gateway.errors import BadUserInput, UnknownSymbol, UpstreamError
@@ -147,7 +149,10 @@ def _context(info: Info) -> RequestContext:
 
 
 def canonical_symbols(symbols: Sequence[str]) -> list[str]:
-    """Normalized, de-duplicated symbols in request order; unknown ones are UNKNOWN_SYMBOL."""
+    """Normalized, de-duplicated symbols in request order; unknown ones are UNKNOWN_SYMBOL.
+
+    More than the caller's tier allows in one request is BAD_USER_INPUT naming the limit.
+    """
     if not symbols:
         raise BadUserInput("give at least one symbol")
     if len(symbols) > MAX_SYMBOLS:
@@ -160,6 +165,7 @@ def canonical_symbols(symbols: Sequence[str]) -> list[str]:
             raise UnknownSymbol(raw, difflib.get_close_matches(symbol, sorted(known), n=3))
         if symbol not in result:
             result.append(symbol)
+    check_symbols(len(result))
     return result
 
 
@@ -250,6 +256,7 @@ class Query:
         start = _aware(from_) or end - timedelta(days=1)
         if start >= end:
             raise BadUserInput("'from' must be before 'to'")
+        check_history(start)
         buckets = (end - start).total_seconds() / interval.seconds
         if buckets > MAX_CANDLES:
             raise BadUserInput(
@@ -270,6 +277,7 @@ class Query:
         end = utc_now()
         aligned = int(end.timestamp()) // interval.seconds * interval.seconds
         start = datetime.fromtimestamp(aligned - (limit - 1) * interval.seconds, UTC)
+        check_history(start, end)
         records = await _context(info).services.storage.candles(
             canonical, interval.seconds, start, end
         )
@@ -303,13 +311,17 @@ class Subscription:
         # Arguments are checked here, before the stream exists, so a bad symbol is an `error`
         # for the subscribe request rather than a failure of a running stream.
         wanted = set(canonical_symbols(symbols))
+        if since is not None:
+            check_history(_aware(since) or utc_now())
         return _price_ticks(_context(info).services, wanted, _aware(since))
 
 
 async def _price_ticks(
     services: Services, wanted: set[str], since: datetime | None
 ) -> AsyncGenerator[Price, None]:
-    with services.bus.prices.subscribe() as live:
+    # While anyone watches these symbols, the live exchange streams subscribe to them too.
+    interest = services.interest.hold(wanted) if services.interest is not None else nullcontext()
+    with interest, services.bus.prices.subscribe() as live:
         # Subscribed before reading the store: a tick is published before it is written (see
         # nursery.ingest), so anything the replay misses is already in `live`, and anything in
         # both is among the events that were buffered when the replay ended.
@@ -357,10 +369,11 @@ def build_schema() -> strawberry.Schema:
     """The strawberry schema; its `_schema` is the graphql-core schema our engine executes."""
     from strawberry.tools import merge_types
 
+    from gateway.schema_market import MarketQuery
     from gateway.schema_providers import ProviderMutation, ProviderQuery, ProviderSubscription
 
     return strawberry.Schema(
-        query=merge_types("Query", (Query, ProviderQuery)),
+        query=merge_types("Query", (Query, ProviderQuery, MarketQuery)),
         mutation=merge_types("Mutation", (ProviderMutation,)),
         subscription=merge_types("Subscription", (Subscription, ProviderSubscription)),
     )

@@ -2,9 +2,9 @@
 
 Queries read the registry (live state) and the provider store (history). Mutations change
 pools, acknowledge alerts and run provider checks; they are admin operations, refused with
-FORBIDDEN unless `allow_admin_mutations` is on (GATEWAY_ALLOW_ADMIN_MUTATIONS=1) — access
-control with roles will replace that switch. Subscriptions stream state changes, rotations and
-alerts from the event bus.
+FORBIDDEN unless the caller's API key has the admin role (gateway.auth; for local development
+GATEWAY_ALLOW_ADMIN_MUTATIONS=1 makes everyone an admin). `apiKeyUsage` (admin) shows each API
+key's usage. Subscriptions stream state changes, rotations and alerts from the event bus.
 """
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ from typing import cast
 import strawberry
 from strawberry.types import Info
 
+from gateway.auth import TierLimits as TierLimitsRecord
+from gateway.auth import current_principal, require_admin
 from gateway.config import ProviderConfig
 from gateway.context import RequestContext
-from gateway.errors import BadUserInput, Forbidden, GatewayError
+from gateway.errors import BadUserInput, GatewayError
 from gateway.models import AlertRecord
 from gateway.models import ProviderStateChange as StateChangeRecord
 from gateway.provider_store import RotationRecord as StoredRotation
@@ -268,12 +270,15 @@ def _registry(info: Info) -> ProviderRegistry:
     return registry
 
 
+def _require_admin(info: Info) -> RequestContext:
+    """The context, once the caller is known to be an admin (else Forbidden, nothing done)."""
+    context = cast(RequestContext, info.context)
+    require_admin(context.principal or current_principal(), context.services.settings)
+    return context
+
+
 def _admin(info: Info) -> ProviderRegistry:
-    services = cast(RequestContext, info.context).services
-    if not services.settings.allow_admin_mutations:
-        raise Forbidden(
-            "admin mutations are disabled; set GATEWAY_ALLOW_ADMIN_MUTATIONS=1 to enable them"
-        )
+    _require_admin(info)
     return _registry(info)
 
 
@@ -298,6 +303,62 @@ class ChainHead:
         description="How far that node is behind the highest block seen on the chain recently."
     )
     observed_at: datetime
+
+
+@strawberry.enum(description="What an API key may do.")
+class ApiKeyRole(enum.Enum):
+    VIEWER = "viewer"
+    ADMIN = "admin"
+
+
+@strawberry.enum(description="An API key's plan: it sets the key's limits.")
+class ApiTier(enum.Enum):
+    FREE = "free"
+    PRO = "pro"
+    ENTERPRISE = "enterprise"
+
+
+@strawberry.type(name="TierLimits", description="What a tier allows; null means unlimited.")
+class TierLimitsView:
+    tier: ApiTier
+    requests_per_minute: int | None
+    requests_per_day: int | None = strawberry.field(description="Per UTC day.")
+    symbols_per_request: int | None
+    history_days: int | None = strawberry.field(
+        description="How far back a history query or replay may reach."
+    )
+    subscriptions: int | None = strawberry.field(description="Open at once, over all sockets.")
+
+    @classmethod
+    def build(cls, limits: TierLimitsRecord) -> TierLimitsView:
+        return cls(
+            tier=ApiTier(limits.tier),
+            requests_per_minute=limits.per_minute,
+            requests_per_day=limits.per_day,
+            symbols_per_request=limits.symbols,
+            history_days=limits.history_days,
+            subscriptions=limits.subscriptions,
+        )
+
+
+@strawberry.type(description="An API key (never the key itself) and its use of this gateway.")
+class ApiKeyUsage:
+    id: strawberry.ID
+    name: str
+    role: ApiKeyRole
+    tier: ApiTier
+    prefix: str = strawberry.field(description="The key's public start, gw_xxxxxxxx.")
+    created_at: datetime
+    last_used_at: datetime | None = strawberry.field(description="Updated once a minute at most.")
+    revoked_at: datetime | None
+    requests_today: int = strawberry.field(description="Requests admitted this UTC day.")
+    requests_last_minute: int
+    refused_today: int = strawberry.field(
+        description="Requests refused as over a rate limit this UTC day (since this start)."
+    )
+    open_subscriptions: int
+    open_connections: int = strawberry.field(description="WebSockets open with this key.")
+    limits: TierLimitsView
 
 
 @strawberry.type
@@ -379,6 +440,38 @@ class ProviderQuery:
     async def alerts(self, info: Info, unacknowledged_only: bool = False) -> list[Alert]:
         records = await _registry(info).store.alerts(unacknowledged_only=unacknowledged_only)
         return [Alert.build(r) for r in records]
+
+    @strawberry.field(
+        description="Every API key with its usage today, oldest first (admin). Keys are made "
+        "and revoked with the `gateway keys` command."
+    )
+    async def api_key_usage(self, info: Info, include_revoked: bool = False) -> list[ApiKeyUsage]:
+        access = _require_admin(info).services.access
+        if access is None:
+            raise GatewayError("access control is not running")
+        result = []
+        for record in await access.keys.records(include_revoked=include_revoked):
+            usage = access.meter.snapshot(f"key:{record.id}")
+            limits = access.limits.get(record.tier, access.limits["free"])
+            result.append(
+                ApiKeyUsage(
+                    id=strawberry.ID(str(record.id)),
+                    name=record.name,
+                    role=ApiKeyRole(record.role),
+                    tier=ApiTier(limits.tier),
+                    prefix=record.display_prefix,
+                    created_at=record.created_at,
+                    last_used_at=record.last_used_at,
+                    revoked_at=record.revoked_at,
+                    requests_today=usage.requests_today,
+                    requests_last_minute=usage.requests_last_minute,
+                    refused_today=usage.refused_today,
+                    open_subscriptions=usage.subscriptions,
+                    open_connections=access.connection_count(record.id),
+                    limits=TierLimitsView.build(limits),
+                )
+            )
+        return result
 
 
 @strawberry.type

@@ -12,8 +12,11 @@ goes through its `OutboundQueue`, bounded: when a client reads too slowly the ol
 frames are dropped (counted), control frames never are, and a client that keeps falling behind
 is disconnected with close code 4413 so it stops holding resources.
 
-Close codes (graphql-transport-ws): 4400 malformed message, 4401 subscribe before ack, 4408
-init timeout, 4409 duplicate operation id, 4429 second connection_init; 1001 server shutdown;
+Close codes (graphql-transport-ws): 4400 malformed message, 4401 subscribe before ack (or no API
+key in connection_init while anonymous access is off), 4403 a bad or revoked API key (at init,
+at an operation, or within `auth_revocation_poll` of a revocation), 4408 init timeout, 4409
+duplicate operation id, 4429 second connection_init, 4500 the key store could not be read
+(clients retry); 1001 server shutdown;
 1009 message too big; 4413 slow consumer (ours: the client stopped reading); 4408 also, with
 the reason "Connection idle timeout", when the client sent nothing (its pongs aside) and ran no
 operation for `idle_timeout` (like the init timeout it means "too slow": graphql-ws clients
@@ -23,7 +26,13 @@ codes, and 1000 after its own connection_terminate.
 Limits per connection: `max_message_bytes` (close 1009), `max_operations` running at once (one
 more is answered with an `error` for that operation, code RATE_LIMITED, and the connection
 stays), `idle_timeout` (close 4408). Query limits (depth, cost, …) are the engine's, shared with
-HTTP: a refused operation gets an `error` message and the connection stays.
+HTTP: a refused operation gets an `error` message and the connection stays. So do the caller's
+tier limits (gateway.auth: requests per minute and day, open subscriptions, symbols, history)
+and a mutation its role may not run (FORBIDDEN).
+
+Authentication (gateway.auth): the API key comes in the connection_init payload (or, for
+clients that can set them, the handshake's Authorization / X-API-Key headers) and is checked
+before the ack; the Origin of the handshake was checked by the app before accept.
 
 Must never: run an operation before connection_ack, let a client grow server memory without
 bound, or let one operation's failure end the connection.
@@ -44,9 +53,21 @@ from graphql import ExecutionResult, OperationType
 from hypercorn.protocol import ws_stream as _hypercorn_ws_stream
 from trio.lowlevel import ParkingLot
 
+from gateway.auth import (
+    CLOSE_FORBIDDEN,
+    CLOSE_UNAUTHORIZED,
+    AccessControl,
+    Principal,
+    RateLimited,
+    Unauthenticated,
+    credential_from_init,
+    forbidden_result,
+    use_principal,
+)
 from gateway.config import Settings
+from gateway.errors import StorageError
 from gateway.fanout import Membership, SubscriptionHub
-from gateway.graphql_trio import GraphQLEngine, dumps, loads, result_to_dict
+from gateway.graphql_trio import GraphQLEngine, PreparedOperation, dumps, loads, result_to_dict
 from gateway.query_limits import utf8_length
 
 __all__ = [
@@ -90,6 +111,7 @@ _guard_hypercorn_message_buffer()
 
 GRAPHQL_TRANSPORT_WS = "graphql-transport-ws"
 GRAPHQL_WS = "graphql-ws"
+CLOSE_INTERNAL = 4500  # graphql-ws's "internal server error": clients retry it
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -252,17 +274,28 @@ class _Connection:
         send: Send,
         engine: GraphQLEngine,
         hub: SubscriptionHub,
-        context: Any,
         options: WebSocketOptions,
         stats: WebSocketStats,
         shutdown: trio.Event,
+        context: Any = None,
+        context_for: Callable[[Principal | None], Any] | None = None,
+        access: AccessControl | None = None,
+        client: str = "unknown",
+        handshake_credential: str | None = None,
     ) -> None:
         self.legacy = legacy
         self._receive = receive
         self._send = send
         self._engine = engine
         self._hub = hub
+        # The GraphQL context: `context` as given, or made by `context_for` once the client is
+        # authenticated (it carries the principal).
+        self._context_for = context_for
         self._context = context
+        self._access = access
+        self._client = client
+        self._handshake_credential = handshake_credential
+        self.principal: Principal | None = None
         self._options = options
         self._stats = stats
         self._shutdown = shutdown
@@ -383,13 +416,13 @@ class _Connection:
                 self.close(1009, "message too big")
                 continue
             try:
-                self._dispatch(text)
+                await self._dispatch(text)
             except _ProtocolError as error:
                 self.close(error.code, error.reason)
 
     # -- protocol -----------------------------------------------------------------------------
 
-    def _dispatch(self, text: str) -> None:
+    async def _dispatch(self, text: str) -> None:
         try:
             message = loads(text)
         except ValueError:
@@ -400,13 +433,13 @@ class _Connection:
         if kind != "pong":  # answering our keep-alive pings is not using the connection
             self._last_activity = trio.current_time()
         if kind == "connection_init":
-            self._on_init(message)
+            await self._on_init(message)
         elif self.legacy:
             self._dispatch_legacy(kind, message)
         else:
             self._dispatch_transport(kind, message)
 
-    def _on_init(self, message: dict[str, Any]) -> None:
+    async def _on_init(self, message: dict[str, Any]) -> None:
         if self._init_received:
             raise _ProtocolError(4429, "Too many initialisation requests")
         payload = message.get("payload")
@@ -414,11 +447,34 @@ class _Connection:
             raise _ProtocolError(4400, "Invalid connection_init payload")
         self._init_received = True
         self.init_payload = payload or {}
+        if self._access is not None:
+            # Nothing else is read until this is settled: no operation can start before it.
+            credential = credential_from_init(self.init_payload)
+            if credential is None:
+                credential = self._handshake_credential
+            try:
+                self.principal = await self._access.authenticate(credential, self._client)
+            except Unauthenticated as refused:
+                self._refuse(refused)
+                return
+            except StorageError as exc:  # the key store is unreadable: try again later
+                log.warning("ws_authentication_failed", error=str(exc))
+                self.close(CLOSE_INTERNAL, "Internal server error")
+                return
+            self._access.register(self.principal, self)
+        if self._context_for is not None:
+            self._context = self._context_for(self.principal)
         self._acknowledged = True
         self._acked.set()
         self.queue_control({"type": "connection_ack"})
         if self.legacy:
             self.queue_control({"type": "ka"})
+
+    def _refuse(self, refused: Unauthenticated) -> None:
+        code = CLOSE_FORBIDDEN if refused.presented else CLOSE_UNAUTHORIZED
+        if self.legacy:  # subscriptions-transport-ws clients read the reason from this message
+            self.queue_control({"type": "connection_error", "payload": {"message": str(refused)}})
+        self.close(code, "Forbidden" if refused.presented else "Unauthorized")
 
     def _dispatch_transport(self, kind: str, message: dict[str, Any]) -> None:
         if kind == "ping":
@@ -481,6 +537,12 @@ class _Connection:
             }
             self._send_errors(op_id, [error])
             return
+        if self._access is not None and self.principal is not None:
+            try:
+                self._access.admit(self.principal)  # every operation is a request
+            except RateLimited as limited:
+                self._send_errors(op_id, [_error(limited)])
+                return
         scope = trio.CancelScope()
         self._operations[op_id] = scope
         self._stats.operations += 1
@@ -502,6 +564,7 @@ class _Connection:
     async def _run_operation(
         self, op_id: str, payload: dict[str, Any], scope: trio.CancelScope
     ) -> None:
+        use_principal(self.principal)  # this task's (resolvers check the tier's limits)
         try:
             with scope:
                 completed = await self._operate(op_id, payload)
@@ -519,8 +582,17 @@ class _Connection:
 
     async def _operate(self, op_id: str, payload: dict[str, Any]) -> bool:
         """Run one operation; True when a `complete` should follow."""
-        query = payload.get("query")
+        query: str = payload["query"]  # a string: checked by _operation_fields
         variables = payload.get("variables")
+        principal = self.principal
+        # A key revoked since the init (here or by `gateway keys revoke` elsewhere) stops now.
+        if (
+            self._access is not None
+            and principal is not None
+            and not await self._access.still_valid(principal)
+        ):
+            self.close(CLOSE_FORBIDDEN, "API key revoked")
+            return False
         if variables is not None and not isinstance(variables, dict):
             error = {"message": "'variables' must be an object"}
             self._send_errors(op_id, [{**error, "extensions": {"code": "BAD_USER_INPUT"}}])
@@ -528,6 +600,10 @@ class _Connection:
         prepared = self._engine.prepare(query, payload.get("operationName"), variables)
         if isinstance(prepared, ExecutionResult):
             self._send_errors(op_id, result_to_dict(prepared)["errors"])
+            return False
+        forbidden = forbidden_result(principal, prepared)
+        if forbidden is not None:
+            self._send_errors(op_id, result_to_dict(forbidden)["errors"])
             return False
         if prepared.kind is not OperationType.SUBSCRIPTION:
             result = await self._engine.execute(
@@ -541,8 +617,33 @@ class _Connection:
                 }
             )
             return True
+        if self._access is None or principal is None:
+            return await self._subscribe(op_id, query, prepared, variables, "")
+        try:
+            self._access.open_subscription(principal)
+        except RateLimited as limited:
+            self._send_errors(op_id, [_error(limited)])
+            return False
+        try:
+            return await self._subscribe(op_id, query, prepared, variables, principal.tier)
+        finally:
+            self._access.close_subscription(principal)
+
+    async def _subscribe(
+        self,
+        op_id: str,
+        query: str,
+        prepared: PreparedOperation,
+        variables: dict[str, Any] | None,
+        tier: str,
+    ) -> bool:
         sink = _OperationSink(self, self._data_prefix(op_id))
-        joined = await self._hub.join(query, prepared, variables, sink)  # type: ignore[arg-type]
+        # The hub shares one execution among identical subscriptions and keys its groups by the
+        # text it is given. Its resolvers see the tier of the client that started a group (they
+        # inherit this task's context), and tiers differ in what arguments they accept: so the
+        # tier is made part of the key, and clients of different tiers never share a group.
+        key = f"#tier:{tier}\n{query}" if tier else query
+        joined = await self._hub.join(key, prepared, variables, sink)
         if not isinstance(joined, Membership):
             self._send_errors(op_id, joined)
             return False
@@ -554,6 +655,11 @@ class _Connection:
             self._send_errors(op_id, sink.errors)
             return False
         return True
+
+
+def _error(error: RateLimited) -> dict[str, Any]:
+    extensions = {k: v for k, v in error.extensions().items() if v is not None}
+    return {"message": str(error), "extensions": {**extensions, "code": error.code}}
 
 
 def _operation_fields(message: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -581,12 +687,19 @@ async def serve_websocket(
     *,
     engine: GraphQLEngine,
     hub: SubscriptionHub,
-    context: Any,
+    context_for: Callable[[Principal | None], Any],
     options: WebSocketOptions,
     stats: WebSocketStats,
     shutdown: trio.Event,
+    access: AccessControl | None = None,
+    client: str = "unknown",
+    handshake_credential: str | None = None,
 ) -> None:
-    """The ASGI WebSocket endpoint for /graphql."""
+    """The ASGI WebSocket endpoint for /graphql.
+
+    `context_for(principal)` makes the connection's GraphQL context once the client is known;
+    with `access`, the connection_init payload must authenticate (see the module docstring).
+    """
     message = await receive()
     if message["type"] != "websocket.connect":
         return
@@ -605,10 +718,13 @@ async def serve_websocket(
         send=send,
         engine=engine,
         hub=hub,
-        context=context,
+        context_for=context_for,
         options=options,
         stats=stats,
         shutdown=shutdown,
+        access=access,
+        client=client,
+        handshake_credential=handshake_credential,
     )
     stats.connections += 1
     stats.connections_total += 1
@@ -616,3 +732,5 @@ async def serve_websocket(
         await connection.run()
     finally:
         stats.connections -= 1
+        if access is not None and connection.principal is not None:
+            access.unregister(connection.principal, connection)

@@ -19,6 +19,27 @@ from gateway.nursery import Gateway, RunningGateway
 StartGateway = Callable[..., Awaitable[RunningGateway]]
 
 
+def streams_live(running: RunningGateway) -> bool:
+    """Every shared subscription's source stream has started listening to the bus.
+
+    A member joins its group before the group's resolver generator runs its first step (that
+    is when it subscribes to the bus), so a tick published in between reaches nobody.
+    """
+    hub = running.services.hub
+    assert hub is not None
+    listening = sum(topic.subscriber_count for topic in running.services.bus.topics)
+    return listening >= hub.group_count
+
+
+async def wait_members(running: RunningGateway, count: int) -> None:
+    """Until `count` subscription operations are attached and their streams are live."""
+    hub = running.services.hub
+    assert hub is not None
+    with trio.fail_after(3):
+        while hub.member_count != count or not streams_live(running):
+            await trio.sleep(0.01)
+
+
 @pytest.fixture
 async def start_gateway(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[StartGateway]:
     """`await start_gateway(**settings_overrides, providers=ProvidersFile(...))`."""

@@ -59,7 +59,7 @@ TIMEOUT = 5.0
 TICKS = 'subscription { priceTicks(symbols: [\\"BTC\\"]) { symbol usd } }'  # JSON-escaped
 
 # ws.py's documented close codes (4406 is only ever sent before accept, as an HTTP 403).
-WS_CLOSE_CODES = {1000, 1001, 1009, 4400, 4401, 4408, 4409, 4413, 4429}
+WS_CLOSE_CODES = {1000, 1001, 1009, 4400, 4401, 4403, 4408, 4409, 4413, 4429}
 TRANSPORT_SERVER_TYPES = {"connection_ack", "ping", "pong", "next", "error", "complete"}
 LEGACY_SERVER_TYPES = {"connection_ack", "ka", "data", "error", "complete", "connection_error"}
 
@@ -299,9 +299,15 @@ def fuzz(examples: int) -> settings:
 
 
 class BackgroundGateway:
-    """A gateway served by its own `trio.run` in a daemon thread, for synchronous clients."""
+    """A gateway served by its own `trio.run` in a daemon thread, for synchronous clients.
+
+    The anonymous request-rate limits are lifted unless a test sets them: hundreds of requests
+    from one address would otherwise be mostly 429s, and never reach the GraphQL layer.
+    """
 
     def __init__(self, **overrides: Any) -> None:
+        overrides.setdefault("tier_free_per_minute", 0)
+        overrides.setdefault("tier_free_per_day", 0)
         self._overrides = overrides
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
@@ -319,6 +325,16 @@ class BackgroundGateway:
     @property
     def ws_url(self) -> str:
         return self.url.replace("http://", "ws://") + "/graphql"
+
+    def create_key(self, role: str, tier: str) -> str:
+        """A new API key, made in the gateway's own thread."""
+        assert self._token is not None and self.running is not None
+        access = self.running.services.access
+        assert access is not None
+        _, key = trio.from_thread.run(
+            access.keys.create, "fuzz", role, tier, trio_token=self._token
+        )
+        return key
 
     def alive(self) -> bool:
         """Running, not crashed, and nothing logged at error level so far."""
@@ -712,6 +728,111 @@ def test_handshakes_with_odd_subprotocols() -> None:
 
         handshake()
         assert gateway.alive()
+
+
+# ---------------------------------------------------------------------------------------------
+# Credentials and origins (gateway.auth, gateway.http_policy)
+
+AUTH_STATUSES = {200, 400, 401, 403, 405, 406, 413, 415, 429}
+
+
+def _credential_values(key: str) -> st.SearchStrategy[str]:
+    junk = st.text(string.printable.replace("\r", "").replace("\n", ""), max_size=60)
+    return st.one_of(
+        st.just(key),
+        st.just(key[:-1]),
+        st.just(key.upper()),
+        st.just("gw_00000000_" + "A" * 43),
+        junk,
+        junk.map(lambda text: "gw_" + text),
+        st.sampled_from(["", " ", "gw_", "gw__", "\u00e9"]),
+    )
+
+
+def test_credentials_and_origins_over_http() -> None:
+    """Whatever the Authorization / X-API-Key / Origin headers hold: a tidy answer, 401 for a
+    bad key, 403 for a foreign origin, and CORS headers only for the allowed one."""
+    overrides = {"anonymous_access": "off", "cors_origins": ("https://ok.example",)}
+    with (
+        background_gateway(**overrides) as gateway,
+        httpx.Client(base_url=gateway.url, timeout=TIMEOUT) as client,
+    ):
+        key = gateway.create_key("viewer", "pro")
+        printable = string.printable.replace("\r", "").replace("\n", "")
+
+        @fuzz(200)
+        @given(
+            authorization=st.none()
+            | _credential_values(key).map(lambda v: "Bearer " + v)
+            | st.text(printable, max_size=40),
+            api_key=st.none() | _credential_values(key),
+            origin=st.none()
+            | st.sampled_from(["https://ok.example", "https://evil.example", "null", "http://x"])
+            | st.text(printable, max_size=30),
+            body=st.sampled_from([{"query": "{ __typename }"}, {"query": "mutation { x }"}]),
+        )
+        def post(
+            authorization: str | None, api_key: str | None, origin: str | None, body: Any
+        ) -> None:
+            headers = {}
+            for name, value in (("Authorization", authorization), ("X-API-Key", api_key),
+                                ("Origin", origin)):  # fmt: skip
+                if value is not None:
+                    headers[name] = value.strip()
+            try:
+                response = client.post("/graphql", json=body, headers=headers)
+            except (httpx.LocalProtocolError, UnicodeEncodeError):
+                return  # not a header value httpx will send
+            assert response.status_code in AUTH_STATUSES, response.text[:300]
+            assert_http_response(response)
+            allowed = response.headers.get("access-control-allow-origin")
+            assert allowed in {None, "https://ok.example"}
+            assert response.headers["x-content-type-options"] == "nosniff"
+            if response.status_code == 200:
+                assert key in headers.get("X-API-Key", "") + headers.get("Authorization", "")
+
+        post()
+        assert gateway.alive()
+
+
+def test_credentials_in_connection_init() -> None:
+    """Random connection_init payloads: an ack only for the real key, else 4401/4403."""
+    with background_gateway(anonymous_access="off") as gateway:
+        key = gateway.create_key("viewer", "free")
+        names = st.sampled_from(
+            ["authorization", "Authorization", "x-api-key", "X-API-Key", "apiKey", "token"]
+        )
+        values = _credential_values(key) | _credential_values(key).map(lambda v: "Bearer " + v)
+        entries = st.dictionaries(names, values | json_values, max_size=2)
+        payloads = entries | entries.map(lambda headers: {"headers": headers}) | json_values
+
+        @fuzz(150)
+        @given(protocol=st.sampled_from(["graphql-transport-ws", "graphql-ws"]), payload=payloads)
+        def exchange(protocol: str, payload: Any) -> None:
+            init = json.dumps({"type": "connection_init", "payload": payload})
+            with connect(
+                gateway.ws_url,
+                subprotocols=[Subprotocol(protocol)],
+                open_timeout=TIMEOUT,
+                close_timeout=2,
+                proxy=None,
+            ) as ws:
+                ws.send(init)
+                try:
+                    first = json.loads(ws.recv(timeout=TIMEOUT))
+                except ConnectionClosed as closed:
+                    assert close_code_of(closed) in {None, 4400, 4401, 4403}
+                    return
+                if first["type"] == "connection_ack":
+                    assert key in init  # only the real key gets this far
+                else:
+                    assert first["type"] == "connection_error" and protocol == "graphql-ws"
+                    with pytest.raises(ConnectionClosed) as closed:
+                        ws.recv(timeout=TIMEOUT)
+                    assert close_code_of(closed.value) in {None, 4401, 4403}
+            assert gateway.alive()
+
+        exchange()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -219,7 +219,10 @@ const report = { offHost: [], errors: [], ws: [] };
   await page.click('button.graphiql-execute-button');  // two operations: a menu opens
   await page.locator('[role="menuitem"]', { hasText: 'Ticks' }).first().click({ timeout: 5000 });
   const result = () => document.querySelector('.graphiql-response')?.innerText || '';
-  await page.waitForFunction(`(${result})().includes('"priceTicks"')`, null, { timeout: 10000 });
+  // A function, not a string: the page's CSP forbids eval, which a string predicate needs.
+  await page.waitForFunction(
+    () => (document.querySelector('.graphiql-response')?.innerText || '').includes('"priceTicks"'),
+    null, { timeout: 10000 });
   report.first = await page.evaluate(result);
   await page.waitForFunction(
     first => (document.querySelector('.graphiql-response')?.innerText || '') !== first,

@@ -21,7 +21,7 @@ from gateway.config import (
     RateLimitWindow,
 )
 from gateway.nursery import RunningGateway
-from tests.conftest import StartGateway
+from tests.conftest import StartGateway, streams_live
 from tests.upstream.simulator import Fault, Simulator, run_simulator
 
 FAST_HEALTH = 0.2
@@ -257,7 +257,7 @@ async def test_an_offline_provider_raises_an_alert_and_a_state_change(
             await ws.send_message(
                 json.dumps({"type": "subscribe", "id": op, "payload": {"query": query}})
             )
-        await wait_for(lambda: running.services.hub.member_count == 2)  # type: ignore[union-attr]
+        await wait_for(lambda: running.services.hub.member_count == 2 and streams_live(running))  # type: ignore[union-attr]
         simulator.inject("binance", Fault.status(500))  # every request from now on
         seen: dict[str, list[dict[str, Any]]] = {"s": [], "a": []}
         with trio.fail_after(10):

@@ -48,7 +48,7 @@ from gateway.query_limits import (
 )
 from gateway.schema import build_schema as build_gateway_schema
 from gateway.ws import WebSocketOptions, WebSocketStats, _Connection
-from tests.conftest import StartGateway
+from tests.conftest import StartGateway, wait_members
 
 SDL = build_schema(
     """
@@ -507,14 +507,6 @@ async def close_code(ws: WebSocketConnection, within: float = 3) -> int:
 async def init(ws: WebSocketConnection) -> None:
     await send(ws, {"type": "connection_init"})
     assert await receive(ws) == {"type": "connection_ack"}
-
-
-async def wait_members(running: RunningGateway, count: int) -> None:
-    hub = running.services.hub
-    assert hub is not None
-    with trio.fail_after(3):
-        while hub.member_count != count:
-            await trio.sleep(0.01)
 
 
 @pytest.mark.parametrize("protocol", ["graphql-transport-ws", "graphql-ws"])

@@ -539,3 +539,29 @@ async def test_count_ping_and_size(storage: Storage, db_path: Path) -> None:
         assert await storage.tick_count() == 100
         await storage.ping()
     assert storage.database_bytes() >= (await trio.Path(db_path).stat()).st_size > 0
+
+
+async def test_minute_candles_are_an_index_range_scan(storage: Storage, db_path: Path) -> None:
+    with trio.fail_after(10):
+        await storage.write_ticks([tick(i, provider=p) for i in range(50) for p in ("a", "b")])
+        statement = "EXPLAIN QUERY PLAN " + storage_module._CANDLES_FROM_MINUTES_SQL
+        params = {"symbol": "BTC", "start": 0, "end": 10**13, "width": 300_000}
+        plan = [row[3] for row in await sql(db_path, statement, params)]
+    assert not any(step.startswith("SCAN candles_1m") for step in plan), plan
+    searches = [step for step in plan if step.startswith("SEARCH candles_1m ")]
+    assert searches and all("minute_ms" in step for step in searches), plan
+
+
+async def test_minute_candles_match_candles_from_ticks(storage: Storage) -> None:
+    """The two paths agree: candles_1m (whole minutes) and the ticks themselves."""
+    with trio.fail_after(10):
+        ticks = [tick(i * 15, usd=100 + (i * 7919) % 13, provider=p) for i in range(240) for p in ("a", "b")]
+        await storage.write_ticks(ticks)
+        await storage.write_ticks(ticks[:50])  # duplicates change nothing
+        start, end = at(0), at(60)
+        from_minutes = await storage.candles("BTC", 300, start, end, now=at(120))
+        unaligned_end = end + timedelta(milliseconds=1)  # forces the path over the ticks
+        from_ticks = await storage.candles("BTC", 300, start, unaligned_end, now=at(120))
+    assert len(from_minutes) == 12
+    summary = [(c.open_time, c.open, c.high, c.low, c.close, c.provider, c.complete) for c in from_minutes]
+    assert summary == [(c.open_time, c.open, c.high, c.low, c.close, c.provider, c.complete) for c in from_ticks]

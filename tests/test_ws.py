@@ -19,7 +19,7 @@ from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection
 from gateway.models import PriceTick, utc_now
 from gateway.nursery import RunningGateway
 from gateway.ws import OutboundQueue
-from tests.conftest import StartGateway
+from tests.conftest import StartGateway, wait_members
 
 TICKS = 'subscription { priceTicks(symbols: ["BTC"]) { symbol usd provider } }'
 
@@ -61,14 +61,6 @@ async def close_code(ws: WebSocketConnection, timeout: float = 3) -> int:
 async def init(ws: WebSocketConnection, payload: dict[str, Any] | None = None) -> None:
     await send(ws, {"type": "connection_init", **({"payload": payload} if payload else {})})
     assert await receive(ws) == {"type": "connection_ack"}
-
-
-async def wait_members(running: RunningGateway, count: int) -> None:
-    hub = running.services.hub
-    assert hub is not None
-    with trio.fail_after(3):
-        while hub.member_count != count:
-            await trio.sleep(0.01)
 
 
 def publish(running: RunningGateway, symbol: str = "BTC", usd: float = 100.0) -> PriceTick:
@@ -253,10 +245,12 @@ async def test_legacy_protocol_start_data_stop(gateway: RunningGateway) -> None:
 # -- shared execution -------------------------------------------------------------------------
 
 
-async def test_identical_subscriptions_share_one_execution(gateway: RunningGateway) -> None:
+async def test_identical_subscriptions_share_one_execution(start_gateway: StartGateway) -> None:
+    clients = 20
+    # All clients are anonymous from one address: lift the free tier's subscription limit.
+    gateway = await start_gateway(tier_free_subscriptions=clients)
     hub = gateway.services.hub
     assert hub is not None
-    clients = 20
     received: list[list[str]] = [[] for _ in range(clients)]
 
     async def client(index: int, ready: trio.Event, done: trio.Event) -> None:
