@@ -218,20 +218,27 @@ class OutboundQueue:
                 return True
         return False
 
-    async def take_all(self) -> tuple[list[str | _Close], int]:
-        """Wait for at least one frame; take everything queued, minus expired data frames.
+    async def take(self) -> tuple[str | _Close, int]:
+        """Wait for the next frame worth sending; returns it and how many expired data frames
+        were dropped on the way (also counted in `dropped`).
 
-        Returns the frames and how many expired ones were dropped (counted in `dropped`).
+        Age is checked here, just before the send, so however long the writer waited for the
+        socket, a frame older than `max_age` is never sent.
         """
-        while not self._items:
-            await self._lot.park()
-        now = trio.current_time()
-        frames = [frame for expires, frame in self._items if expires is None or expires >= now]
-        expired = len(self._items) - len(frames)
-        self._items.clear()
-        self.dropped += expired
-        self.dropped_in_a_row = 0 if not expired else self.dropped_in_a_row + expired
-        return frames, expired
+        expired = 0
+        while True:
+            while not self._items:
+                await self._lot.park()
+            expires, frame = self._items.popleft()
+            if expires is None or expires >= trio.current_time():
+                break
+            expired += 1
+        if expired:
+            self.dropped += expired
+            self.dropped_in_a_row += expired
+        elif expires is not None:
+            self.dropped_in_a_row = 0  # a data frame is going out: the client is reading
+        return frame, expired
 
 
 class _ProtocolError(Exception):
@@ -341,19 +348,18 @@ class _Connection:
     async def _writer(self, done: trio.CancelScope) -> None:
         stats = self._stats
         while True:
-            frames, expired = await self._queue.take_all()
+            frame, expired = await self._queue.take()
             if expired:
                 stats.frames_dropped += expired
-            for frame in frames:
-                if isinstance(frame, _Close):
-                    with trio.move_on_after(1):
-                        await self._send(
-                            {"type": "websocket.close", "code": frame.code, "reason": frame.reason}
-                        )
-                    done.cancel()
-                    return
-                await self._send({"type": "websocket.send", "text": frame})
-                stats.frames_sent += 1
+            if isinstance(frame, _Close):
+                with trio.move_on_after(1):
+                    await self._send(
+                        {"type": "websocket.close", "code": frame.code, "reason": frame.reason}
+                    )
+                done.cancel()
+                return
+            await self._send({"type": "websocket.send", "text": frame})
+            stats.frames_sent += 1
 
     # -- lifecycle ----------------------------------------------------------------------------
 
