@@ -19,7 +19,7 @@ The registry `COLLECTORS` maps a providers.toml `collector` (or `id`) to its cla
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, Final, Protocol
@@ -32,6 +32,9 @@ from gateway.config import MINUTES, ProviderConfig
 from gateway.errors import UpstreamError, UpstreamRateLimited
 from gateway.models import PriceTick, utc_now
 from gateway.upstream import UpstreamClient
+from gateway.upstream.client import NO_RETRY
+
+TickParser = Callable[..., list[PriceTick]]  # parse(payload, observed_at, *, provider=…)
 
 __all__ = [
     "COLLECTORS",
@@ -156,6 +159,31 @@ class PollingCollector:
 
     async def poll(self) -> list[PriceTick]:
         raise NotImplementedError
+
+    async def fetch_ticks(
+        self,
+        path: str,
+        parse: TickParser,
+        *,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> list[PriceTick]:
+        """GET `path` and `parse(payload, observed_at, provider=…)` the body.
+
+        The parser runs inside the request's attempt, so a wrong-shape body counts against
+        the provider's circuit breaker like any other failure. No retry: the polling loop's
+        backoff is the retry.
+        """
+        provider_id = self.provider.id
+        ticks: list[PriceTick] = await self.ctx.client.request_parsed(
+            self.provider,
+            path,
+            lambda payload: parse(payload, utc_now(), provider=provider_id),
+            params=params,
+            headers=headers,
+            retry=NO_RETRY,
+        )
+        return ticks
 
     def next_delay(self, error: UpstreamError | None) -> float:
         """Delay before the next poll, given the current failure count and the last error."""

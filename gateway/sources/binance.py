@@ -42,7 +42,6 @@ from gateway.models import Candle, PriceTick, utc_now
 from gateway.sources import PollingCollector, is_valid_price, number_or_none
 from gateway.sources import candles as cdl
 from gateway.upstream import UpstreamClient
-from gateway.upstream.client import NO_RETRY
 
 __all__ = [
     "CANDLE_INTERVALS",
@@ -188,16 +187,7 @@ class BinanceCollector(PollingCollector):
         pairs = self.pairs()
         if not pairs:
             return []
-        # Parsed inside the request's attempt: a wrong-shape body counts against the breaker.
-        provider_id = self.provider.id
-        ticks: list[PriceTick] = await self.ctx.client.request_parsed(
-            self.provider,
-            ENDPOINT,
-            lambda payload: parse_ticker_24hr(payload, utc_now(), provider=provider_id),
-            params=ticker_24hr_params(pairs),
-            retry=NO_RETRY,
-        )
-        return ticks
+        return await self.fetch_ticks(ENDPOINT, parse_ticker_24hr, params=ticker_24hr_params(pairs))
 
 
 # -- candles (on demand) -----------------------------------------------------------------------

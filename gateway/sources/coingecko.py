@@ -22,9 +22,8 @@ from typing import Any, Final
 
 from gateway.assets import coingecko_id, symbol_for_coingecko_id
 from gateway.errors import UpstreamPayloadError
-from gateway.models import PriceTick, utc_now
+from gateway.models import PriceTick
 from gateway.sources import CollectorContext, PollingCollector, is_valid_price, number_or_none
-from gateway.upstream.client import NO_RETRY
 
 __all__ = [
     "API_KEY_ENV",
@@ -177,14 +176,6 @@ class CoinGeckoCollector(PollingCollector):
         ids = self.coin_ids()
         if not ids:
             return []
-        # Parsed inside the request's attempt: a wrong-shape body counts against the breaker.
-        provider_id = self.provider.id
-        ticks: list[PriceTick] = await self.ctx.client.request_parsed(
-            self.provider,
-            ENDPOINT,
-            lambda payload: parse_simple_price(payload, utc_now(), provider=provider_id),
-            params=simple_price_params(ids),
-            headers=self._headers,
-            retry=NO_RETRY,
+        return await self.fetch_ticks(
+            ENDPOINT, parse_simple_price, params=simple_price_params(ids), headers=self._headers
         )
-        return ticks

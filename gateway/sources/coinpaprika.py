@@ -41,7 +41,6 @@ from gateway.models import Candle, PriceTick, utc_now
 from gateway.sources import PollingCollector, number_or_none
 from gateway.sources import candles as cdl
 from gateway.upstream import UpstreamClient
-from gateway.upstream.client import NO_RETRY
 
 __all__ = [
     "CANDLE_INTERVALS",
@@ -156,14 +155,7 @@ class CoinPaprikaCollector(PollingCollector):
         wanted = {s for s in self.symbols if coinpaprika_id(s) is not None}
         if not wanted:
             return []
-        provider_id = self.provider.id
-        ticks: list[PriceTick] = await self.ctx.client.request_parsed(
-            self.provider,
-            TICKERS_ENDPOINT,
-            lambda payload: parse_tickers(payload, utc_now(), provider=provider_id),
-            params=TICKERS_PARAMS,
-            retry=NO_RETRY,
-        )
+        ticks = await self.fetch_ticks(TICKERS_ENDPOINT, parse_tickers, params=TICKERS_PARAMS)
         return [t for t in ticks if t.symbol in wanted]
 
 

@@ -33,11 +33,10 @@ from gateway.assets import defillama_coin, symbol_for_defillama_coin
 from gateway.config import ProviderConfig
 from gateway.errors import UpstreamPayloadError
 from gateway.market_models import DefiProtocol, TvlPoint
-from gateway.models import PriceTick, utc_now
+from gateway.models import PriceTick
 from gateway.sources import PollingCollector, number_or_none
 from gateway.sources import candles as cdl
 from gateway.upstream import UpstreamClient
-from gateway.upstream.client import NO_RETRY
 
 __all__ = [
     "CHAIN_TVL_ENDPOINT",
@@ -133,14 +132,7 @@ class DefiLlamaPriceCollector(PollingCollector):
         coins = self.coins()
         if not coins:
             return []
-        provider_id = self.provider.id
-        ticks: list[PriceTick] = await self.ctx.client.request_parsed(
-            self.provider,
-            prices_path(coins),
-            lambda payload: parse_prices(payload, utc_now(), provider=provider_id),
-            retry=NO_RETRY,
-        )
-        return ticks
+        return await self.fetch_ticks(prices_path(coins), parse_prices)
 
 
 # -- TVL (on demand) ---------------------------------------------------------------------------

@@ -43,7 +43,6 @@ from gateway.models import Candle, PriceTick, utc_now
 from gateway.sources import PollingCollector, number_or_none
 from gateway.sources import candles as cdl
 from gateway.upstream import UpstreamClient
-from gateway.upstream.client import NO_RETRY
 
 __all__ = [
     "CANDLE_INTERVALS",
@@ -167,16 +166,7 @@ class KrakenCollector(PollingCollector):
         pairs = self.pairs()
         if not pairs:
             return []
-        # Parsed inside the request's attempt: a wrong-shape body counts against the breaker.
-        provider_id = self.provider.id
-        ticks: list[PriceTick] = await self.ctx.client.request_parsed(
-            self.provider,
-            TICKER_ENDPOINT,
-            lambda payload: parse_ticker(payload, utc_now(), provider=provider_id),
-            params=ticker_params(pairs),
-            retry=NO_RETRY,
-        )
-        return ticks
+        return await self.fetch_ticks(TICKER_ENDPOINT, parse_ticker, params=ticker_params(pairs))
 
 
 # -- candles (on demand) -----------------------------------------------------------------------
