@@ -15,9 +15,11 @@ arguments, 1 no such key or an unusable database.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
+import math
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,7 +27,7 @@ import trio
 
 from gateway import __version__
 from gateway.config import load_providers, settings_from_env
-from gateway.errors import ConfigError, GatewayError
+from gateway.errors import ConfigError, GatewayError, UnknownSymbol
 from gateway.log import configure_logging
 
 if TYPE_CHECKING:
@@ -81,7 +83,149 @@ def build_parser() -> argparse.ArgumentParser:
         help="console on a terminal, JSON otherwise, unless set (GATEWAY_LOG_FORMAT)",
     )
     _add_keys_parser(commands)
+    _add_backfill_parser(commands)
     return parser
+
+
+_INTERVALS = {"M1": 60, "M5": 300, "M15": 900, "H1": 3600, "H4": 14_400, "D1": 86_400}
+
+
+def _days(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value <= 3650:
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most 3650, got {text}")
+    return value
+
+
+def _moment(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no UTC offset (add Z or +00:00)")
+    return moment.astimezone(UTC)
+
+
+def _add_backfill_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    backfill = commands.add_parser(
+        "backfill",
+        help="fill a symbol's candle history from providers' candle endpoints",
+        description="Store the closed candles of the last DAYS days that the database lacks, "
+        "asking the market-data providers in pool order and respecting their rate limits. "
+        "Resumable (each slice is committed; a rerun skips what is held) and idempotent. "
+        "Exit codes: 0 done, 1 a provider failed so some range is still missing (run again to "
+        "resume) or the database is unusable, 2 bad arguments.",
+    )
+    backfill.add_argument("--symbol", required=True, help="asset symbol, e.g. BTC")
+    backfill.add_argument(
+        "--days", type=_days, default=30.0, help="how far back from --until (default 30)"
+    )
+    backfill.add_argument(
+        "--interval", choices=list(_INTERVALS), default="H1", help="candle width (default H1)"
+    )
+    backfill.add_argument(
+        "--until", type=_moment, help="end of the range, ISO 8601 with offset (default now)"
+    )
+    backfill.add_argument(
+        "--status",
+        action="store_true",
+        help="print the ranges held for the symbol (all symbols with --symbol '*') and exit",
+    )
+    backfill.add_argument(
+        "--db", type=Path, help="SQLite database file (GATEWAY_DB; default ./data/gateway.db)"
+    )
+    backfill.add_argument(
+        "--providers",
+        type=Path,
+        help="providers file (GATEWAY_PROVIDERS; default ./providers.toml)",
+    )
+
+
+def _backfill(args: argparse.Namespace) -> int:
+    """Run `gateway backfill`; returns the exit code."""
+    from gateway.assets import known_symbols, normalize_symbol
+    from gateway.backfill import ProgressBar, backfill, market_providers, open_history, window
+    from gateway.candle_store import CandleStore
+    from gateway.secrets import Secrets
+    from gateway.storage import Storage
+    from gateway.upstream import UpstreamClient
+
+    try:
+        settings = settings_from_env().with_overrides(
+            db_path=args.db, providers_path=args.providers
+        )
+        providers = load_providers(settings.providers_path)
+        symbol = None if args.status and args.symbol == "*" else normalize_symbol(args.symbol)
+        if symbol is not None and symbol not in known_symbols():
+            close = difflib.get_close_matches(symbol, sorted(known_symbols()), n=3)
+            raise UnknownSymbol(args.symbol, close)
+    except (ConfigError, GatewayError) as exc:
+        return _fail(EXIT_CONFIG, str(exc))
+    secrets = Secrets.from_environment(providers)
+    configure_logging(settings.log_format, "warning", secrets=secrets.all_values())
+    interval = _INTERVALS[args.interval]
+    start, end = window(args.days, args.until)
+
+    async def run() -> int:
+        storage = await Storage.open(settings.db_path, settings)
+        try:
+            if args.status:
+                for r in await CandleStore(storage).series(symbol):
+                    print(
+                        f"{r.symbol} {r.interval_seconds}s {r.provider}: {_when(r.start)} .. "
+                        f"{_when(r.end)}  {r.candles} candles"
+                    )
+                return 0
+            chosen = market_providers(providers, secrets)
+            if not chosen:
+                return _fail(EXIT_CONFIG, "no enabled, configured MARKET_DATA provider")
+            async with UpstreamClient(providers=providers.providers) as client:
+                history = await open_history(storage, client, chosen)
+                if not history.sources(interval):
+                    return _fail(
+                        EXIT_CONFIG, f"no configured provider serves {args.interval} candles"
+                    )
+                bar = ProgressBar(_slice_count(interval, start, end), f"{symbol} {args.interval}")
+                try:
+                    result = await backfill(
+                        history, symbol or "", interval, start, end, progress=bar
+                    )
+                finally:
+                    bar.close()
+            missing = ", ".join(f"{_when(a)} .. {_when(b)}" for a, b in result.missing[:5])
+            print(
+                f"{symbol} {args.interval} {_when(start)} .. {_when(end)}: stored "
+                f"{result.inserted} candles in {result.requests} requests; "
+                f"{result.slices_held} of {result.slices} slices were already held; "
+                f"missing: {missing or 'none'}{' …' if len(result.missing) > 5 else ''}"
+            )
+            for provider, message in result.errors:
+                print(f"  {provider} failed: {message}", file=sys.stderr)
+            if result.errors and result.missing:
+                return _fail(
+                    EXIT_START_FAILED, "some ranges are still missing; run again to resume"
+                )
+            return 0
+        finally:
+            await storage.aclose()
+
+    try:
+        return trio.run(run)
+    except KeyboardInterrupt:
+        print("\ninterrupted; what was stored is kept: run again to resume", file=sys.stderr)
+        return 130
+    except GatewayError as exc:
+        return _fail(EXIT_START_FAILED, str(exc))
+
+
+def _slice_count(interval: int, start: datetime, end: datetime) -> int:
+    from gateway.history import SLICE_INTERVALS
+
+    return max(1, math.ceil((end - start).total_seconds() / (interval * SLICE_INTERVALS)))
 
 
 def _key_name(text: str) -> str:
@@ -232,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     if args.command == "keys":
         return _keys(args)
+    if args.command == "backfill":
+        return _backfill(args)
     try:
         settings = settings_from_env().with_overrides(
             host=args.host,

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from gateway.chains import ChainHeads
     from gateway.config import ProvidersFile, Settings
     from gateway.fanout import SubscriptionHub
+    from gateway.history import CandleHistory
     from gateway.provider_status import ProviderStatusBoard
     from gateway.registry import ProviderRegistry
     from gateway.schema_market import MarketCache
@@ -49,6 +50,7 @@ class Services:
     interest: SymbolInterest | None = None  # symbols live streams subscribe to
     streams: StreamGroup | None = None  # the live exchange streams
     market_cache: MarketCache | None = None  # TTL cache of market-wide answers
+    history: CandleHistory | None = None  # candle series with gap filling (None: stored only)
     access: AccessControl | None = None  # set by GatewayApp when not given
     version: str = __version__
     started_monotonic: float = field(default_factory=time.monotonic)

@@ -92,6 +92,19 @@ class _Event:
     data: Any
 
 
+async def restore_usage(
+    store: ProviderStore,
+    client: UpstreamClient,
+    lookup: Callable[[str], ProviderConfig | None],
+) -> None:
+    """Prime the client's rate limiters with the usage last saved in the database, so a
+    restart (or the backfill CLI) does not spend a window's budget a second time."""
+    for (provider_id, _window), snapshot in (await store.usage()).items():
+        provider = lookup(provider_id)
+        if provider is not None and isinstance(snapshot, list):
+            client.limiter_for(provider).restore(snapshot)
+
+
 class ProviderRegistry:
     """Providers, pools and their observed behaviour; see the module docstring."""
 
@@ -153,6 +166,19 @@ class ProviderRegistry:
 
     def state(self, provider_id: str) -> str:
         return self.board.state(provider_id)
+
+    def pool_for(self, category: str) -> Pool | None:
+        """The pool that serves a category: the default one (its id is the category in lower
+        case with '-') if it exists, else the first pool of that category."""
+        pool = self.pools.get(category.lower().replace("_", "-"))
+        if pool is not None:
+            return pool
+        return next((p for p in self.pools.values() if p.category == category), None)
+
+    def available_providers(self, category: str) -> list[ProviderConfig]:
+        """The providers of a category's pool that a call could use now, in pool order."""
+        pool = self.pool_for(category)
+        return [member.provider for member in pool.available()] if pool is not None else []
 
     # -- pools --------------------------------------------------------------------------------
 
@@ -362,10 +388,7 @@ class ProviderRegistry:
                 await self.store.save_usage(provider.id, "all", limiter.snapshot())
 
     async def restore_usage(self) -> None:
-        for (provider_id, _window), snapshot in (await self.store.usage()).items():
-            provider = self.providers.get(provider_id)
-            if provider is not None and isinstance(snapshot, list):
-                self.client.limiter_for(provider).restore(snapshot)
+        await restore_usage(self.store, self.client, self.providers.get)
 
     async def _prune_periodically(self) -> None:
         while True:

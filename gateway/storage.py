@@ -218,6 +218,38 @@ _MIGRATIONS: Final = (
                          ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)""",
         ),
     ),
+    # Providers' own closed candles (from gap filling and `gateway backfill`), and which
+    # [start, end) ranges of each (symbol, interval, provider) series have been asked for.
+    # Coverage is what makes filling resumable and idempotent: a range a provider has answered
+    # is never asked of it again, whether it returned candles or an honest nothing.
+    _Migration(
+        5,
+        "upstream candles and their coverage",
+        (
+            """CREATE TABLE upstream_candles (
+                symbol TEXT NOT NULL,
+                interval_s INTEGER NOT NULL,
+                provider TEXT NOT NULL,
+                open_ms INTEGER NOT NULL,
+                open REAL NOT NULL,
+                high REAL NOT NULL,
+                low REAL NOT NULL,
+                close REAL NOT NULL,
+                volume REAL,
+                PRIMARY KEY (symbol, interval_s, provider, open_ms)
+            ) WITHOUT ROWID""",
+            """CREATE INDEX upstream_candles_series_time
+                ON upstream_candles (symbol, interval_s, open_ms)""",
+            """CREATE TABLE candle_coverage (
+                symbol TEXT NOT NULL,
+                interval_s INTEGER NOT NULL,
+                provider TEXT NOT NULL,
+                start_ms INTEGER NOT NULL,
+                end_ms INTEGER NOT NULL,
+                PRIMARY KEY (symbol, interval_s, provider, start_ms)
+            ) WITHOUT ROWID""",
+        ),
+    ),
 )
 
 _COLUMNS = "symbol, provider, observed_ms, usd, market_cap_usd, volume_24h_usd, change_24h_pct"

@@ -238,6 +238,12 @@ class Pool:
             ordered.sort(key=lambda m: m.id != preferred)
         return ordered
 
+    def available(self) -> list[PoolMember]:
+        """Members in strategy order that a call could use now (enabled, configured, breaker
+        allowing, not backing off), for callers that walk the pool themselves because a
+        provider's answer may be partial rather than failed (candle gap filling)."""
+        return [member for member in self.order() if self._ineligible(member) is None]
+
     def _weighted_shuffle(self, members: Sequence[PoolMember]) -> list[PoolMember]:
         """Weighted sampling without replacement (Efraimidis-Spirakis): key u**(1/w)."""
         keyed = []
