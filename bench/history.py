@@ -1,9 +1,13 @@
 """priceHistory over a large tick store: how long one day of M5 candles takes to compute.
 
 Fills a fresh database with N ticks (default 1,000,000) for several symbols and providers,
-then times `Storage.candles` (the query behind priceHistory/ohlcv) for one day at M5, at H1
-over a week, and at M1 over an hour, for a symbol whose ticks arrive every second from one
-provider and every minute from three others (what streams plus REST polling produce).
+plus 30 days of a provider's one-minute candles for XRP (what `gateway backfill --interval M1`
+stores), then times `CandleHistory.candles` without upstream filling: the whole stored read
+behind priceHistory/ohlcv (candles from our ticks, stored provider candles, provider minutes
+summed into wider candles, merged per bucket, holes computed). Cases: one day at M5, a week at
+H1 and an hour at M1 for a symbol whose ticks arrive every second from one provider and every
+minute from three others (what streams plus REST polling produce), and a week at H1 summed
+from the backfilled minutes.
 
     python bench/history.py [--ticks 1000000] [--repeat 50]
 
@@ -22,8 +26,10 @@ from pathlib import Path
 
 import trio
 
+from gateway.candle_store import CandleStore
 from gateway.config import Settings
-from gateway.models import PriceTick
+from gateway.history import CandleHistory
+from gateway.models import Candle, PriceTick
 from gateway.storage import Storage
 
 SYMBOLS = ("BTC", "ETH", "SOL", "BNB", "XRP")
@@ -47,6 +53,15 @@ def synthetic_ticks(total: int, end: datetime) -> list[PriceTick]:
     return ticks
 
 
+def backfilled_minutes(end: datetime, days: int) -> list[Candle]:
+    """A provider's closed one-minute candles, as a backfill stores them."""
+    start = end - timedelta(days=days)
+    return [
+        Candle("XRP", 60, start + timedelta(minutes=n), 2.0, 2.1, 1.9, 2.05, 1e5, "binance", True)
+        for n in range(days * 24 * 60)
+    ]
+
+
 async def main(total: int, repeat: int) -> None:
     settings = Settings(storage_batch_rows=5000, storage_queue=20_000)
     end = datetime(2026, 11, 20, tzinfo=UTC)
@@ -64,11 +79,19 @@ async def main(total: int, repeat: int) -> None:
                 f"# {count:,} ticks stored in {load:.1f} s ({count / load:,.0f} ticks/s), "
                 f"database {storage.database_bytes() / 2**20:.0f} MiB"
             )
+            minutes = backfilled_minutes(end, 30)
+            span_ms = (
+                int((end - timedelta(days=30)).timestamp() * 1000),
+                int(end.timestamp() * 1000),
+            )
+            await CandleStore(storage).save("XRP", 60, "binance", minutes, span_ms)
+            history = CandleHistory(storage, None, tuple)
             cases = [
                 ("one day at M5 (BTC, 86,400 ticks/day)", "BTC", 300, timedelta(days=1)),
                 ("one week at H1 (BTC)", "BTC", 3600, timedelta(days=7)),
                 ("one hour at M1 (BTC)", "BTC", 60, timedelta(hours=1)),
                 ("one day at M5 (ETH, polled each minute)", "ETH", 300, timedelta(days=1)),
+                ("one week at H1 (XRP, from stored M1 candles)", "XRP", 3600, timedelta(days=7)),
             ]
             print(f"{'query':45} {'candles':>8} {'median ms':>10} {'p95 ms':>8}")
             for label, symbol, width, span in cases:
@@ -76,7 +99,10 @@ async def main(total: int, repeat: int) -> None:
                 candles = []
                 for _ in range(repeat):
                     t0 = time.perf_counter()
-                    candles = await storage.candles(symbol, width, end - span, end, now=end)
+                    found = await history.candles(
+                        symbol, width, end - span, end, now=end, fill_seconds=None
+                    )
+                    candles = found.candles
                     timings.append((time.perf_counter() - t0) * 1000)
                 timings.sort()
                 p95 = timings[max(0, int(len(timings) * 0.95) - 1)]

@@ -20,7 +20,7 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final
+from typing import Any, Final
 
 from gateway.models import Candle
 from gateway.storage import Storage
@@ -132,6 +132,23 @@ def _time(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
 
 
+def _candle(symbol: str, interval_seconds: int, row: Sequence[Any], *, complete: bool) -> Candle:
+    """A Candle from a (provider, open_ms, open, high, low, close, volume) row."""
+    provider, open_ms, open_, high, low, close, volume = row
+    return Candle(
+        symbol,
+        interval_seconds,
+        _time(open_ms),
+        open_,
+        high,
+        low,
+        close,
+        volume,
+        provider,
+        complete,
+    )
+
+
 class CandleStore:
     """Reads and writes `upstream_candles` and `candle_coverage` through a `Storage`."""
 
@@ -188,21 +205,7 @@ class CandleStore:
         open time; several providers may hold the same bucket."""
         params = {"symbol": symbol, "interval": interval_seconds, "start": span[0], "end": span[1]}
         native = await self.storage.read(lambda db: db.execute(_NATIVE_SQL, params).fetchall())
-        found = [
-            Candle(
-                symbol=symbol,
-                interval_seconds=interval_seconds,
-                open_time=_time(open_ms),
-                open=open_,
-                high=high,
-                low=low,
-                close=close,
-                volume=volume,
-                provider=provider,
-                complete=True,
-            )
-            for provider, open_ms, open_, high, low, close, volume in native
-        ]
+        found = [_candle(symbol, interval_seconds, row, complete=True) for row in native]
         if interval_seconds > 60 and interval_seconds % 60 == 0:
             width = interval_seconds * 1000
             aligned = {**params, "width": width, "start": span[0] - span[0] % width}
@@ -211,19 +214,8 @@ class CandleStore:
             )
             needed = interval_seconds // 60
             found += [
-                Candle(
-                    symbol=symbol,
-                    interval_seconds=interval_seconds,
-                    open_time=_time(open_ms),
-                    open=open_,
-                    high=high,
-                    low=low,
-                    close=close,
-                    volume=volume,
-                    provider=provider,
-                    complete=minutes >= needed,
-                )
-                for provider, open_ms, open_, high, low, close, volume, minutes in rows
+                _candle(symbol, interval_seconds, row[:7], complete=row[7] >= needed)
+                for row in rows
             ]
         return found
 

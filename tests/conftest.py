@@ -15,6 +15,7 @@ import trio
 
 from gateway.config import ProvidersFile, Settings
 from gateway.nursery import Gateway, RunningGateway
+from gateway.storage import Storage
 
 StartGateway = Callable[..., Awaitable[RunningGateway]]
 
@@ -59,6 +60,17 @@ async def start_gateway(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[
         gateway.shutdown.set()
         with trio.fail_after(10):
             await gateway.stopped.wait()
+
+
+@pytest.fixture
+async def running_storage(tmp_path: Path) -> AsyncIterator[Storage]:
+    """A fresh database whose writer runs (quick batches), closed after the test."""
+    store = await Storage.open(tmp_path / "gateway.db", Settings(storage_batch_seconds=0.01))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.run)
+        yield store
+        nursery.cancel_scope.cancel()
+    await store.aclose()
 
 
 @pytest.fixture

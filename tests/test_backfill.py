@@ -8,7 +8,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import trio
 
 from gateway.backfill import ProgressBar, backfill, market_providers
 from gateway.candle_store import CandleStore
-from gateway.config import Settings, load_providers
+from gateway.config import load_providers
 from gateway.history import CandleHistory
 from gateway.secrets import Secrets
 from gateway.storage import Storage
@@ -25,19 +24,13 @@ from gateway.upstream import UpstreamClient
 from tests.upstream.simulator import Fault, Simulator, run_simulator
 
 REPO = Path(__file__).resolve().parent.parent
-FAST = Settings(storage_batch_seconds=0.01)
 # A fixed end in the past, so two runs cover exactly the same closed range.
 UNTIL = datetime.fromtimestamp(int(datetime.now(UTC).timestamp()) // 3600 * 3600 - 3600, UTC)
 
 
 @pytest.fixture
-async def storage(tmp_path: Path) -> AsyncIterator[Storage]:
-    store = await Storage.open(tmp_path / "gateway.db", FAST)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(store.run)
-        yield store
-        nursery.cancel_scope.cancel()
-    await store.aclose()
+def storage(running_storage: Storage) -> Storage:
+    return running_storage
 
 
 def klines(sim: Simulator) -> int:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,7 +13,7 @@ import pytest
 import trio
 
 from gateway.candle_store import CandleStore, merge_spans, subtract_spans
-from gateway.config import ProviderConfig, ProvidersFile, Settings
+from gateway.config import ProviderConfig, ProvidersFile
 from gateway.history import SETTLE_SECONDS, CandleHistory, closed_grid, holes
 from gateway.models import Candle, PriceTick, utc_now
 from gateway.nursery import RunningGateway
@@ -23,18 +22,12 @@ from gateway.upstream import UpstreamClient
 from tests.conftest import StartGateway
 from tests.upstream.simulator import Fault, Simulator, run_simulator
 
-FAST = Settings(storage_batch_seconds=0.01)
 HOUR = timedelta(hours=1)
 
 
 @pytest.fixture
-async def storage(tmp_path: Path) -> AsyncIterator[Storage]:
-    store = await Storage.open(tmp_path / "gateway.db", FAST)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(store.run)
-        yield store
-        nursery.cancel_scope.cancel()
-    await store.aclose()
+def storage(running_storage: Storage) -> Storage:
+    return running_storage
 
 
 @pytest.fixture
