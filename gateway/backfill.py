@@ -134,7 +134,7 @@ async def open_history(
     """A CandleHistory for the CLI, its limiters primed with the usage the server last saved."""
     chosen = list(providers)
     await restore_usage(ProviderStore(storage), client, {p.id: p for p in chosen}.get)
-    return CandleHistory(storage, client, lambda: chosen)
+    return CandleHistory(storage, client, lambda: chosen, reserve=0)  # it is here to spend
 
 
 def _time(ms: int) -> datetime:

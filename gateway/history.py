@@ -33,17 +33,19 @@ import trio
 
 from gateway.candle_store import CandleStore, Span, merge_spans, subtract_spans
 from gateway.config import ProviderConfig
-from gateway.errors import UpstreamError
+from gateway.errors import UpstreamError, UpstreamRateLimited
 from gateway.models import Candle, utc_now
 from gateway.sources.candle_fetchers import CandleSource, candle_source_for
 from gateway.storage import Storage
 from gateway.upstream import UpstreamClient
 
-__all__ = ["SETTLE_SECONDS", "CandleHistory", "FillReport", "History"]
+__all__ = ["FILL_RESERVE", "SETTLE_SECONDS", "CandleHistory", "FillReport", "History"]
 
 log = structlog.get_logger(__name__)
 
 SETTLE_SECONDS: Final = 10
+# The share of each rate-limit window left untouched by on-demand filling (see CandleHistory).
+FILL_RESERVE: Final = 0.5
 # Slices asked of a provider at once: the fetchers page inside a slice, and a backfill shows
 # progress and commits after each one.
 SLICE_INTERVALS: Final = 1000
@@ -108,6 +110,11 @@ class CandleHistory:
     server passes its pool's available members; the backfill CLI its configured providers).
     Fills of one series run one at a time, so two clients asking for the same holes cause one
     set of upstream requests; the lock table is bounded by assets x intervals.
+
+    `reserve`: a provider is asked only while every one of its rate-limit windows has at least
+    this share of its budget left, so that clients asking for history can never starve the
+    collectors that share the same limits (they would otherwise queue in the limiter ahead of
+    the next price poll). The backfill CLI, which is there to spend budget, passes 0.
     """
 
     def __init__(
@@ -117,11 +124,15 @@ class CandleHistory:
         providers: Callable[[], Sequence[ProviderConfig]],
         *,
         store: CandleStore | None = None,
+        reserve: float = FILL_RESERVE,
     ) -> None:
+        if not 0 <= reserve < 1:
+            raise ValueError(f"reserve must be in [0, 1), got {reserve!r}")
         self.storage = storage
         self.store = store or CandleStore(storage)
         self.client = client
         self.providers = providers
+        self.reserve = reserve
         self._locks: dict[tuple[str, int], trio.Lock] = {}
 
     def sources(self, interval_seconds: int) -> list[tuple[ProviderConfig, CandleSource]]:
@@ -178,6 +189,21 @@ class CandleHistory:
         series = await self.read(symbol, interval_seconds, start, end, now)
         return History(series, holes(series, interval_seconds, grid), report)
 
+    def _check_budget(self, provider: ProviderConfig) -> None:
+        """UpstreamRateLimited unless every window keeps `reserve` of its budget after one more
+        request (nothing is counted here: the request itself goes through the limiter)."""
+        if not self.reserve or self.client is None:
+            return
+        for window in self.client.limiter_for(provider).usage():
+            if window.remaining - 1 < window.limit * self.reserve:
+                raise UpstreamRateLimited(
+                    f"{provider.id}: {window.name} budget {window.remaining}/{window.limit} is "
+                    "kept for the collectors",
+                    provider=provider.id,
+                    status=None,
+                    retry_after=max(0.0, (window.resets_at - utc_now()).total_seconds()),
+                )
+
     def _lock(self, symbol: str, interval_seconds: int) -> trio.Lock:
         return self._locks.setdefault((symbol, interval_seconds), trio.Lock())
 
@@ -208,6 +234,7 @@ class CandleHistory:
                 try:
                     for a in range(start, end, SLICE_INTERVALS * width):
                         b = min(a + SLICE_INTERVALS * width, end)
+                        self._check_budget(provider)
                         report.requests += 1
                         got = await source.fetch(
                             self.client,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 import enum
 from collections.abc import AsyncGenerator, Sequence
-from contextlib import nullcontext
+from contextlib import aclosing, nullcontext
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, cast
 
@@ -24,6 +24,8 @@ from gateway.auth import check_history, check_symbols
 from gateway.consensus import consensus
 from gateway.context import RequestContext
 from gateway.errors import BadUserInput, UnknownSymbol, UpstreamError
+from gateway.history import CandleHistory
+from gateway.live_candles import bucket_start, live_candles
 from gateway.models import Candle as CandleRecord
 from gateway.models import PriceTick, utc_now
 
@@ -38,6 +40,7 @@ MAX_CANDLES = 5_000
 # A provider's latest price counts towards the consensus while it is at most this old.
 FRESH_SECONDS = 10 * 60
 REPLAY_PAGE = 5_000
+MAX_REPORTED_GAPS = 20  # gaps listed in a HISTORY_INCOMPLETE warning; the count says how many
 
 
 @strawberry.enum(description="Candle width.")
@@ -88,7 +91,9 @@ class Price:
         )
 
 
-@strawberry.type(description="One OHLC candle computed from stored ticks.")
+@strawberry.type(
+    description="One OHLC candle: built from our own stored ticks, or a provider's own candle."
+)
 class Candle:
     symbol: str
     interval: Interval
@@ -100,7 +105,9 @@ class Candle:
     volume: float | None = strawberry.field(
         description="Traded volume in the interval, when the source reports it; null otherwise."
     )
-    provider: str = strawberry.field(description="Provider whose ticks built this candle.")
+    provider: str = strawberry.field(
+        description="Provider whose ticks built this candle, or whose candle endpoint sent it."
+    )
     complete: bool = strawberry.field(
         description="False while the interval is still open or when minutes in it have no tick."
     )
@@ -262,9 +269,7 @@ class Query:
             raise BadUserInput(
                 f"the range holds {int(buckets)} {interval.value} candles; at most {MAX_CANDLES}"
             )
-        records = await _context(info).services.storage.candles(
-            canonical, interval.seconds, start, end
-        )
+        records = await _history(info, canonical, interval, start, end)
         return [Candle.from_record(record, interval) for record in records]
 
     @strawberry.field(description="The most recent `limit` candles of an interval, oldest first.")
@@ -278,9 +283,7 @@ class Query:
         aligned = int(end.timestamp()) // interval.seconds * interval.seconds
         start = datetime.fromtimestamp(aligned - (limit - 1) * interval.seconds, UTC)
         check_history(start, end)
-        records = await _context(info).services.storage.candles(
-            canonical, interval.seconds, start, end
-        )
+        records = await _history(info, canonical, interval, start, end)
         return [Candle.from_record(record, interval) for record in records[-limit:]]
 
     @strawberry.field(description="Liveness, version, provider counts and load.")
@@ -296,6 +299,39 @@ class Query:
             subscribers=hub.member_count if hub is not None else 0,
             database_bytes=services.storage.database_bytes(),
         )
+
+
+async def _history(
+    info: Info, symbol: str, interval: Interval, start: datetime, end: datetime
+) -> list[CandleRecord]:
+    """Candles from everything stored, holes filled from upstream candle endpoints; closed
+    ranges nobody could fill are named in extensions.warnings (HISTORY_INCOMPLETE) rather than
+    left as silent gaps."""
+    context = _context(info)
+    services = context.services
+    history = services.history or CandleHistory(services.storage, None, tuple)
+    found = await history.candles(
+        symbol, interval.seconds, start, end, fill_seconds=services.settings.history_fill_seconds
+    )
+    if found.missing:
+        spans = [
+            {"from": _iso(a), "to": _iso(b)} for a, b in found.missing[:MAX_REPORTED_GAPS]
+        ]
+        failed = found.fill.errors if found.fill is not None else []
+        context.warn(
+            "HISTORY_INCOMPLETE",
+            f"{len(found.missing)} closed range(s) of {symbol} {interval.value} candles are held "
+            "by no store or provider we could reach",
+            symbol=symbol,
+            interval=interval.value,
+            missing=spans,
+            providerErrors=[{"provider": p, "message": m} for p, m in failed],
+        )
+    return found.candles
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
 
 
 @strawberry.type
@@ -315,6 +351,26 @@ class Subscription:
             check_history(_aware(since) or utc_now())
         return _price_ticks(_context(info).services, wanted, _aware(since))
 
+    @strawberry.subscription(
+        description="The open candle of `symbol` at `interval`, live: sent at once when it holds "
+        "ticks, again whenever a tick changes it, and once more when the interval ends, final "
+        "(as stored; `complete` by the same rule as priceHistory). One provider per candle, "
+        "kept for the whole interval; a new interval sends nothing until its first tick."
+    )
+    def candles(self, info: Info, symbol: str, interval: Interval) -> AsyncGenerator[Candle, None]:
+        # Checked before the stream exists, like priceTicks: an error for the subscribe request.
+        (canonical,) = canonical_symbols([symbol])
+        check_history(bucket_start(interval.seconds))  # the open bucket is read from the store
+        return _candles(_context(info).services, canonical, interval)
+
+
+async def _candles(
+    services: Services, symbol: str, interval: Interval
+) -> AsyncGenerator[Candle, None]:
+    async with aclosing(live_candles(services, symbol, interval.seconds)) as records:
+        async for record in records:
+            yield Candle.from_record(record, interval)
+
 
 async def _price_ticks(
     services: Services, wanted: set[str], since: datetime | None
@@ -327,6 +383,9 @@ async def _price_ticks(
         # both is among the events that were buffered when the replay ended.
         replayed: set[tuple[str, str, datetime]] = set()
         if since is not None:
+            # A tick published just before we subscribed is not in `live`; it was queued for
+            # the store in the same step, so once the queue has drained the replay reads it.
+            await services.storage.committed()
             async for tick in _replay(services.storage, sorted(wanted), since):
                 replayed.add((tick.provider, tick.symbol, tick.observed_at))
                 yield Price.from_tick(tick)

@@ -484,6 +484,7 @@ class Storage:
         self._idle_readers = readers
         self._read_limiter = trio.CapacityLimiter(len(readers))
         self._queue: deque[_Request] = deque()
+        self._in_flight: _Request | None = None  # the newest request of the batch committing
         self._queued_rows = 0  # queued plus being committed: what the bound applies to
         self._room = trio.lowlevel.ParkingLot()  # producers waiting for queue space
         self._work = trio.lowlevel.ParkingLot()  # the writer waiting for rows
@@ -537,7 +538,9 @@ class Storage:
             finally:  # nobody may be left waiting for a writer that is gone
                 self._fail_queued("the writer stopped before these ticks were committed")
 
-    async def write_ticks(self, ticks: Sequence[PriceTick]) -> None:
+    async def write_ticks(
+        self, ticks: Sequence[PriceTick], *, queued: Callable[[], None] | None = None
+    ) -> None:
         """Store ticks; returns once the transaction holding them has committed.
 
         Waits for room while the queue holds `storage_queue` rows (backpressure). A tick whose
@@ -546,11 +549,21 @@ class Storage:
         ValueError for a tick with a naive `observed_at` or a non-finite price (SQLite would
         store NaN as NULL and fail the whole batch, other callers' ticks included). A call
         cancelled after its ticks were queued still has them committed: writes are idempotent.
+
+        `queued()` is called once every tick is in the queue, before the commit is awaited:
+        ingest publishes live ticks there, so whoever sees a tick live can also wait for it
+        with `committed()`.
         """
         rows = [_row(tick) for tick in ticks]  # validate all before queueing any
-        await self.write(_INSERT_SQL, rows)
+        await self.write(_INSERT_SQL, rows, queued=queued)
 
-    async def write(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    async def write(
+        self,
+        sql: str,
+        rows: Sequence[Sequence[Any]],
+        *,
+        queued: Callable[[], None] | None = None,
+    ) -> None:
         """Execute `sql` once per row through the batching writer; returns once committed.
 
         The general form of write_ticks(), for the other tables (see gateway.provider_store):
@@ -568,6 +581,8 @@ class Storage:
             self._queued_rows += len(chunk)
             self._work.unpark_all()
             requests.append(request)
+        if queued is not None:
+            queued()
         for request in requests:
             await request.done.wait()
             if request.error is not None:
@@ -592,6 +607,21 @@ class Storage:
         self._work.unpark_all()
         return True
 
+    async def committed(self) -> None:
+        """Return once every write queued before this call is committed (or has failed).
+
+        For readers that must see what was already on its way to the store: ingest queues a
+        tick before publishing it live (`write_ticks(queued=…)`), so a replaying subscriber that
+        subscribes to the live bus, then calls this, then reads, finds every tick either in its
+        live buffer or in the store. Batches commit in queue order, so waiting for the newest
+        request is waiting for all of them.
+        """
+        newest = self._queue[-1] if self._queue else self._in_flight
+        if newest is not None:
+            await newest.done.wait()
+        else:
+            await trio.lowlevel.checkpoint()
+
     def _check_accepting(self) -> None:
         if self._closed or self._state == "stopped":
             raise StorageError(f"{self.path}: the storage writer is not running")
@@ -603,6 +633,7 @@ class Storage:
         while self._queue and size + len(self._queue[0].rows) <= self._batch_rows:
             batch.append(self._queue.popleft())
             size += len(batch[-1].rows)
+        self._in_flight = batch[-1]
         error: StorageError | None = None
         try:
             inserted = await trio.to_thread.run_sync(
@@ -615,6 +646,7 @@ class Storage:
             # unexpected error that atomic() rolled back: nothing was written, so the batch
             # goes back to the head of the queue for the shutdown flush (or _fail_queued).
             self._queue.extendleft(reversed(batch))
+            self._in_flight = None
             raise
         else:
             self.commits += 1
@@ -622,6 +654,7 @@ class Storage:
         for request in batch:
             request.error = error
             request.done.set()
+        self._in_flight = None
         self._queued_rows -= size
         self._room.unpark_all()
 

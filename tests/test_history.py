@@ -13,7 +13,7 @@ import pytest
 import trio
 
 from gateway.candle_store import CandleStore, merge_spans, subtract_spans
-from gateway.config import ProviderConfig, ProvidersFile
+from gateway.config import ProviderConfig, ProvidersFile, RateLimitWindow
 from gateway.history import SETTLE_SECONDS, CandleHistory, closed_grid, holes
 from gateway.models import Candle, PriceTick, utc_now
 from gateway.nursery import RunningGateway
@@ -249,3 +249,21 @@ async def test_price_history_fills_from_the_pool_and_names_what_it_could_not(
         return [c["openTime"] for c in series if c["complete"]]
 
     assert closed(body["data"]["priceHistory"]) == closed(candles)
+
+
+async def test_on_demand_filling_leaves_the_collectors_their_budget(
+    storage: Storage, sim: Simulator
+) -> None:
+    with trio.fail_after(10):
+        async with UpstreamClient() as client:
+            binance = sim.provider("binance", rate_limits=(RateLimitWindow(4, 60, "minute"),))
+            history = CandleHistory(storage, client, lambda: [binance])
+            for _ in range(2):  # the collectors have used half the minute's budget
+                assert client.limiter_for(binance).try_acquire()
+            now = utc_now()
+            found = await history.candles("BTC", 3600, now - 6 * HOUR, now)
+            assert candle_requests(sim, "binance") == 0 and found.missing
+            assert found.fill is not None and "kept for the collectors" in found.fill.errors[0][1]
+            # the backfill spends the budget (reserve 0), waiting in the limiter if it must
+            spender = CandleHistory(storage, client, lambda: [binance], reserve=0)
+            assert (await spender.candles("BTC", 3600, now - 6 * HOUR, now)).missing == []
