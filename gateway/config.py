@@ -9,6 +9,7 @@ for providers.toml, the line), which the CLI prints as one line and exits 2.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 import tomllib
@@ -25,11 +26,13 @@ __all__ = [
     "AUTH_KINDS",
     "CATEGORIES",
     "KEY_PLACEHOLDER",
+    "MAX_RESPONSE_BYTES_LIMIT",
     "MINUTES",
     "RATE_LIMIT_WINDOWS",
     "SECONDS",
     "STRATEGIES",
     "TIERS",
+    "TTL_CATEGORIES",
     "AuthSpec",
     "BreakerSpec",
     "HealthCheckSpec",
@@ -101,6 +104,18 @@ class Settings:
     # chainHeads answers are reused for this long, so polling clients do not multiply traffic.
     chain_head_cache_seconds: float = 5 * SECONDS
 
+    # Market-wide answers (gateway/schema_market.py) are cached this long per category; the
+    # environment overrides them in seconds: GATEWAY_TTL_TRENDING, GATEWAY_TTL_OVERVIEW,
+    # GATEWAY_TTL_PROTOCOLS, GATEWAY_TTL_TVL. Answers say their age (`ageSeconds`).
+    ttl_trending: float = 5 * MINUTES
+    ttl_overview: float = 5 * MINUTES
+    ttl_protocols: float = 60 * MINUTES
+    ttl_tvl: float = 60 * MINUTES
+
+    # priceHistory/ohlcv fill holes from upstream candle endpoints for at most this long per
+    # request; what was stored by then stays stored, the rest is reported as missing.
+    history_fill_seconds: float = 8 * SECONDS
+
     # Consensus: with three or more fresh sources, one deviating from their median by more than
     # this many percent is excluded from the price and counted as an outlier on its provider.
     consensus_max_deviation_pct: float = 2.0
@@ -126,6 +141,10 @@ class Settings:
         for name in ("ws_send_queue", "storage_batch_rows", "storage_queue", "bus_buffer"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
+        for category in TTL_CATEGORIES:
+            ttl = getattr(self, f"ttl_{category}")
+            if not (math.isfinite(ttl) and ttl > 0):
+                raise ConfigError(f"ttl_{category} must be a positive number of seconds")
         return self
 
     # Query limits (gateway/query_limits.py), checked before anything executes, the same over
@@ -239,7 +258,30 @@ def settings_from_env(env: dict[str, str] | None = None) -> Settings:
         if symbols
         else None,
         **_env_access(env),
+        **_env_ttls(env),
     )
+
+
+# The market categories with their own cache TTL (Settings.ttl_<category>).
+TTL_CATEGORIES = ("trending", "overview", "protocols", "tvl")
+
+
+def _env_ttls(env: dict[str, str]) -> dict[str, float]:
+    """GATEWAY_TTL_<CATEGORY> in seconds: a positive, finite number."""
+    overrides: dict[str, float] = {}
+    for category in TTL_CATEGORIES:
+        name = f"GATEWAY_TTL_{category.upper()}"
+        raw = env.get(name)
+        if raw is None or not raw.strip():
+            continue
+        try:
+            seconds = float(raw)
+        except ValueError:
+            seconds = math.nan
+        if not (math.isfinite(seconds) and seconds > 0):
+            raise ConfigError(f"{name} must be a positive number of seconds, got {raw!r}")
+        overrides[f"ttl_{category}"] = seconds
+    return overrides
 
 
 _ANONYMOUS_ACCESS = ("read", "off")
@@ -365,6 +407,10 @@ STRATEGIES = ("ROUND_ROBIN", "PRIORITY", "WEIGHTED_RANDOM", "LEAST_USED", "FASTE
 # The placeholder a path-segment key replaces in base_url.
 KEY_PLACEHOLDER = "{key}"
 
+# The most a providers.toml entry may raise its response-size cap to (bytes): a body is held in
+# memory whole, and then decoded, so this bounds what one upstream answer can cost.
+MAX_RESPONSE_BYTES_LIMIT = 256 * 1024 * 1024
+
 
 @dataclass(frozen=True)
 class AuthSpec:
@@ -436,6 +482,9 @@ class ProviderConfig:
     health: HealthCheckSpec | None = None
     breaker: BreakerSpec = field(default_factory=BreakerSpec)
     chain: str | None = None  # for RPC and explorer providers: "ethereum", "bsc", …
+    # Largest response body accepted from this provider, in bytes; None: the upstream client's
+    # default (5 MiB). For the few endpoints that are legitimately bigger (DefiLlama /protocols).
+    max_response_bytes: int | None = None
 
     @property
     def requires_key(self) -> bool:
@@ -576,6 +625,7 @@ _PROVIDER_KEYS = frozenset(
         "health",
         "breaker",
         "chain",
+        "max_response_bytes",
     }
 )
 _AUTH_KEYS = frozenset({"kind", "name", "env", "prefix", "required", "default"})
@@ -854,6 +904,14 @@ def _parse_provider(raw: dict[str, Any], where: str, line: int) -> ProviderConfi
         raise ConfigError(f'{where}: chain must be a lowercase name like "ethereum", got {chain!r}')
     if "RPC" in categories and chain is None:
         raise ConfigError(f'{where}: RPC providers need chain (e.g. chain = "ethereum")')
+    max_bytes = raw.get("max_response_bytes")
+    if max_bytes is not None and (
+        not _is_int(max_bytes) or not 1024 <= max_bytes <= MAX_RESPONSE_BYTES_LIMIT
+    ):
+        raise ConfigError(
+            f"{where}: max_response_bytes must be an integer from 1024 to"
+            f" {MAX_RESPONSE_BYTES_LIMIT} (bytes), got {max_bytes!r}"
+        )
     return ProviderConfig(
         id=provider_id,
         name=name,
@@ -875,6 +933,7 @@ def _parse_provider(raw: dict[str, Any], where: str, line: int) -> ProviderConfi
         health=_parse_health(raw, where),
         breaker=_parse_breaker(raw, where),
         chain=chain,
+        max_response_bytes=max_bytes,
     )
 
 

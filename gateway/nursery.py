@@ -36,6 +36,7 @@ from gateway.context import RequestContext, Services
 from gateway.fanout import SubscriptionHub
 from gateway.gc_tuning import tune_gc
 from gateway.graphql_trio import GraphQLEngine
+from gateway.history import CandleHistory
 from gateway.models import PriceTick
 from gateway.provider_status import ProviderStatusBoard
 from gateway.provider_store import ProviderStore
@@ -45,7 +46,7 @@ from gateway.secrets import Secrets
 from gateway.server import serve_http
 from gateway.sources import Collector, CollectorContext, collector_for
 from gateway.sources.interest import SymbolInterest
-from gateway.sources.streams import StreamClient, StreamGroup, stream_for
+from gateway.sources.streams import StreamClient, StreamGroup, StreamHealth, stream_for
 from gateway.storage import Storage
 from gateway.upstream.client import UpstreamClient
 from gateway.ws import WebSocketOptions, WebSocketStats
@@ -102,9 +103,7 @@ async def supervise(
 def _make_ingest(
     bus: EventBus, storage: Storage, board: ProviderStatusBoard, watch: OutlierWatch
 ) -> Callable[[Sequence[PriceTick]], Awaitable[None]]:
-    async def ingest(ticks: Sequence[PriceTick]) -> None:
-        # Publish first, then store: a replaying subscriber (priceTicks with `since`) subscribes
-        # before it reads the store, so every tick is either in its replay or in its buffer.
+    def publish(ticks: Sequence[PriceTick]) -> None:
         for tick in ticks:
             deviation = watch.observe(tick)
             if deviation is not None:
@@ -119,7 +118,13 @@ def _make_ingest(
                         outliers=count,
                     )
             bus.prices.publish(tick)
-        await storage.write_ticks(ticks)
+
+    async def ingest(ticks: Sequence[PriceTick]) -> None:
+        # Queue for the store, publish live, then wait for the commit. A replaying subscriber
+        # (priceTicks with `since`) subscribes, waits for the queue to drain
+        # (Storage.committed), then reads: a tick it did not see live was queued before it
+        # subscribed, so it is in the store by then. Publishing does not wait for the commit.
+        await storage.write_ticks(ticks, queued=partial(publish, ticks))
 
     return ingest
 
@@ -165,6 +170,9 @@ class Gateway:
             chains=ChainHeads(registry, settings.chain_head_cache_seconds),
             interest=SymbolInterest(settings.symbols),
             streams=StreamGroup(),
+            history=CandleHistory(
+                storage, client, lambda: registry.available_providers("MARKET_DATA")
+            ),
         )
         engine = GraphQLEngine(build_schema()._schema)
         hub = SubscriptionHub(engine, RequestContext(services))
@@ -234,7 +242,13 @@ class Gateway:
             runner: Callable[[], Awaitable[object]]
             if stream_class is not None:
                 runner = partial(
-                    _run_stream, stream_class, provider, services.interest, ingest, services.streams
+                    _run_stream,
+                    stream_class,
+                    provider,
+                    services.interest,
+                    ingest,
+                    services.streams,
+                    registry.board,
                 )
             else:
                 collector_class = collector_for(provider)
@@ -265,9 +279,25 @@ async def _run_stream(
     interest: SymbolInterest,
     publish: Callable[[Sequence[PriceTick]], Awaitable[None]],
     group: StreamGroup,
+    board: ProviderStatusBoard,
 ) -> None:
-    """A fresh stream client per (re)start, registered so REST fallback can see it."""
-    client = stream_class.from_provider(provider, interest, publish)
+    """A fresh stream client per (re)start, registered so REST fallback can see it.
+
+    Its connection state goes to the status board, as a health check's result does, so the
+    provider's state, `providerStates` and the OFFLINE alert follow the stream.
+    """
+
+    def on_health(health: StreamHealth) -> None:
+        board.report(
+            health.provider,
+            health.state,
+            health.reason,
+            at=health.at,
+            last_success_at=health.last_success_at,
+            failed=health.failed,
+        )
+
+    client = stream_class.from_provider(provider, interest, publish, on_health=on_health)
     group.put(client)
     await client.run()
 

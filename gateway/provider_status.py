@@ -11,8 +11,15 @@ upstream client's observer hook, and the state follows from the recent outcomes:
     OFFLINE       the last `offline_after` attempts all failed, or its circuit breaker is open
                   (then no attempt is made at all until the breaker lets a probe through)
 
+A live stream (a WebSocket feed: no requests to count) reports its state directly instead,
+through `report(provider, state, reason, ...)`: connected and receiving is ONLINE, reconnecting
+or silent DEGRADED, repeated failed connections OFFLINE (gateway/sources/streams.py decides).
+A reported state stands until the next report.
+
 A change of state is reported through `on_change(provider, old, new, reason)` — synchronously,
-so the callback must not block (the supervisor hands it to a bounded channel).
+so the callback must not block (the supervisor hands it to a bounded channel). Health checks,
+breakers and streams all change state through this one callback, so `providerStates`
+subscribers, the persisted state and the OFFLINE/recovered alerts treat them alike.
 """
 
 from __future__ import annotations
@@ -24,9 +31,13 @@ from datetime import datetime
 
 from gateway.config import ProviderConfig, ProvidersFile
 
-__all__ = ["ProviderRecord", "ProviderStatusBoard"]
+__all__ = ["REPORTED_STATES", "ProviderRecord", "ProviderStatusBoard"]
 
 StateChange = Callable[[str, str, str, str], None]
+
+# What a directly observed provider (a stream) may report; UNCONFIGURED and UNKNOWN are not
+# observations.
+REPORTED_STATES = frozenset({"ONLINE", "DEGRADED", "OFFLINE"})
 
 
 @dataclass
@@ -46,10 +57,17 @@ class ProviderRecord:
     failures: int = 0
     circuit_open: bool = False
     outliers: int = 0  # ticks left out of the consensus for deviating from the others
+    last_success_at: datetime | None = None
+    # Why the provider is in its state: the reason given with the last change (or report).
+    reason: str | None = None
+    # A state reported by the provider's own observer (a stream), overriding the derivation.
+    reported: str | None = None
 
     def state(self, offline_after: int = 3) -> str:
         if not self.enabled or not self.configured:
             return "UNCONFIGURED"
+        if self.reported is not None:
+            return self.reported
         if self.circuit_open:
             return "OFFLINE"
         if not self.recent:
@@ -106,6 +124,7 @@ class ProviderStatusBoard:
         record.last_checked_at = at
         if ok:
             record.successes += 1
+            record.last_success_at = at
             record.last_latency_ms = latency_ms
             if latency_ms is not None:
                 previous = record.latency_ms_ewma
@@ -116,8 +135,47 @@ class ProviderStatusBoard:
             record.failures += 1
             record.last_error = error
         after = record.state()
-        if after != before and self.on_change is not None:
-            self.on_change(provider_id, before, after, _reason(record, ok, error))
+        if after != before:
+            self._changed(record, before, after, _reason(record, ok, error))
+
+    def report(
+        self,
+        provider_id: str,
+        state: str,
+        reason: str,
+        *,
+        at: datetime,
+        last_success_at: datetime | None = None,
+        failed: bool = False,
+    ) -> None:
+        """The state of a provider observed directly (a stream), with why and when.
+
+        `failed`: this report is a failure (a lost or refused connection): counted, and its
+        reason becomes `last_error`. Reaching ONLINE counts a success; reporting ONLINE again
+        while ONLINE only refreshes the times. `last_success_at`: when it last delivered.
+        """
+        if state not in REPORTED_STATES:
+            raise ValueError(f"cannot report state {state!r}")
+        record = self.records.get(provider_id)
+        if record is None:
+            return
+        before = record.state()
+        record.reported = state
+        record.last_checked_at = at
+        if last_success_at is not None:
+            record.last_success_at = last_success_at
+        if failed:
+            record.recent.append(False)
+            record.failures += 1
+            record.last_error = reason
+        elif state == "ONLINE" and before != "ONLINE":
+            record.recent.append(True)
+            record.successes += 1
+        after = record.state()
+        if after != before:
+            self._changed(record, before, after, reason)
+        else:
+            record.reason = reason
 
     def set_circuit_open(self, provider_id: str, is_open: bool) -> None:
         """The provider's breaker opened (OFFLINE until it lets a probe through) or closed."""
@@ -127,9 +185,14 @@ class ProviderStatusBoard:
         before = record.state()
         record.circuit_open = is_open
         after = record.state()
-        if after != before and self.on_change is not None:
+        if after != before:
             reason = "circuit breaker opened" if is_open else "circuit breaker let a probe through"
-            self.on_change(provider_id, before, after, reason)
+            self._changed(record, before, after, reason)
+
+    def _changed(self, record: ProviderRecord, before: str, after: str, reason: str) -> None:
+        record.reason = reason
+        if self.on_change is not None:
+            self.on_change(record.provider_id, before, after, reason)
 
     def note_outlier(self, provider_id: str) -> int:
         """Count one tick of this provider excluded from the consensus; returns the count."""

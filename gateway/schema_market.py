@@ -1,10 +1,12 @@
 """GraphQL for market-wide data: trending coins, the global overview, DeFi protocols and TVL.
 
 These answers change slowly and come from one upstream call each, so they are fetched on
-demand and cached per category TTL (`MarketCache`); identical concurrent requests are
-coalesced by the upstream client. A cached answer is never served older than its TTL; every
-record carries its `observedAt` so a client can see its age. When the upstream fails and no
-fresh answer is cached, the error says so (UPSTREAM_UNAVAILABLE); nothing is invented.
+demand and cached per category TTL (`MarketCache`; the TTLs are settings, `ttl_trending`,
+`ttl_overview`, `ttl_protocols`, `ttl_tvl`, from GATEWAY_TTL_*); identical concurrent requests
+are coalesced by the upstream client. A cached answer is never served once its TTL has passed,
+and every record says how old it is: `observedAt` and `ageSeconds` (which grows while the
+answer is served from the cache). When the upstream fails and no fresh answer is cached, the
+error says so (UPSTREAM_UNAVAILABLE); nothing is invented.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import strawberry
 import trio
 from strawberry.types import Info
 
+from gateway.config import Settings
 from gateway.context import RequestContext
 from gateway.errors import BadUserInput, GatewayError, UpstreamUnconfigured
 from gateway.models import utc_now
@@ -27,9 +30,15 @@ __all__ = ["MarketCache", "MarketQuery"]
 
 T = TypeVar("T")
 
-TTL_SECONDS = {"trending": 300.0, "overview": 300.0, "protocols": 3600.0, "tvl": 3600.0}
 MAX_PROTOCOLS = 500
 MAX_TVL_DAYS = 3650
+
+
+_AGE = "Seconds between observedAt and this response; grows while served from the cache."
+
+
+def _age(observed_at: datetime) -> float:
+    return max(0.0, (utc_now() - observed_at).total_seconds())
 
 
 class MarketCache:
@@ -60,7 +69,11 @@ class TrendingCoin:
     symbol: str
     name: str
     provider: str
-    observed_at: datetime
+    observed_at: datetime = strawberry.field(description="When the gateway fetched the list.")
+
+    @strawberry.field(description=_AGE)
+    def age_seconds(self) -> float:
+        return _age(self.observed_at)
 
 
 @strawberry.type(description="The whole crypto market at a glance.")
@@ -69,7 +82,11 @@ class MarketOverview:
     total_volume_24h_usd: float | None
     btc_dominance_pct: float | None
     provider: str
-    observed_at: datetime
+    observed_at: datetime = strawberry.field(description="When the upstream computed it.")
+
+    @strawberry.field(description=_AGE)
+    def age_seconds(self) -> float:
+        return _age(self.observed_at)
 
 
 @strawberry.type(description="A DeFi protocol and the value locked in it (DefiLlama).")
@@ -80,7 +97,11 @@ class DefiProtocol:
     tvl_usd: float
     change_1d_pct: float | None
     provider: str
-    observed_at: datetime
+    observed_at: datetime = strawberry.field(description="When the gateway fetched the list.")
+
+    @strawberry.field(description=_AGE)
+    def age_seconds(self) -> float:
+        return _age(self.observed_at)
 
 
 @strawberry.type(description="Total value locked across DeFi on one day (DefiLlama).")
@@ -102,6 +123,11 @@ def _provider(info: Info, provider_id: str) -> tuple[Any, Any]:
     return registry.client, provider
 
 
+def _settings(info: Info) -> Settings:
+    """The settings, which hold each category's cache TTL (`ttl_trending`, ...)."""
+    return cast(RequestContext, info.context).services.settings
+
+
 def _cache(info: Info) -> MarketCache:
     services = cast(RequestContext, info.context).services
     if services.market_cache is None:
@@ -111,11 +137,13 @@ def _cache(info: Info) -> MarketCache:
 
 @strawberry.type
 class MarketQuery:
-    @strawberry.field(description="Coins trending on CoinGecko in the last 24 h (cached 5 min).")
+    @strawberry.field(
+        description="Coins trending on CoinGecko over 24 h (cached: GATEWAY_TTL_TRENDING, 5 min)."
+    )
     async def trending(self, info: Info) -> list[TrendingCoin]:
         client, provider = _provider(info, "coingecko")
         coins, at = await _cache(info).get(
-            "trending", TTL_SECONDS["trending"], lambda: fetch_trending(client, provider)
+            "trending", _settings(info).ttl_trending, lambda: fetch_trending(client, provider)
         )
         return [
             TrendingCoin(
@@ -128,11 +156,13 @@ class MarketQuery:
             for c in coins
         ]
 
-    @strawberry.field(description="Total market cap, volume and BTC dominance (cached 5 min).")
+    @strawberry.field(
+        description="Total market cap, volume, BTC dominance (cached: GATEWAY_TTL_OVERVIEW, 5 min)."
+    )
     async def market_overview(self, info: Info) -> MarketOverview | None:
         client, provider = _provider(info, "coingecko")
         overview, _at = await _cache(info).get(
-            "overview", TTL_SECONDS["overview"], lambda: fetch_global(client, provider)
+            "overview", _settings(info).ttl_overview, lambda: fetch_global(client, provider)
         )
         return MarketOverview(
             total_market_cap_usd=overview.total_market_cap_usd,
@@ -142,13 +172,15 @@ class MarketQuery:
             observed_at=overview.updated_at,
         )
 
-    @strawberry.field(description="The largest DeFi protocols by TVL (cached 1 h).")
+    @strawberry.field(
+        description="The largest DeFi protocols by TVL (cached: GATEWAY_TTL_PROTOCOLS, 1 h)."
+    )
     async def defi_protocols(self, info: Info, limit: int = 20) -> list[DefiProtocol]:
         if not 1 <= limit <= MAX_PROTOCOLS:
             raise BadUserInput(f"limit must be between 1 and {MAX_PROTOCOLS}")
         client, provider = _provider(info, "defillama")
         protocols, at = await _cache(info).get(
-            "protocols", TTL_SECONDS["protocols"], lambda: fetch_protocols(client, provider)
+            "protocols", _settings(info).ttl_protocols, lambda: fetch_protocols(client, provider)
         )
         ranked = sorted(
             (p for p in protocols if p.tvl_usd is not None), key=lambda p: -(p.tvl_usd or 0)
@@ -166,13 +198,15 @@ class MarketQuery:
             for p in ranked[:limit]
         ]
 
-    @strawberry.field(description="Total DeFi TVL per day for the last `days` days (cached 1 h).")
+    @strawberry.field(
+        description="Total DeFi TVL per day, last `days` days (cached: GATEWAY_TTL_TVL, 1 h)."
+    )
     async def tvl_history(self, info: Info, days: int = 30) -> list[TvlPoint]:
         if not 1 <= days <= MAX_TVL_DAYS:
             raise BadUserInput(f"days must be between 1 and {MAX_TVL_DAYS}")
         client, provider = _provider(info, "defillama")
         points, _at = await _cache(info).get(
-            "tvl", TTL_SECONDS["tvl"], lambda: fetch_chain_tvl(client, provider)
+            "tvl", _settings(info).ttl_tvl, lambda: fetch_chain_tvl(client, provider)
         )
         since = utc_now() - timedelta(days=days)
         return [TvlPoint(at=p.date, tvl_usd=p.tvl_usd) for p in points if p.date >= since]

@@ -97,6 +97,9 @@ class Provider:
     categories: list[Category] = strawberry.field(description="Every category it serves.")
     tier: str = strawberry.field(description="A: collector; B: health check; C: listed, disabled.")
     state: ProviderState
+    state_reason: str | None = strawberry.field(
+        description="Why it is in that state, e.g. 'connected', 'silent for 30 s, reconnecting'."
+    )
     circuit: CircuitState
     priority: int
     requires_key: bool
@@ -106,6 +109,9 @@ class Provider:
     docs_url: str | None
     rate_limits: list[RateLimitWindow]
     last_checked_at: datetime | None
+    last_success_at: datetime | None = strawberry.field(
+        description="The last successful request (for a stream: the last message received)."
+    )
     last_error: str | None = strawberry.field(description="The last failure, secrets masked.")
     avg_response_ms: float | None = strawberry.field(description="Moving average of successes.")
     success_rate: float | None = strawberry.field(description="Share of requests that succeeded.")
@@ -125,6 +131,7 @@ class Provider:
             categories=[Category(c) for c in config.categories],
             tier=config.tier,
             state=ProviderState(registry.state(config.id)),
+            state_reason=record.reason if record else None,
             circuit=CircuitState(registry.circuit(config.id)),
             priority=config.priority,
             requires_key=config.requires_key,
@@ -141,6 +148,7 @@ class Provider:
                 for w in config.rate_limits
             ],
             last_checked_at=record.last_checked_at if record else None,
+            last_success_at=record.last_success_at if record else None,
             last_error=record.last_error if record else None,
             avg_response_ms=record.latency_ms_ewma if record else None,
             success_rate=record.success_rate if record else None,

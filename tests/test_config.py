@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -54,6 +57,51 @@ def test_environment_overrides_and_port_fallback() -> None:
 def test_bad_environment_is_a_config_error(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         settings_from_env(env)
+
+
+def test_market_cache_ttls_come_from_the_environment() -> None:
+    defaults = settings_from_env({})
+    assert (defaults.ttl_trending, defaults.ttl_overview) == (300.0, 300.0)
+    assert (defaults.ttl_protocols, defaults.ttl_tvl) == (3600.0, 3600.0)
+    env = {
+        "GATEWAY_TTL_TRENDING": "60",
+        "GATEWAY_TTL_OVERVIEW": " 0.5 ",
+        "GATEWAY_TTL_PROTOCOLS": "7200",
+        "GATEWAY_TTL_TVL": "1e4",
+    }
+    settings = settings_from_env(env)
+    assert (settings.ttl_trending, settings.ttl_overview) == (60.0, 0.5)
+    assert (settings.ttl_protocols, settings.ttl_tvl) == (7200.0, 10_000.0)
+    assert settings_from_env({"GATEWAY_TTL_TVL": ""}).ttl_tvl == 3600.0  # empty: the default
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "abc", "inf", "nan", "5s", "1e400"])
+def test_a_bad_ttl_is_a_config_error_naming_the_variable(value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        settings_from_env({"GATEWAY_TTL_PROTOCOLS": value})
+    assert str(caught.value) == (
+        f"GATEWAY_TTL_PROTOCOLS must be a positive number of seconds, got {value!r}"
+    )
+    with pytest.raises(ConfigError, match="ttl_trending must be a positive number"):
+        Settings(ttl_trending=float(-1)).validated()
+
+
+def test_a_bad_ttl_stops_the_gateway_with_exit_code_2() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={
+            **os.environ,
+            "GATEWAY_PROVIDERS": str(REPO / "tests" / "data" / "no-providers.toml"),
+            "GATEWAY_TTL_TRENDING": "soon",
+        },
+        cwd=REPO,
+    )
+    assert result.returncode == 2
+    assert "GATEWAY_TTL_TRENDING must be a positive number of seconds, got 'soon'" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_db_path_that_is_a_directory(tmp_path: Path) -> None:
@@ -177,6 +225,14 @@ def test_defaults_of_a_minimal_entry(tmp_path: Path) -> None:
     assert provider.auth == AuthSpec() and provider.requires_key is False
     assert provider.rate_limits == () and provider.health is None
     assert provider.breaker == BreakerSpec() and (provider.priority, provider.weight) == (1, 1.0)
+
+
+def test_a_provider_may_raise_its_response_size_cap(tmp_path: Path) -> None:
+    assert load_providers(write(tmp_path, GOOD)).providers[0].max_response_bytes is None
+    text = GOOD + "max_response_bytes = 33_554_432\n"
+    assert load_providers(write(tmp_path, text)).providers[0].max_response_bytes == 32 * 1024**2
+    shipped = load_providers(REPO / "providers.toml")
+    assert [p.id for p in shipped.providers if p.max_response_bytes] == ["defillama"]
 
 
 def test_json_rpc_health_check_is_a_post(tmp_path: Path) -> None:
@@ -326,6 +382,11 @@ RULES = [
     (provider_with("chain = 'Ethereum Mainnet'\n"), "chain must be a lowercase name"),
     (provider_with("", **{'"MARKET_DATA"': '["NEWS", "NEWS"]'}), "category lists a name twice"),
     (provider_with("name = ''\n"), "name must be a non-empty string"),
+    # response-size cap
+    *(
+        (provider_with(f"max_response_bytes = {value}\n"), "max_response_bytes must be an integer")
+        for value in ("0", "1023", "268435457", "5.5", "'32MiB'", "true")
+    ),
 ]
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
+import trio
 
 from gateway.config import ProvidersFile
 from gateway.nursery import RunningGateway
@@ -70,3 +72,47 @@ async def test_an_upstream_failure_is_reported_not_invented(
     body = await graphql(running, "{ marketOverview { totalMarketCapUsd } }")
     assert body["data"] == {"marketOverview": None}
     assert body["errors"][0]["extensions"]["code"] == "UPSTREAM_UNAVAILABLE"
+
+
+async def test_a_cached_answer_says_its_age_and_expires_with_its_ttl(
+    start_gateway: StartGateway,
+) -> None:
+    query = (
+        "{ trending { observedAt ageSeconds } defiProtocols(limit: 1) { observedAt ageSeconds } }"
+    )
+    async with run_simulator() as sim:
+        providers = ProvidersFile(
+            (
+                sim.provider("coingecko", interval_seconds=3600, symbols=("BTC",)),
+                sim.provider("defillama", categories=("MARKET_DATA", "DEFI")),
+            )
+        )
+        # GATEWAY_TTL_TRENDING=1 (settings.ttl_trending); protocols keep their hour.
+        running = await start_gateway(providers=providers, ttl_trending=1.0)
+        first = (await graphql(running, query))["data"]
+        hits = (sim.hits["coingecko"], sim.hits["defillama"])
+        await trio.sleep(0.4)
+        cached = (await graphql(running, query))["data"]
+        assert (sim.hits["coingecko"], sim.hits["defillama"]) == hits  # both from the cache
+        for field in ("trending", "defiProtocols"):
+            assert cached[field][0]["observedAt"] == first[field][0]["observedAt"]
+            assert cached[field][0]["ageSeconds"] >= first[field][0]["ageSeconds"] + 0.35
+        assert cached["trending"][0]["ageSeconds"] < 1.0  # never older than the TTL
+        await trio.sleep(0.7)
+        expired = (await graphql(running, query))["data"]
+        assert sim.hits["coingecko"] == hits[0] + 1 and sim.hits["defillama"] == hits[1]
+        assert expired["trending"][0]["observedAt"] > first["trending"][0]["observedAt"]
+        assert expired["trending"][0]["ageSeconds"] < 0.5
+        assert expired["defiProtocols"][0]["ageSeconds"] >= 1.0  # still the cached list
+
+
+async def test_the_overview_says_the_age_of_the_upstream_figure(
+    market: tuple[RunningGateway, Simulator],
+) -> None:
+    running, _sim = market
+    body = await graphql(running, "{ marketOverview { observedAt ageSeconds } }")
+    overview = body["data"]["marketOverview"]
+    observed = datetime.fromisoformat(overview["observedAt"])
+    assert overview["ageSeconds"] == pytest.approx(
+        (datetime.now(UTC) - observed).total_seconds(), abs=5
+    )

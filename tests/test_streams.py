@@ -23,15 +23,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from trio_websocket import CloseReason, ConnectionClosed, ConnectionRejected
 
-from gateway.config import ProviderConfig
+from gateway.config import ProviderConfig, ProvidersFile
 from gateway.errors import BadUserInput, UpstreamPayloadError
+from gateway.provider_status import ProviderStatusBoard
 from gateway.sources.binance_stream import BinanceStream, parse_binance_message
 from gateway.sources.coinbase_stream import CoinbaseStream, parse_coinbase_message
 from gateway.sources.interest import InterestFull, SymbolInterest
 from gateway.sources.kraken_stream import KrakenStream, parse_kraken_message
 from gateway.sources.streams import (
     Frame,
+    HealthReport,
     StreamGroup,
+    StreamHealth,
     StreamSettings,
     decode_json,
     epoch_millis,
@@ -60,11 +63,16 @@ async def streaming(
     simulator: WsSimulator,
     interest: SymbolInterest,
     settings: StreamSettings = FAST,
+    on_health: HealthReport | None = None,
 ) -> AsyncIterator[tuple[KrakenStream, TickRecorder]]:
     """A Kraken stream client running against the simulator for the block."""
     recorder = TickRecorder()
     client = KrakenStream(
-        interest, recorder.publish, url=simulator.url("kraken"), settings=settings
+        interest,
+        recorder.publish,
+        url=simulator.url("kraken"),
+        settings=settings,
+        on_health=on_health,
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(client.run)
@@ -171,6 +179,8 @@ def test_settings_are_validated() -> None:
         StreamSettings(silence_timeout=0)
     with pytest.raises(ValueError, match="backoff_max"):
         StreamSettings(backoff_initial=5, backoff_max=1)
+    with pytest.raises(ValueError, match="offline_after"):
+        StreamSettings(offline_after=0)
     with pytest.raises(ValueError, match="ws:// or wss://"):
         KrakenStream(SymbolInterest(), TickRecorder().publish, url="https://ws.kraken.com/v2")
 
@@ -595,3 +605,200 @@ def test_the_registry_builds_each_stream_from_its_provider_entry() -> None:
     assert client.settings.connect_timeout == 7.0 and client.only == frozenset({"BTC", "ETH"})
     assert stream_for(replace(entry, id="elsewhere", collector="binance-stream")) is BinanceStream
     assert stream_for(replace(entry, id="coingecko")) is None
+
+
+# -- health on the provider status board -------------------------------------------------------
+
+
+class _Board:
+    """A status board holding one stream provider, fed by a client's `on_health`; keeps every
+    state change and every report."""
+
+    def __init__(self, provider_id: str = "kraken-stream") -> None:
+        self.provider_id = provider_id
+        self.changes: list[tuple[str, str, str]] = []
+        self.reports: list[StreamHealth] = []
+        entry = ProviderConfig(
+            id=provider_id, name=provider_id, categories=("MARKET_DATA",), base_url="wss://x"
+        )
+        self.board = ProviderStatusBoard(
+            ProvidersFile((entry,)),
+            on_change=lambda _p, old, new, why: self.changes.append((old, new, why)),
+        )
+
+    def report(self, health: StreamHealth) -> None:
+        self.reports.append(health)
+        self.board.report(
+            health.provider,
+            health.state,
+            health.reason,
+            at=health.at,
+            last_success_at=health.last_success_at,
+            failed=health.failed,
+        )
+
+    @property
+    def state(self) -> str:
+        return self.board.state(self.provider_id)
+
+    @property
+    def record(self) -> Any:
+        return self.board.records[self.provider_id]
+
+    def transitions(self) -> list[tuple[str, str]]:
+        return [(old, new) for old, new, _ in self.changes]
+
+
+@pytest.mark.parametrize("abort", [True, False], ids=["socket-dies", "exchange-closes"])
+async def test_a_dropped_stream_is_degraded_until_it_delivers_again(abort: bool) -> None:
+    board = _Board()
+    async with (
+        run_ws_simulator() as simulator,
+        streaming(simulator, SymbolInterest(["BTC"]), on_health=board.report) as (client, _),
+    ):
+        with trio.fail_after(3):
+            await client.wait_until(lambda: client.health_state == "ONLINE")
+        assert board.state == "ONLINE" and board.record.reason == "connected"
+        first_success = board.record.last_success_at
+        assert first_success is not None and board.record.successes == 1
+        simulator.reject_connections("kraken", 1)  # the first reconnect is refused too
+        await simulator.drop("kraken", abort=abort)
+        with trio.fail_after(3):
+            await client.wait_until(lambda: client.health_state == "DEGRADED")
+            assert board.state == "DEGRADED"
+            await client.wait_until(lambda: client.health_state == "ONLINE")
+        assert board.state == "ONLINE" and client.connects == 2
+    assert board.transitions() == [
+        ("UNKNOWN", "ONLINE"),
+        ("ONLINE", "DEGRADED"),
+        ("DEGRADED", "ONLINE"),
+    ]
+    code = "1006" if abort else "1011"
+    dropped, refused = (r for r in board.reports if r.failed)
+    assert dropped.state == refused.state == "DEGRADED"
+    assert dropped.reason.startswith("disconnected: ") and code in dropped.reason
+    assert dropped.reason.endswith(", reconnecting")
+    assert refused.reason.startswith("connect failed: ") and "503" in refused.reason
+    assert dropped.last_success_at is not None and dropped.last_success_at >= first_success
+    assert board.changes[1][2] == dropped.reason  # the change says why
+    record = board.record
+    assert (record.successes, record.failures) == (2, 2)
+    assert record.last_error == refused.reason
+
+
+async def test_a_silent_stream_is_degraded_then_online_after_reconnecting() -> None:
+    board = _Board()
+    settings = replace(FAST, silence_timeout=0.3)
+    async with (
+        run_ws_simulator() as simulator,
+        streaming(simulator, SymbolInterest(["BTC"]), settings, board.report) as (client, _),
+    ):
+        with trio.fail_after(3):
+            await client.wait_until(lambda: client.health_state == "ONLINE")
+        simulator.silence("kraken")
+        with trio.fail_after(3):
+            await client.wait_until(lambda: client.health_state == "DEGRADED")
+        assert board.state == "DEGRADED"
+        assert board.record.reason == "silent for 0.3 s, reconnecting"
+        with trio.fail_after(3):
+            await client.wait_until(lambda: client.health_state == "ONLINE")
+        assert board.state == "ONLINE" and client.status().state == "ONLINE"
+    assert board.transitions() == [
+        ("UNKNOWN", "ONLINE"),
+        ("ONLINE", "DEGRADED"),
+        ("DEGRADED", "ONLINE"),
+    ]
+
+
+async def test_repeated_failed_connections_make_a_stream_offline_until_it_delivers() -> None:
+    board = _Board()
+    settings = replace(FAST, offline_after=3)
+    async with run_ws_simulator() as simulator:
+        simulator.reject_connections("kraken", 4)
+        async with streaming(simulator, SymbolInterest(["BTC"]), settings, board.report) as (
+            client,
+            _,
+        ):
+            with trio.fail_after(3):
+                await client.wait_until(lambda: client.health_state == "OFFLINE")
+                assert board.state == "OFFLINE"
+                assert board.record.reason.startswith("connect failed: ")
+                assert board.record.reason.endswith("(3 failures in a row)")
+                await client.wait_until(lambda: client.health_state == "ONLINE")
+    # Never delivered before: UNKNOWN, then DEGRADED twice (one change), OFFLINE, ONLINE.
+    assert board.transitions() == [
+        ("UNKNOWN", "DEGRADED"),
+        ("DEGRADED", "OFFLINE"),
+        ("OFFLINE", "ONLINE"),
+    ]
+    assert [r.state for r in board.reports if r.failed] == [
+        "DEGRADED",
+        "DEGRADED",
+        "OFFLINE",
+        "OFFLINE",
+    ]
+    assert board.record.last_success_at is not None
+
+
+async def test_a_connection_that_delivers_nothing_is_not_online(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The scripted upstream sends heartbeats but never a tick: connected is not enough.
+    attempts: list[float] = []
+    board = _Board()
+    settings = replace(FAST, backoff_initial=1, backoff_max=8, offline_after=2)
+    client = KrakenStream(
+        SymbolInterest(["BTC"]),
+        TickRecorder().publish,
+        settings=settings,
+        connect=_scripted([5.0, 5.0], attempts),
+        on_health=board.report,
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(client.run)
+        await trio.sleep(30)
+        nursery.cancel_scope.cancel()
+    assert client.connects == 2 and board.state == "OFFLINE"
+    assert board.transitions() == [("UNKNOWN", "DEGRADED"), ("DEGRADED", "OFFLINE")]
+    assert (
+        board.reports[0].reason
+        == "disconnected: closed with 1001 GOING_AWAY (going away), reconnecting"
+    )
+
+
+async def test_an_online_stream_refreshes_its_last_success_without_a_change(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    board = _Board()
+    recorder = TickRecorder()
+
+    class _Ticking(_ScriptedConnection):
+        async def get_message(self) -> str:
+            await trio.sleep(1.0)
+            if trio.current_time() >= self.ends_at:
+                raise ConnectionClosed(CloseReason(1001, "going away"))
+            return (
+                '{"channel":"ticker","type":"update","data":[{"symbol":"BTC/USD",'
+                '"last":70000.5,"timestamp":"2024-03-25T09:00:00.000000Z"}]}'
+            )
+
+    @asynccontextmanager
+    async def connect(url: str, **options: Any) -> AsyncIterator[_ScriptedConnection]:
+        yield _Ticking(60.0)
+
+    client = KrakenStream(
+        SymbolInterest(["BTC"]),
+        recorder.publish,
+        settings=FAST,
+        connect=connect,
+        on_health=board.report,
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(client.run)
+        await trio.sleep(30)
+        nursery.cancel_scope.cancel()
+    online = [r for r in board.reports if r.state == "ONLINE"]
+    # one report on the first tick, then one per HEALTH_REFRESH (5 s) while ticks arrive
+    assert 5 <= len(online) <= 7 and board.transitions() == [("UNKNOWN", "ONLINE")]
+    assert board.record.successes == 1
+    assert board.record.last_success_at == online[-1].last_success_at is not None

@@ -14,6 +14,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,13 +22,14 @@ import pytest
 import trio
 
 import gateway.upstream as upstream_pkg
-from gateway.config import AuthSpec, ProviderConfig, RateLimitWindow
+from gateway.config import AuthSpec, ProviderConfig, RateLimitWindow, load_providers
 from gateway.errors import (
     UpstreamError,
     UpstreamPayloadError,
     UpstreamRateLimited,
     UpstreamUnconfigured,
 )
+from gateway.sources.defillama import fetch_protocols
 from gateway.upstream import (
     DEFAULT_MAX_RESPONSE_BYTES,
     NO_RETRY,
@@ -874,3 +876,150 @@ async def test_limiters_and_breakers_can_be_created_up_front() -> None:
 async def test_request_parsed_returns_the_parsed_value() -> None:
     async with UpstreamClient(transport=httpx.MockTransport(respond(200, b"[1,2,3]"))) as client:
         assert await client.request_parsed(PROVIDER, "/x", sum) == 6
+
+
+# -- per-provider response caps and large bodies ------------------------------------------------
+
+MIB = 1024 * 1024
+
+
+def _strings(total_bytes: int) -> bytes:
+    """A JSON array of 1 KB strings, about `total_bytes` long."""
+    return json.dumps(["x" * 1000] * (total_bytes // 1004)).encode()
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "streamed"])
+async def test_a_providers_own_cap_admits_a_body_over_the_default_and_still_bounds_it(
+    declared: bool,
+) -> None:
+    big = replace(PROVIDER, id="big", max_response_bytes=8 * MIB)
+
+    def handler_for(body: bytes) -> Handler:
+        async def chunks() -> AsyncIterator[bytes]:
+            for start in range(0, len(body), 64 * 1024):
+                yield body[start : start + 64 * 1024]
+
+        async def handler(request: httpx.Request) -> httpx.Response:
+            return httpx.Response(200, content=body if declared else chunks())
+
+        return handler
+
+    six = _strings(6 * MIB)
+    assert DEFAULT_MAX_RESPONSE_BYTES < len(six) < 8 * MIB
+    async with mock_client(handler_for(six)) as client:
+        assert len(await client.get_json(big, "/protocols")) == len(six) // 1004
+        with pytest.raises(UpstreamPayloadError, match=f"{DEFAULT_MAX_RESPONSE_BYTES}-byte limit"):
+            await client.get_json(PROVIDER, "/protocols")  # no cap of its own: the default
+    nine = _strings(9 * MIB)
+    async with mock_client(handler_for(nine)) as client:
+        with pytest.raises(UpstreamPayloadError, match=f"exceeds the {8 * MIB}-byte limit"):
+            await client.get_json(big, "/protocols")
+        assert client.attempts[-1].error_type == "malformed"
+
+
+async def test_a_large_body_is_decoded_and_parsed_in_a_worker_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import threading
+
+    loop_thread = threading.get_ident()
+    decoded_in: list[int] = []
+    real = client_module._decode_in_pieces
+
+    def spy(body: bytes) -> Any:
+        decoded_in.append(threading.get_ident())
+        return real(body)
+
+    monkeypatch.setattr(client_module, "_decode_in_pieces", spy)
+    parsed_in: list[int] = []
+
+    def parse(payload: Any) -> int:
+        parsed_in.append(threading.get_ident())
+        return len(payload)
+
+    large = _strings(client_module.LARGE_BODY_BYTES + 10_000)
+    async with mock_client(respond(200, large)) as client:
+        assert await client.request_parsed(PROVIDER, "/large", parse) == len(large) // 1004
+        assert decoded_in and parsed_in and loop_thread not in decoded_in + parsed_in
+        decoded_in.clear()
+        parsed_in.clear()
+    async with mock_client(respond(200, b'["small"]')) as client:
+        assert await client.request_parsed(PROVIDER, "/small", parse) == 1
+        assert decoded_in == [] and parsed_in == [loop_thread]  # small bodies stay inline
+    broken = large[:-1] + b",]"
+    async with mock_client(respond(200, broken)) as client:
+        with pytest.raises(UpstreamPayloadError, match="not valid JSON"):
+            await client.get_json(PROVIDER, "/broken")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[]",
+        b" [ ]\n",
+        b'[1, {"a": [1, 2]}, "x" , null, true, 1.5e3]',
+        b'{"a": [1, 2]}',
+        b'"just a string"',
+        b"[[1], [2]]",
+        b"[NaN, Infinity]",
+        "[1, 2]".encode("utf-8-sig"),
+        '["é"]'.encode("utf-16"),
+    ],
+)
+def test_decoding_in_pieces_gives_what_json_loads_gives(body: bytes) -> None:
+    decoded = client_module._decode_in_pieces(body)
+    assert json.dumps(decoded) == json.dumps(json.loads(body))
+
+
+@pytest.mark.parametrize(
+    "body", [b"[1,]", b"[1 2]", b"[1", b"[1] x", b"", b"[", b"\xff[]", b"[,1]", b"[1,\n]"]
+)
+def test_decoding_in_pieces_refuses_what_json_loads_refuses(body: bytes) -> None:
+    with pytest.raises(ValueError):
+        json.loads(body)
+    with pytest.raises(ValueError):
+        client_module._decode_in_pieces(body)
+
+
+def _realistic_protocols(count: int) -> bytes:
+    """`count` protocols shaped like DefiLlama's fixture, as one /protocols body."""
+    root = Path(__file__).resolve().parent
+    fixture = json.loads((root / "upstream/fixtures/defillama_protocols.json").read_text())
+    rng = random.Random(7)
+    chains = ["Ethereum", "Arbitrum", "Polygon", "Avalanche", "Optimism", "Base", "BSC", "Solana"]
+    protocols = []
+    for n in range(count):
+        item = dict(fixture[n % len(fixture)])
+        on = rng.sample(chains, rng.randint(1, 6))
+        item |= {
+            "id": str(n),
+            "name": f"Protocol {n}",
+            "slug": f"protocol-{n}",
+            "chains": on,
+            "tvl": rng.random() * 1e9,
+            "chainTvls": {c: rng.random() * 1e8 for c in on},
+            "description": "A protocol " + "x" * rng.randint(40, 300),
+        }
+        protocols.append(item)
+    return json.dumps(protocols).encode()
+
+
+def _shipped(provider_id: str) -> ProviderConfig:
+    provider = load_providers(Path(__file__).resolve().parents[1] / "providers.toml").get(
+        provider_id
+    )
+    assert provider is not None
+    return provider
+
+
+async def test_a_realistic_defillama_protocols_list_fits_the_shipped_cap() -> None:
+    """About 6,000 protocols shaped like DefiLlama's (over 5 MiB), through the shipped entry."""
+    body = _realistic_protocols(6_000)
+    assert len(body) > DEFAULT_MAX_RESPONSE_BYTES
+    shipped = _shipped("defillama")
+    assert shipped.max_response_bytes == 32 * MIB
+    defillama = replace(shipped, base_url="https://api.llama.test")
+    async with mock_client(respond(200, body)) as client:
+        with trio.fail_after(10):
+            parsed = await fetch_protocols(client, defillama)
+    assert len(parsed) == 6_000 and parsed[5_999].slug == "protocol-5999"

@@ -28,11 +28,18 @@ here, written once:
   what one connection carries.
 * **No interest, no connection**: while the interest set has nothing this exchange lists, the
   client stays disconnected (Coinbase drops a connection that does not subscribe within 5 s).
+* **Health** (`on_health`, fed to the provider status board): ONLINE once a connection delivers
+  a tick (refreshed at most every `HEALTH_REFRESH` while messages arrive); DEGRADED when it is
+  lost, goes silent or cannot be made, while reconnecting; OFFLINE after `offline_after`
+  connections in a row ended without delivering a tick. Every attempt is bounded
+  (`connect_timeout`, `silence_timeout`), so "repeatedly failing" is also "down for a while".
+  Each report says why ("connected", "silent for 30 s, reconnecting", "connect failed: …").
 
 `run()` reports started at once and never raises for upstream trouble; only bugs escape, for
 the supervisor to restart it. The state it exposes (`connected`, `last_message_at`,
-`reconnects`, `malformed`, `is_live(symbol)`, `status()`) is what health, metrics and the REST
-fallback read: `StreamGroup.is_live(symbol)` is False exactly when no stream serves the symbol.
+`reconnects`, `malformed`, `is_live(symbol)`, `health_state`, `status()`) is what health,
+metrics and the REST fallback read: `StreamGroup.is_live(symbol)` is False exactly when no
+stream serves the symbol.
 
 Must never: publish a value the exchange did not send, hold an unbounded buffer, or let an
 upstream failure escape `run()`.
@@ -68,11 +75,14 @@ from gateway.sources import Publish, is_valid_price, number_or_none
 from gateway.sources.interest import SymbolInterest
 
 __all__ = [
+    "HEALTH_REFRESH",
     "IGNORED",
     "Connect",
     "Frame",
+    "HealthReport",
     "StreamClient",
     "StreamGroup",
+    "StreamHealth",
     "StreamSettings",
     "StreamStatus",
     "decode_json",
@@ -109,6 +119,10 @@ _TROUBLE: Final = (
 # Requests whose answer we still wait for, per connection; older ones are forgotten.
 _MAX_PENDING_REQUESTS: Final = 64
 
+# While ONLINE, the status board's "last success" is refreshed at most this often (not once per
+# message: a busy feed sends hundreds a second).
+HEALTH_REFRESH: Final = 5 * SECONDS
+
 
 @dataclass(frozen=True)
 class StreamSettings:
@@ -130,6 +144,9 @@ class StreamSettings:
     min_publish_interval: float = 1 * SECONDS
     max_subscriptions: int = 200
     max_message_bytes: int = 1024 * 1024
+    # Connections in a row that end without delivering a tick (refused, timed out, silent,
+    # dropped) before the stream is reported OFFLINE rather than DEGRADED.
+    offline_after: int = 3
 
     def __post_init__(self) -> None:
         for name in (
@@ -148,6 +165,8 @@ class StreamSettings:
             raise ValueError("healthy_after, resubscribe_delay, min_publish_interval >= 0")
         if self.max_subscriptions < 1 or self.max_message_bytes < 1024:
             raise ValueError("max_subscriptions >= 1 and max_message_bytes >= 1024")
+        if self.offline_after < 1:
+            raise ValueError("offline_after must be at least 1")
 
 
 def reconnect_delay(failures: int, initial: float, cap: float) -> float:
@@ -182,6 +201,25 @@ IGNORED: Final = Frame()
 
 
 @dataclass(frozen=True, slots=True)
+class StreamHealth:
+    """What a stream tells the provider status board (`ProviderStatusBoard.report`).
+
+    `state`: ONLINE, DEGRADED or OFFLINE; `reason`: why, for people; `failed`: this report is a
+    lost or refused connection (counted as a failure); `last_success_at`: the last message.
+    """
+
+    provider: str
+    state: str
+    reason: str
+    at: datetime
+    last_success_at: datetime | None
+    failed: bool = False
+
+
+HealthReport = Callable[[StreamHealth], None]
+
+
+@dataclass(frozen=True, slots=True)
 class StreamStatus:
     """A snapshot of one stream for health pages and metrics. Symbols are canonical."""
 
@@ -200,6 +238,8 @@ class StreamStatus:
     upstream_errors: int
     ticks: int
     last_error: str | None
+    state: str | None = None  # ONLINE | DEGRADED | OFFLINE; None before the first report
+    state_reason: str | None = None
 
 
 class StreamClient:
@@ -221,6 +261,7 @@ class StreamClient:
         symbols: Iterable[str] | None = None,
         provider_id: str | None = None,
         connect: Connect = open_websocket_url,
+        on_health: HealthReport | None = None,
     ) -> None:
         self.interest = interest
         self.settings = settings or StreamSettings()
@@ -246,6 +287,13 @@ class StreamClient:
         self.ticks = 0
         self.backoff = 0.0
         self.last_error: str | None = None
+        # Called (synchronously; it must not block) with each health report.
+        self.on_health = on_health
+        self.health_state: str | None = None
+        self.health_reason: str | None = None
+        self._health_refreshed = -math.inf
+        self._bad_sessions = 0  # connections in a row that ended without delivering a tick
+        self._got_tick = False
 
         # Per connection: upstream id -> canonical symbol, and what the exchange refused.
         self._subscribed: dict[str, str] = {}
@@ -270,6 +318,8 @@ class StreamClient:
         interest: SymbolInterest,
         publish: Publish,
         settings: StreamSettings | None = None,
+        *,
+        on_health: HealthReport | None = None,
     ) -> StreamClient:
         """A client for a providers.toml entry: its base_url, symbols and timeout."""
         settings = settings or StreamSettings(connect_timeout=provider.timeout_seconds)
@@ -280,6 +330,7 @@ class StreamClient:
             settings=settings,
             symbols=provider.symbols,
             provider_id=provider.id,
+            on_health=on_health,
         )
 
     # -- what an exchange module provides ---------------------------------------------------
@@ -348,6 +399,8 @@ class StreamClient:
             upstream_errors=self.upstream_errors,
             ticks=self.ticks,
             last_error=self.last_error,
+            state=self.health_state,
+            state_reason=self.health_reason,
         )
 
     async def wait_changed(self) -> None:
@@ -374,15 +427,19 @@ class StreamClient:
             await self._wait_for_interest()
             if retrying:
                 self.reconnects += 1
+            connects, silences = self.connects, self.silences
             healthy = await self._session()
             if self._idle:  # closed because nothing is wanted: not a failure
                 self.failures = 0
                 retrying = False
+                if self.health_state is not None:
+                    self._report(self.health_state, "idle: no watched symbol is listed here")
                 continue
             self.failures = 1 if healthy else self.failures + 1
             self.backoff = reconnect_delay(
                 self.failures, self.settings.backoff_initial, self.settings.backoff_max
             )
+            self._lost(up=self.connects > connects, silent=self.silences > silences)
             self._log.warning(
                 "stream.disconnected",
                 reason=self._end_reason,
@@ -423,6 +480,7 @@ class StreamClient:
         self._idle = False
         self._end_reason = None
         self._got_message = False
+        self._got_tick = False
         self._requests.clear()
         self._refused.clear()
         self._subscribed = dict(wanted)
@@ -469,6 +527,41 @@ class StreamClient:
     def _end(self, reason: str) -> None:
         if self._end_reason is None:
             self._end_reason = reason
+
+    # -- health -----------------------------------------------------------------------------
+
+    def _report(self, state: str, reason: str, *, failed: bool = False) -> None:
+        changed = state != self.health_state
+        self.health_state, self.health_reason = state, reason
+        self._health_refreshed = trio.current_time()
+        if self.on_health is not None:
+            health = StreamHealth(
+                self.provider_id, state, reason, utc_now(), self.last_message_at, failed
+            )
+            self.on_health(health)
+        if changed:
+            self._notify()
+
+    def _delivering(self) -> None:
+        """A tick arrived on this connection: ONLINE, if it was not already."""
+        self._got_tick = True
+        if self.health_state != "ONLINE":
+            self._report("ONLINE", "connected")
+
+    def _lost(self, *, up: bool, silent: bool) -> None:
+        """A connection ended (or was never made): DEGRADED, or OFFLINE when it keeps failing."""
+        self._bad_sessions = 1 if self._got_tick else self._bad_sessions + 1
+        detail = self._end_reason or "connection ended"
+        if silent:
+            what = f"silent for {self.settings.silence_timeout:g} s"
+        elif up:
+            what = f"disconnected: {detail}"
+        else:
+            what = f"connect failed: {detail}"
+        if self._bad_sessions >= self.settings.offline_after:
+            self._report("OFFLINE", f"{what} ({self._bad_sessions} failures in a row)", failed=True)
+        else:
+            self._report("DEGRADED", f"{what}, reconnecting", failed=True)
 
     def _up(self) -> None:
         self.connected = True
@@ -523,6 +616,11 @@ class StreamClient:
                         frame=_excerpt(message),
                     )
                 continue
+            if (
+                self.health_state == "ONLINE"
+                and trio.current_time() - self._health_refreshed >= HEALTH_REFRESH
+            ):
+                self._report("ONLINE", "connected")  # a well-formed message: still alive
             ticks = self._apply(frame)
             if ticks:
                 await self._emit(ticks)
@@ -554,6 +652,8 @@ class StreamClient:
                 changed = True
         if changed:
             self._notify()
+        if ticks:
+            self._delivering()
         return ticks
 
     async def _emit(self, ticks: list[PriceTick]) -> None:
