@@ -134,11 +134,14 @@ class CandleHistory:
         self.providers = providers
         self.reserve = reserve
         self._locks: dict[tuple[str, int], trio.Lock] = {}
+        self._rank: dict[str, int] = {}  # provider id -> position in the last listing
 
     def sources(self, interval_seconds: int) -> list[tuple[ProviderConfig, CandleSource]]:
         """The providers that serve candles of this interval, in the order they are asked."""
         found = []
-        for provider in self.providers():
+        providers = list(self.providers())
+        self._rank = {provider.id: index for index, provider in enumerate(providers)}
+        for provider in providers:
             source = candle_source_for(provider)
             if source is not None and interval_seconds in source.intervals:
                 found.append((provider, source))
@@ -152,13 +155,20 @@ class CandleHistory:
         width = interval_seconds * 1000
         span = (_ms(start) // width * width, _ms(end))
         stored = await self.store.candles(symbol, interval_seconds, span)
-        rank = {provider.id: index for index, provider in enumerate(self.providers())}
-        best: dict[datetime, tuple[tuple[bool, int, int], Candle]] = {}
+        # Ties between providers' candles go to the pool order last seen by `sources()` (not
+        # asked for here: with a ROUND_ROBIN pool every listing is a pick), then by name.
+        rank = self._rank
+        best: dict[datetime, tuple[tuple[bool, int, int, str], Candle]] = {}
         for origin, candles in enumerate((own, stored)):
             for candle in candles:
                 if candle.open_time >= end:
                     continue
-                key = (not candle.complete, origin, rank.get(candle.provider, len(rank)))
+                key = (
+                    not candle.complete,
+                    origin,
+                    rank.get(candle.provider, len(rank)),
+                    candle.provider,
+                )
                 held = best.get(candle.open_time)
                 if held is None or key < held[0]:
                     best[candle.open_time] = (key, candle)
