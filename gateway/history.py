@@ -39,7 +39,15 @@ from gateway.sources.candle_fetchers import CandleSource, candle_source_for
 from gateway.storage import Storage
 from gateway.upstream import UpstreamClient
 
-__all__ = ["FILL_RESERVE", "SETTLE_SECONDS", "CandleHistory", "FillReport", "History"]
+__all__ = [
+    "FILL_RESERVE",
+    "SETTLE_SECONDS",
+    "CandleHistory",
+    "FillReport",
+    "History",
+    "closed_grid",
+    "holes",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -193,8 +201,9 @@ class CandleHistory:
         if not missing or fill_seconds is None or self.client is None:
             return History(series, missing)
         report = FillReport()
-        async with self._lock(symbol, interval_seconds):
-            with trio.move_on_after(fill_seconds):
+        # The wait for another request's fill of the same series counts against the budget.
+        with trio.move_on_after(fill_seconds):
+            async with self._lock(symbol, interval_seconds):
                 await self.fill(symbol, interval_seconds, missing, now, report)
         series = await self.read(symbol, interval_seconds, start, end, now)
         return History(series, holes(series, interval_seconds, grid), report)

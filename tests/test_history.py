@@ -267,3 +267,23 @@ async def test_on_demand_filling_leaves_the_collectors_their_budget(
             # the backfill spends the budget (reserve 0), waiting in the limiter if it must
             spender = CandleHistory(storage, client, lambda: [binance], reserve=0)
             assert (await spender.candles("BTC", 3600, now - 6 * HOUR, now)).missing == []
+
+
+async def test_concurrent_requests_for_the_same_holes_ask_upstream_once(
+    storage: Storage, sim: Simulator
+) -> None:
+    with trio.fail_after(10):
+        async with UpstreamClient() as client:
+            history = CandleHistory(storage, client, lambda: [sim.provider("binance")])
+            sim.inject("binance", Fault.latency(0.3, times=1))  # the first fill takes a while
+            now = utc_now()
+            results = []
+
+            async def ask() -> None:
+                results.append(await history.candles("ETH", 60, now - 3 * HOUR, now))
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(3):
+                    nursery.start_soon(ask)
+            assert candle_requests(sim, "binance") == 1  # 180 minutes: one page
+            assert all(r.missing == [] and r.candles == results[0].candles for r in results)
