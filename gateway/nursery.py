@@ -120,11 +120,12 @@ def _make_ingest(
             bus.prices.publish(tick)
 
     async def ingest(ticks: Sequence[PriceTick]) -> None:
-        # Queue for the store, publish live, then wait for the commit. A replaying subscriber
-        # (priceTicks with `since`) subscribes, waits for the queue to drain
-        # (Storage.committed), then reads: a tick it did not see live was queued before it
-        # subscribed, so it is in the store by then. Publishing does not wait for the commit.
-        await storage.write_ticks(ticks, queued=partial(publish, ticks))
+        # Queue for the store, then publish live; the commit is not awaited, or a stream could
+        # handle only one message per batch window (the queue's bound still pushes back). A
+        # replaying subscriber (priceTicks with `since`) subscribes, waits for the queue to
+        # drain (Storage.committed), then reads: a tick it did not see live was queued before
+        # it subscribed, so it is in the store by then.
+        await storage.queue_ticks(ticks, queued=partial(publish, ticks))
 
     return ingest
 

@@ -28,6 +28,7 @@ from math import ceil, isfinite
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
+import structlog
 import trio
 from sqlite_utils import Database
 
@@ -38,6 +39,7 @@ from gateway.models import Candle, PriceTick, utc_now
 __all__ = ["Storage"]
 
 _T = TypeVar("_T")
+log = structlog.get_logger(__name__)
 _Row = tuple[str, str, int, float, float | None, float | None, float | None]
 
 _READERS: Final = 4  # concurrent read queries; more would only contend for the same disk
@@ -538,9 +540,7 @@ class Storage:
             finally:  # nobody may be left waiting for a writer that is gone
                 self._fail_queued("the writer stopped before these ticks were committed")
 
-    async def write_ticks(
-        self, ticks: Sequence[PriceTick], *, queued: Callable[[], None] | None = None
-    ) -> None:
+    async def write_ticks(self, ticks: Sequence[PriceTick]) -> None:
         """Store ticks; returns once the transaction holding them has committed.
 
         Waits for room while the queue holds `storage_queue` rows (backpressure). A tick whose
@@ -549,26 +549,40 @@ class Storage:
         ValueError for a tick with a naive `observed_at` or a non-finite price (SQLite would
         store NaN as NULL and fail the whole batch, other callers' ticks included). A call
         cancelled after its ticks were queued still has them committed: writes are idempotent.
+        """
+        for request in await self.queue_ticks(ticks):
+            await self._settled(request)
 
-        `queued()` is called once every tick is in the queue, before the commit is awaited:
-        ingest publishes live ticks there, so whoever sees a tick live can also wait for it
-        with `committed()`.
+    async def queue_ticks(
+        self, ticks: Sequence[PriceTick], *, queued: Callable[[], None] | None = None
+    ) -> list[_Request]:
+        """Queue ticks for the writer and return without waiting for their commit (only for
+        room, while the queue is full). The same validation as write_ticks; a commit that
+        fails later is logged by the writer (`storage.commit_failed`).
+
+        For ingest: a stream must not wait a whole batch window per message, or one stream
+        could publish only a few messages a second (bench/stream_latency.py found 4/s with the
+        default 0.25 s batches). `queued()` is called once every tick is in the queue: ingest
+        publishes live ticks there, so whoever sees a tick live can wait for it with
+        `committed()`.
         """
         rows = [_row(tick) for tick in ticks]  # validate all before queueing any
-        await self.write(_INSERT_SQL, rows, queued=queued)
+        requests = await self._enqueue(_INSERT_SQL, rows)
+        if queued is not None:
+            queued()
+        return requests
 
-    async def write(
-        self,
-        sql: str,
-        rows: Sequence[Sequence[Any]],
-        *,
-        queued: Callable[[], None] | None = None,
-    ) -> None:
+    async def write(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         """Execute `sql` once per row through the batching writer; returns once committed.
 
         The general form of write_ticks(), for the other tables (see gateway.provider_store):
         the same queue bound, batching, shutdown flush and error rules apply.
         """
+        for request in await self._enqueue(sql, rows):
+            await self._settled(request)
+
+    async def _enqueue(self, sql: str, rows: Sequence[Sequence[Any]]) -> list[_Request]:
+        """Queue rows in chunks, waiting for room as needed; StorageError once stopped."""
         requests: list[_Request] = []
         iterator = iter(rows)
         while chunk := list(islice(iterator, self._chunk)):
@@ -581,15 +595,16 @@ class Storage:
             self._queued_rows += len(chunk)
             self._work.unpark_all()
             requests.append(request)
-        if queued is not None:
-            queued()
-        for request in requests:
-            await request.done.wait()
-            if request.error is not None:
-                raise request.error
         if not requests:
             self._check_accepting()
             await trio.lowlevel.checkpoint()
+        return requests
+
+    @staticmethod
+    async def _settled(request: _Request) -> None:
+        await request.done.wait()
+        if request.error is not None:
+            raise request.error
 
     def write_nowait(self, sql: str, rows: Sequence[Sequence[Any]]) -> bool:
         """Queue rows without waiting for room or for the commit (for bookkeeping written from
@@ -611,7 +626,7 @@ class Storage:
         """Return once every write queued before this call is committed (or has failed).
 
         For readers that must see what was already on its way to the store: ingest queues a
-        tick before publishing it live (`write_ticks(queued=…)`), so a replaying subscriber that
+        tick before publishing it live (`queue_ticks(queued=…)`), so a replaying subscriber that
         subscribes to the live bus, then calls this, then reads, finds every tick either in its
         live buffer or in the store. Batches commit in queue order, so waiting for the newest
         request is waiting for all of them.
@@ -641,6 +656,7 @@ class Storage:
             )
         except StorageError as exc:
             error = exc
+            log.error("storage.commit_failed", rows=size, error=str(exc))
         except BaseException:
             # Cancelled before the thread started (once started it cannot be cancelled), or an
             # unexpected error that atomic() rolled back: nothing was written, so the batch

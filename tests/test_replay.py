@@ -83,3 +83,24 @@ async def test_replay_then_live_without_gap_or_duplicate(start_gateway: StartGat
             ]
             await ingest(live)
             assert await received(ws, 3) == [200.0, 201.0, 202.0]
+
+
+async def test_ingest_publishes_without_waiting_for_the_commit(
+    start_gateway: StartGateway,
+) -> None:
+    # A stream hands over one message at a time: if ingest waited for each commit (a whole
+    # batch window), one stream could publish only a few messages a second.
+    running = await start_gateway(storage_batch_seconds=1.0)
+    ingest = ingest_for(running)
+    storage = running.services.storage
+    base = utc_now()
+    with running.services.bus.prices.subscribe() as live:
+        started = trio.current_time()
+        for n in range(20):
+            await ingest([PriceTick("BTC", 100.0 + n, "p", base + timedelta(milliseconds=n))])
+        assert trio.current_time() - started < 0.5
+        assert live.pending == 20
+    assert await storage.tick_count() == 0  # still in the 1 s batch window
+    with trio.fail_after(3):
+        await storage.committed()
+    assert await storage.tick_count() == 20

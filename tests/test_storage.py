@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog.testing
 import trio
 import trio.testing
 
@@ -360,6 +361,23 @@ async def test_failed_commit_fails_its_callers_and_the_writer_carries_on(
         monkeypatch.undo()
         await storage.write_ticks([tick(1)])
         assert await storage.tick_count() == 1
+
+
+async def test_a_queued_write_that_fails_to_commit_is_logged(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # queue_ticks does not wait for the commit, so nobody would hear of the failure otherwise.
+    def broken(rows: object) -> int:
+        raise StorageError("disk on fire")
+
+    with trio.fail_after(10), structlog.testing.capture_logs() as logs:
+        monkeypatch.setattr(storage, "_insert_sync", broken)
+        published: list[bool] = []
+        await storage.queue_ticks([tick(0)], queued=lambda: published.append(True))
+        assert published == [True]
+        await storage.committed()
+    failures = [e for e in logs if e["event"] == "storage.commit_failed"]
+    assert len(failures) == 1 and failures[0]["rows"] == 1
 
 
 async def test_invalid_ticks_are_refused_before_queueing(storage: Storage) -> None:
