@@ -112,6 +112,11 @@ class Settings:
     ttl_protocols: float = 60 * MINUTES
     ttl_tvl: float = 60 * MINUTES
 
+    # A live exchange stream publishes at most one tick per symbol this often (the latest
+    # wins), so a feed that pushes every trade costs subscribers and the store one tick per
+    # interval; 0 publishes every message. GATEWAY_STREAM_PUBLISH_INTERVAL, in seconds.
+    stream_publish_interval: float = 1 * SECONDS
+
     # priceHistory/ohlcv fill holes from upstream candle endpoints for at most this long per
     # request; what was stored by then stays stored, the rest is reported as missing.
     history_fill_seconds: float = 8 * SECONDS
@@ -141,6 +146,8 @@ class Settings:
         for name in ("ws_send_queue", "storage_batch_rows", "storage_queue", "bus_buffer"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
+        if not (math.isfinite(self.stream_publish_interval) and self.stream_publish_interval >= 0):
+            raise ConfigError("stream_publish_interval must be 0 or a positive number of seconds")
         for category in TTL_CATEGORIES:
             ttl = getattr(self, f"ttl_{category}")
             if not (math.isfinite(ttl) and ttl > 0):
@@ -257,9 +264,24 @@ def settings_from_env(env: dict[str, str] | None = None) -> Settings:
         symbols=tuple(s.strip().upper() for s in symbols.split(",") if s.strip())
         if symbols
         else None,
+        stream_publish_interval=_env_seconds(env, "GATEWAY_STREAM_PUBLISH_INTERVAL"),
         **_env_access(env),
         **_env_ttls(env),
     )
+
+
+def _env_seconds(env: dict[str, str], name: str) -> float | None:
+    """A duration in seconds: 0 or a positive, finite number (None when unset)."""
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise ConfigError(f"{name} must be 0 or a positive number of seconds, got {raw!r}")
+    return seconds
 
 
 # The market categories with their own cache TTL (Settings.ttl_<category>).

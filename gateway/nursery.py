@@ -46,7 +46,13 @@ from gateway.secrets import Secrets
 from gateway.server import serve_http
 from gateway.sources import Collector, CollectorContext, collector_for
 from gateway.sources.interest import SymbolInterest
-from gateway.sources.streams import StreamClient, StreamGroup, StreamHealth, stream_for
+from gateway.sources.streams import (
+    StreamClient,
+    StreamGroup,
+    StreamHealth,
+    StreamSettings,
+    stream_for,
+)
 from gateway.storage import Storage
 from gateway.upstream.client import UpstreamClient
 from gateway.ws import WebSocketOptions, WebSocketStats
@@ -250,6 +256,7 @@ class Gateway:
                     ingest,
                     services.streams,
                     registry.board,
+                    self.settings.stream_publish_interval,
                 )
             else:
                 collector_class = collector_for(provider)
@@ -281,6 +288,7 @@ async def _run_stream(
     publish: Callable[[Sequence[PriceTick]], Awaitable[None]],
     group: StreamGroup,
     board: ProviderStatusBoard,
+    publish_interval: float,
 ) -> None:
     """A fresh stream client per (re)start, registered so REST fallback can see it.
 
@@ -298,7 +306,10 @@ async def _run_stream(
             failed=health.failed,
         )
 
-    client = stream_class.from_provider(provider, interest, publish, on_health=on_health)
+    settings = StreamSettings(
+        connect_timeout=provider.timeout_seconds, min_publish_interval=publish_interval
+    )
+    client = stream_class.from_provider(provider, interest, publish, settings, on_health=on_health)
     group.put(client)
     await client.run()
 

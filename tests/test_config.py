@@ -542,3 +542,12 @@ def test_two_pools_for_one_category_or_one_id(tmp_path: Path) -> None:
 def test_providers_file_stays_constructible_positionally() -> None:
     assert ProvidersFile(()).pools == ()
     assert ProvidersFile(()).all_pools() == ()
+
+
+def test_stream_publish_interval_from_the_environment() -> None:
+    assert Settings().stream_publish_interval == 1.0
+    env = {"GATEWAY_STREAM_PUBLISH_INTERVAL": "0"}
+    assert settings_from_env(env).stream_publish_interval == 0.0
+    for bad in ("-1", "soon", "inf"):
+        with pytest.raises(ConfigError, match="GATEWAY_STREAM_PUBLISH_INTERVAL"):
+            settings_from_env({"GATEWAY_STREAM_PUBLISH_INTERVAL": bad})
