@@ -85,6 +85,11 @@ class Settings:
     storage_batch_rows: int = 500
     storage_batch_seconds: float = 0.25 * SECONDS
     storage_queue: int = 10_000
+    # Raw ticks older than this many days are deleted (hourly, in small transactions); the
+    # one-minute candles built from them are kept, so priceHistory/ohlcv still reach back.
+    # Streams store up to a tick per symbol per second: a month of 20 symbols is ~50M rows.
+    # 0 keeps every tick. GATEWAY_TICK_RETENTION_DAYS.
+    tick_retention_days: float = 30.0
 
     # The event bus: each internal subscriber (fan-out group, storage feed) buffers this many.
     bus_buffer: int = 1024
@@ -146,6 +151,8 @@ class Settings:
         for name in ("ws_send_queue", "storage_batch_rows", "storage_queue", "bus_buffer"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
+        if not (math.isfinite(self.tick_retention_days) and self.tick_retention_days >= 0):
+            raise ConfigError("tick_retention_days must be 0 (keep all) or a positive number")
         if not (math.isfinite(self.stream_publish_interval) and self.stream_publish_interval >= 0):
             raise ConfigError("stream_publish_interval must be 0 or a positive number of seconds")
         for category in TTL_CATEGORIES:
@@ -265,13 +272,14 @@ def settings_from_env(env: dict[str, str] | None = None) -> Settings:
         if symbols
         else None,
         stream_publish_interval=_env_seconds(env, "GATEWAY_STREAM_PUBLISH_INTERVAL"),
+        tick_retention_days=_env_seconds(env, "GATEWAY_TICK_RETENTION_DAYS"),
         **_env_access(env),
         **_env_ttls(env),
     )
 
 
 def _env_seconds(env: dict[str, str], name: str) -> float | None:
-    """A duration in seconds: 0 or a positive, finite number (None when unset)."""
+    """A duration (in the unit its name says): 0 or a positive, finite number; None if unset."""
     raw = env.get(name)
     if raw is None or not raw.strip():
         return None
@@ -280,7 +288,7 @@ def _env_seconds(env: dict[str, str], name: str) -> float | None:
     except ValueError:
         seconds = math.nan
     if not (math.isfinite(seconds) and seconds >= 0):
-        raise ConfigError(f"{name} must be 0 or a positive number of seconds, got {raw!r}")
+        raise ConfigError(f"{name} must be 0 or a positive number, got {raw!r}")
     return seconds
 
 

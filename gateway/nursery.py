@@ -22,7 +22,9 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from functools import partial
+from typing import Final
 
 import structlog
 import trio
@@ -30,14 +32,14 @@ import trio
 from gateway.app import GatewayApp
 from gateway.bus import EventBus
 from gateway.chains import ChainHeads
-from gateway.config import ProviderConfig, ProvidersFile, Settings
+from gateway.config import SECONDS, ProviderConfig, ProvidersFile, Settings
 from gateway.consensus import OutlierWatch
 from gateway.context import RequestContext, Services
 from gateway.fanout import SubscriptionHub
 from gateway.gc_tuning import tune_gc
 from gateway.graphql_trio import GraphQLEngine
 from gateway.history import CandleHistory
-from gateway.models import PriceTick
+from gateway.models import PriceTick, utc_now
 from gateway.provider_status import ProviderStatusBoard
 from gateway.provider_store import ProviderStore
 from gateway.registry import ProviderRegistry
@@ -199,6 +201,17 @@ class Gateway:
                     await service.start(hub.run)
                     await service.start(registry.run)
                     self._start_collectors(service, registry, services, running.restarts)
+                    if settings.tick_retention_days > 0:
+                        service.start_soon(
+                            partial(
+                                supervise,
+                                "tick-retention",
+                                partial(prune_ticks_forever, storage, settings.tick_retention_days),
+                                initial_backoff=settings.restart_backoff_initial,
+                                max_backoff=settings.restart_backoff_max,
+                                restarts=running.restarts,
+                            )
+                        )
                     server_done = trio.Event()
 
                     async def serve(*, task_status: trio.TaskStatus[list[str]]) -> None:
@@ -312,6 +325,20 @@ async def _run_stream(
     client = stream_class.from_provider(provider, interest, publish, settings, on_health=on_health)
     group.put(client)
     await client.run()
+
+
+PRUNE_EVERY: Final = 3600 * SECONDS
+
+
+async def prune_ticks_forever(storage: Storage, retention_days: float) -> None:
+    """Delete raw ticks older than the retention, a minute after start and then hourly."""
+    await trio.sleep(60 * SECONDS)
+    while True:
+        cutoff = utc_now() - timedelta(days=retention_days)
+        deleted = await storage.prune_ticks(cutoff)
+        if deleted:
+            log.info("storage.ticks_pruned", deleted=deleted, before=cutoff.isoformat())
+        await trio.sleep(PRUNE_EVERY)
 
 
 async def serve_resiliently(

@@ -311,6 +311,24 @@ WHERE t.observed_ms = (SELECT max(observed_ms) FROM price_ticks
 ORDER BY t.symbol, t.provider
 """
 
+# Every symbol with ticks, one primary-key seek per symbol (a loose index scan).
+_SYMBOLS_SQL: Final = """
+WITH RECURSIVE s(symbol) AS (
+    SELECT min(symbol) FROM price_ticks
+    UNION ALL
+    SELECT (SELECT min(symbol) FROM price_ticks WHERE symbol > s.symbol) FROM s
+    WHERE s.symbol IS NOT NULL
+)
+SELECT symbol FROM s WHERE symbol IS NOT NULL
+"""
+
+_PRUNE_SQL: Final = """
+DELETE FROM price_ticks WHERE (symbol, provider, observed_ms) IN (
+    SELECT symbol, provider, observed_ms FROM price_ticks INDEXED BY price_ticks_symbol_time
+    WHERE symbol = ?1 AND observed_ms < ?2 LIMIT ?3
+)
+"""
+
 _SINCE_SQL: Final = f"""
 SELECT {_COLUMNS} FROM price_ticks
 WHERE symbol IN (SELECT value FROM json_each(:symbols)) AND observed_ms > :since
@@ -819,6 +837,23 @@ class Storage:
             )
             for n, open_, high, low, close, minutes, provider in rows
         ]
+
+    async def prune_ticks(self, before: datetime, batch: int = 20_000) -> int:
+        """Delete raw ticks observed before `before`, `batch` rows per transaction (so the
+        writer and readers are never held up for long), symbol by symbol through the time
+        index. The one-minute candles are kept. Returns the rows deleted."""
+        cutoff = _query_ms(before, "before")
+        symbols: list[str] = await self._read(
+            lambda db: [row[0] for row in db.execute(_SYMBOLS_SQL).fetchall()]
+        )
+        deleted = 0
+        for symbol in symbols:
+            while True:
+                _, count = await self.execute_now(_PRUNE_SQL, (symbol, cutoff, batch))
+                deleted += count
+                if count < batch:
+                    break
+        return deleted
 
     async def tick_count(self) -> int:
         """How many ticks are stored."""

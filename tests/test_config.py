@@ -551,3 +551,11 @@ def test_stream_publish_interval_from_the_environment() -> None:
     for bad in ("-1", "soon", "inf"):
         with pytest.raises(ConfigError, match="GATEWAY_STREAM_PUBLISH_INTERVAL"):
             settings_from_env({"GATEWAY_STREAM_PUBLISH_INTERVAL": bad})
+
+
+def test_tick_retention_from_the_environment() -> None:
+    assert Settings().tick_retention_days == 30.0
+    assert settings_from_env({"GATEWAY_TICK_RETENTION_DAYS": "0"}).tick_retention_days == 0.0
+    assert settings_from_env({"GATEWAY_TICK_RETENTION_DAYS": "7.5"}).tick_retention_days == 7.5
+    with pytest.raises(ConfigError, match="GATEWAY_TICK_RETENTION_DAYS"):
+        settings_from_env({"GATEWAY_TICK_RETENTION_DAYS": "-3"})

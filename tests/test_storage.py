@@ -573,7 +573,11 @@ async def test_minute_candles_are_an_index_range_scan(storage: Storage, db_path:
 async def test_minute_candles_match_candles_from_ticks(storage: Storage) -> None:
     """The two paths agree: candles_1m (whole minutes) and the ticks themselves."""
     with trio.fail_after(10):
-        ticks = [tick(i * 15, usd=100 + (i * 7919) % 13, provider=p) for i in range(240) for p in ("a", "b")]
+        ticks = [
+            tick(i * 15, usd=100 + (i * 7919) % 13, provider=p)
+            for i in range(240)
+            for p in ("a", "b")
+        ]
         await storage.write_ticks(ticks)
         await storage.write_ticks(ticks[:50])  # duplicates change nothing
         start, end = at(0), at(60)
@@ -581,5 +585,37 @@ async def test_minute_candles_match_candles_from_ticks(storage: Storage) -> None
         unaligned_end = end + timedelta(milliseconds=1)  # forces the path over the ticks
         from_ticks = await storage.candles("BTC", 300, start, unaligned_end, now=at(120))
     assert len(from_minutes) == 12
-    summary = [(c.open_time, c.open, c.high, c.low, c.close, c.provider, c.complete) for c in from_minutes]
-    assert summary == [(c.open_time, c.open, c.high, c.low, c.close, c.provider, c.complete) for c in from_ticks]
+    summary = [
+        (c.open_time, c.open, c.high, c.low, c.close, c.provider, c.complete) for c in from_minutes
+    ]
+    assert summary == [
+        (c.open_time, c.open, c.high, c.low, c.close, c.provider, c.complete) for c in from_ticks
+    ]
+
+
+# -- retention ----------------------------------------------------------------------------------
+
+
+async def test_pruning_deletes_old_ticks_in_batches_and_keeps_their_candles(
+    storage: Storage,
+) -> None:
+    old = [
+        tick(s, symbol=sym, provider=p)
+        for s in range(0, 600, 5)
+        for sym in ("BTC", "ETH")
+        for p in ("alpha", "beta")
+    ]
+    recent = [tick(7200 + s) for s in range(10)]
+    with trio.fail_after(10):
+        await storage.write_ticks(old + recent)
+        minutes = T0 + timedelta(minutes=10)
+        before = await storage.candles("ETH", 300, T0, minutes, now=T0 + timedelta(days=1))
+        deleted = await storage.prune_ticks(T0 + timedelta(hours=1), batch=7)
+        assert deleted == len(old)
+        assert await storage.tick_count() == len(recent)
+        latest = await storage.latest_ticks(["BTC"])
+        assert [t.observed_at for t in latest] == [recent[-1].observed_at]
+        # priceHistory over whole minutes is answered from the kept one-minute candles
+        after = await storage.candles("ETH", 300, T0, minutes, now=T0 + timedelta(days=1))
+        assert after == before and len(after) == 2
+        assert await storage.prune_ticks(T0 + timedelta(hours=1)) == 0
