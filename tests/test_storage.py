@@ -618,4 +618,15 @@ async def test_pruning_deletes_old_ticks_in_batches_and_keeps_their_candles(
         # priceHistory over whole minutes is answered from the kept one-minute candles
         after = await storage.candles("ETH", 300, T0, minutes, now=T0 + timedelta(days=1))
         assert after == before and len(after) == 2
+        # bounds off the minute grid read the minutes they touch; cut buckets are not complete
+        cut = await storage.candles(
+            "ETH",
+            300,
+            T0 + timedelta(seconds=30),
+            minutes - timedelta(seconds=1),
+            now=T0 + timedelta(days=1),
+        )
+        assert [c.open_time for c in cut] == [c.open_time for c in before]
+        assert [c.complete for c in cut] == [False, False]
+        assert cut[0].high == before[0].high
         assert await storage.prune_ticks(T0 + timedelta(hours=1)) == 0
