@@ -159,7 +159,27 @@ class Settings:
             ttl = getattr(self, f"ttl_{category}")
             if not (math.isfinite(ttl) and ttl > 0):
                 raise ConfigError(f"ttl_{category} must be a positive number of seconds")
+        self._validate_access()
         return self
+
+    def _validate_access(self) -> None:
+        """The access-control and HTTP-hygiene settings, also when set in code (tests, benches)
+        rather than through the environment, which `_env_access` checks on the way in."""
+        if self.anonymous_access not in _ANONYMOUS_ACCESS:
+            raise ConfigError(
+                f"anonymous_access must be read or off, got {self.anonymous_access!r}"
+            )
+        for tier in ("free", "pro", "enterprise"):
+            for limit in _TIER_LIMIT_NAMES:
+                value = getattr(self, f"tier_{tier}_{limit}")
+                if not isinstance(value, int) or value < 0:
+                    raise ConfigError(f"tier_{tier}_{limit} must be an integer >= 0, got {value!r}")
+        parse_cors_origins(self.cors_origins)
+        parse_trusted_proxies(self.trusted_proxies)
+        if self.max_body_bytes < 1:
+            raise ConfigError(f"max_body_bytes must be at least 1, got {self.max_body_bytes}")
+        if self.cors_max_age < 0:
+            raise ConfigError(f"cors_max_age must not be negative, got {self.cors_max_age}")
 
     # Query limits (gateway/query_limits.py), checked before anything executes, the same over
     # HTTP and both WebSocket protocols. A violation is an error with extensions.code

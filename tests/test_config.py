@@ -559,3 +559,20 @@ def test_tick_retention_from_the_environment() -> None:
     assert settings_from_env({"GATEWAY_TICK_RETENTION_DAYS": "7.5"}).tick_retention_days == 7.5
     with pytest.raises(ConfigError, match="GATEWAY_TICK_RETENTION_DAYS"):
         settings_from_env({"GATEWAY_TICK_RETENTION_DAYS": "-3"})
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"anonymous_access": "maybe"}, "anonymous_access"),
+        ({"tier_free_per_minute": -1}, "tier_free_per_minute"),
+        ({"cors_origins": ("ftp://x",)}, "cors_origins"),
+        ({"trusted_proxies": ("10.0.0.0/99",)}, "trusted_proxies"),
+        ({"max_body_bytes": 0}, "max_body_bytes"),
+    ],
+)
+def test_access_settings_set_in_code_are_validated(
+    overrides: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Settings(**overrides).validated()  # type: ignore[arg-type]
