@@ -39,7 +39,6 @@ number of tracked anonymous clients grow without bound.
 from __future__ import annotations
 
 import ipaddress
-import math
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
@@ -61,7 +60,14 @@ from graphql import (
 )
 
 from gateway.config import SECONDS, Settings
-from gateway.errors import BadUserInput, ConfigError, Forbidden, GatewayError, StorageError
+from gateway.errors import (
+    ConfigError,
+    Forbidden,
+    RateLimited,
+    StorageError,
+    TierLimitExceeded,
+    Unauthenticated,
+)
 from gateway.graphql_trio import PreparedOperation
 from gateway.keystore import TIER_NAMES, KeyRecord, KeyStore
 from gateway.models import utc_now
@@ -99,66 +105,6 @@ CLOSE_FORBIDDEN: Final = 4403
 # Memory bound for unlimited tiers: the "last minute" count shown for them stops here.
 _UNLIMITED_WINDOW: Final = 10_000
 _MINUTE: Final = 60 * SECONDS
-
-
-# ---------------------------------------------------------------------------------------------
-# errors (codes a client sees; see gateway/errors.py for the tree they join)
-
-
-class Unauthenticated(GatewayError):
-    """No usable credentials: a key is required and none was sent, or the key is bad or revoked.
-
-    HTTP 401 with code UNAUTHENTICATED; over WebSocket, close 4401 (none sent) or 4403 (bad).
-    """
-
-    code = "UNAUTHENTICATED"
-
-    def __init__(self, message: str, *, presented: bool) -> None:
-        super().__init__(message)
-        self.presented = presented
-
-
-class RateLimited(GatewayError):
-    """Over a request-rate or concurrency limit of the caller's tier; retrying later works."""
-
-    code = "RATE_LIMITED"
-
-    def __init__(
-        self, message: str, *, limit: str, maximum: int, tier: str, retry_after: float | None
-    ) -> None:
-        super().__init__(message)
-        self.limit = limit
-        self.maximum = maximum
-        self.tier = tier
-        self.retry_after = retry_after
-
-    @property
-    def retry_after_seconds(self) -> int | None:
-        """Whole seconds, rounded up (what Retry-After carries); at least 1."""
-        if self.retry_after is None:
-            return None
-        return max(1, math.ceil(self.retry_after))
-
-    def extensions(self) -> dict[str, Any]:
-        return {
-            "retryAfter": self.retry_after_seconds,
-            "limit": self.limit,
-            "maximum": self.maximum,
-            "tier": self.tier,
-        }
-
-
-class TierLimitExceeded(BadUserInput):
-    """The arguments ask for more than the caller's tier allows (symbols, history)."""
-
-    def __init__(self, message: str, *, limit: str, maximum: int, tier: str) -> None:
-        super().__init__(message)
-        self.limit = limit
-        self.maximum = maximum
-        self.tier = tier
-
-    def extensions(self) -> dict[str, Any]:
-        return {"limit": self.limit, "maximum": self.maximum, "tier": self.tier}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,7 +7,10 @@ exactly what failed::
     GatewayError                      code INTERNAL
     ├── ConfigError                   bad settings or providers.toml (CLI exits 2)
     ├── BadUserInput                  code BAD_USER_INPUT
-    │   └── UnknownSymbol             code UNKNOWN_SYMBOL
+    │   ├── UnknownSymbol             code UNKNOWN_SYMBOL
+    │   └── TierLimitExceeded         more symbols/history than the caller's tier allows
+    ├── Unauthenticated               code UNAUTHENTICATED: no usable key (HTTP 401, WS 4401/4403)
+    ├── RateLimited                   code RATE_LIMITED: over the caller's tier rate; retryAfter
     ├── Forbidden                     code FORBIDDEN: the caller may not do this; nothing changed
     ├── UpstreamError                 code UPSTREAM_UNAVAILABLE; carries provider/endpoint/status
     │   ├── UpstreamRateLimited       code RATE_LIMITED; carries retry_after seconds
@@ -22,6 +25,7 @@ Never raise a bare Exception for a condition a user can cause or a provider can 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 __all__ = [
@@ -31,7 +35,10 @@ __all__ = [
     "Forbidden",
     "GatewayError",
     "PoolExhausted",
+    "RateLimited",
     "StorageError",
+    "TierLimitExceeded",
+    "Unauthenticated",
     "UnknownSymbol",
     "UpstreamError",
     "UpstreamPayloadError",
@@ -178,3 +185,59 @@ class PoolExhausted(UpstreamError):
 
 class StorageError(GatewayError):
     """The SQLite database could not be opened, migrated, read or written."""
+
+
+class Unauthenticated(GatewayError):
+    """No usable credentials: a key is required and none was sent, or the key is bad or revoked.
+
+    HTTP 401 with code UNAUTHENTICATED; over WebSocket, close 4401 (none sent) or 4403 (bad).
+    """
+
+    code = "UNAUTHENTICATED"
+
+    def __init__(self, message: str, *, presented: bool) -> None:
+        super().__init__(message)
+        self.presented = presented
+
+
+class RateLimited(GatewayError):
+    """Over a request-rate or concurrency limit of the caller's tier; retrying later works."""
+
+    code = "RATE_LIMITED"
+
+    def __init__(
+        self, message: str, *, limit: str, maximum: int, tier: str, retry_after: float | None
+    ) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.maximum = maximum
+        self.tier = tier
+        self.retry_after = retry_after
+
+    @property
+    def retry_after_seconds(self) -> int | None:
+        """Whole seconds, rounded up (what Retry-After carries); at least 1."""
+        if self.retry_after is None:
+            return None
+        return max(1, math.ceil(self.retry_after))
+
+    def extensions(self) -> dict[str, Any]:
+        return {
+            "retryAfter": self.retry_after_seconds,
+            "limit": self.limit,
+            "maximum": self.maximum,
+            "tier": self.tier,
+        }
+
+
+class TierLimitExceeded(BadUserInput):
+    """The arguments ask for more than the caller's tier allows (symbols, history)."""
+
+    def __init__(self, message: str, *, limit: str, maximum: int, tier: str) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.maximum = maximum
+        self.tier = tier
+
+    def extensions(self) -> dict[str, Any]:
+        return {"limit": self.limit, "maximum": self.maximum, "tier": self.tier}
