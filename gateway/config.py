@@ -96,6 +96,10 @@ class Settings:
 
     # Shutdown: in-flight work gets this long after SIGINT/SIGTERM before it is cancelled.
     shutdown_grace: float = 3 * SECONDS
+    # A write to a client that makes no progress (64 KiB not taken) for this long is given up
+    # and the connection closed: a client that stops reading cannot hold its connection, or
+    # the shutdown, forever (gateway/server.py).
+    send_stall_timeout: float = 4 * SECONDS
 
     # A collector that raised is restarted after a doubling backoff capped here.
     restart_backoff_initial: float = 1 * SECONDS

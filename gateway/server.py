@@ -3,21 +3,64 @@
 `serve_http` reports started (with the bound URLs) only once the socket listens, so
 `await nursery.start(serve_http, …)` means "clients can connect". Shutdown is hypercorn's own
 graceful path: the trigger stops accepting, open connections get `graceful_timeout` to finish.
+
+One change to hypercorn (0.18): its `TCPServer.protocol_send` writes every chunk under a
+*shielded* cancel scope with no deadline, so a client that stops reading (its TCP window full)
+holds that write, the connection's send lock and the task forever: nothing else can be sent to
+it (not our 4413 slow-consumer close), and no cancellation reaches it, so the whole server's
+shutdown waited until such a client went away (measured: still waiting after 20 s). Here each
+write of up to `_STALL_CHUNK` bytes must finish within `send_stall_timeout` (Settings); a write
+that does not is abandoned, and the connection is closed at once, as if the peer had gone.
+A client that reads even slowly (over `_STALL_CHUNK` bytes in that time) is not affected.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Final
 
+import structlog
 import trio
 from hypercorn.config import Config
+from hypercorn.events import Closed, Event, RawData
 from hypercorn.trio import serve
+from hypercorn.trio.tcp_server import TCPServer
 
 from gateway.app import GatewayApp
 from gateway.config import Settings
 
 __all__ = ["hypercorn_config", "serve_http"]
+
+log = structlog.get_logger(__name__)
+
+# Writes are bounded per chunk of this many bytes, so a big response to a slow reader is fine.
+_STALL_CHUNK: Final = 64 * 1024
+_ORIGINAL_PROTOCOL_SEND: Final = TCPServer.protocol_send
+
+
+async def _protocol_send(self: TCPServer, event: Event) -> None:
+    """hypercorn's `protocol_send`, with a stall deadline on writes (see the module docstring)."""
+    stall = getattr(self.config, "gateway_send_stall_timeout", None)
+    if not isinstance(event, RawData) or stall is None:
+        await _ORIGINAL_PROTOCOL_SEND(self, event)
+        return
+    async with self.send_lock:
+        data = memoryview(event.data)
+        try:
+            for offset in range(0, max(len(data), 1), _STALL_CHUNK):
+                # Shielded like hypercorn's own write (a frame half-written by a cancellation
+                # would corrupt the stream), but never for longer than the stall timeout.
+                with trio.CancelScope(shield=True, deadline=trio.current_time() + stall) as scope:
+                    await self.stream.send_all(data[offset : offset + _STALL_CHUNK])
+                if scope.cancelled_caught:
+                    log.warning("http.send_stalled", seconds=stall, bytes=len(data))
+                    await trio.aclose_forcefully(self.stream)
+                    raise trio.ClosedResourceError("the peer stopped reading")
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            await self.protocol.handle(Closed())
+
+
+TCPServer.protocol_send = _protocol_send  # type: ignore[method-assign]
 
 
 def _bind(host: str, port: int) -> str:
@@ -32,6 +75,7 @@ def hypercorn_config(settings: Settings) -> Config:
     config.accesslog = None
     config.keep_alive_timeout = 30
     config.include_server_header = False
+    config.gateway_send_stall_timeout = settings.send_stall_timeout  # type: ignore[attr-defined]
     return config
 
 

@@ -414,3 +414,71 @@ async def test_a_close_is_sent_before_pending_data() -> None:
     close = _Close(1001, "server shutting down")
     queue.put_close(close)
     assert [frame for _, frame in queue._items] == ["error-for-op", close]
+
+
+async def _wedged_client(running: RunningGateway) -> trio.SocketStream:
+    """A graphql-transport-ws client with a tiny receive buffer that subscribes, then never
+    reads again: its TCP window fills and the server's writes to it stop making progress."""
+    import base64
+    import os
+    import socket as stdlib_socket
+
+    sock = trio.socket.socket()
+    sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_RCVBUF, 4096)
+    await sock.connect(("127.0.0.1", running.port))
+    stream = trio.SocketStream(sock)
+    key = base64.b64encode(os.urandom(16)).decode()
+    await stream.send_all(
+        (
+            "GET /graphql HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            "Sec-WebSocket-Protocol: graphql-transport-ws\r\n\r\n"
+        ).encode()
+    )
+    await stream.receive_some(4096)  # 101 Switching Protocols
+
+    def frame(message: dict[str, Any]) -> bytes:
+        data, mask = json.dumps(message).encode(), os.urandom(4)
+        assert len(data) < 2**16
+        size = (
+            bytes([0x80 | len(data)]) if len(data) < 126 else bytes([0xFE]) + len(data).to_bytes(2)
+        )
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+        return bytes([0x81]) + size + mask + masked
+
+    await stream.send_all(frame({"type": "connection_init"}))
+    await stream.receive_some(4096)  # connection_ack
+    await stream.send_all(frame({"type": "subscribe", "id": "w", "payload": {"query": TICKS}}))
+    return stream
+
+
+async def test_a_client_that_stops_reading_entirely_is_cut_off_and_cannot_hold_shutdown(
+    start_gateway: StartGateway,
+) -> None:
+    # hypercorn writes under a shielded scope with no deadline: before gateway/server.py
+    # bounded it, this client held its connection, and the shutdown, for as long as it lived.
+    running = await start_gateway(send_stall_timeout=0.5, ws_send_queue=8)
+    stats = running.services.ws_stats
+    wedged = await _wedged_client(running)
+    async with connect(running) as active:
+        await init(active)
+        await send(active, {"type": "subscribe", "id": "a", "payload": {"query": TICKS}})
+        await wait_members(running, 2)
+        with trio.fail_after(10):
+            n = 0
+            while stats.connections == 2:  # until the wedged one is cut off
+                publish(running, usd=float(n))
+                n += 1
+                if n % 50 == 0:
+                    await trio.sleep(0.01)
+                    while True:  # the reading client drains what it was sent
+                        with trio.move_on_after(0):
+                            await active.get_message()
+                            continue
+                        break
+        publish(running, usd=-1.0)
+        with trio.fail_after(3):
+            while (await receive(active))["payload"]["data"]["priceTicks"]["usd"] != -1.0:
+                pass  # the reading client is unaffected
+    assert stats.connections == 0
+    await wedged.aclose()
