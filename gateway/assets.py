@@ -3,9 +3,9 @@
 The gateway speaks in canonical ticker symbols (`BTC`, `ETH`, ...). Every upstream names coins
 its own way: CoinGecko by an API id (`bitcoin`, `avalanche-2`), Binance by a trading pair
 (`BTCUSDT`), Kraken by a pair whose REST answer may use another spelling (`XBTUSD` is answered
-as `XXBTZUSD`), Coinbase by a product (`BTC-USD`), CoinPaprika and CoinCap by their own ids. This
-module is the one place those names are translated, in both directions, so a source never
-guesses an id from a symbol.
+as `XXBTZUSD`), Coinbase by a product (`BTC-USD`), CoinPaprika, CoinCap and Messari by their own
+ids. This module is the one place those names are translated, in both directions, so a source
+never guesses an id from a symbol.
 
 A symbol with no entry for a provider is simply not collected from that provider; this module
 never derives a name by rule (for example "symbol + USDT"), because a guessed pair that the
@@ -44,6 +44,7 @@ __all__ = [
     "kraken_pair",
     "kraken_ws_symbol",
     "load_table",
+    "messari_slug",
     "normalize_symbol",
     "suggest",
     "symbol_for_binance_pair",
@@ -54,6 +55,7 @@ __all__ = [
     "symbol_for_defillama_coin",
     "symbol_for_kraken_pair",
     "symbol_for_kraken_ws",
+    "symbol_for_messari_slug",
 ]
 
 DATA_FILE: Final = "data/assets.json"  # inside the `gateway` package
@@ -84,6 +86,7 @@ class Asset:
     coinpaprika_id: str | None = None
     coincap_id: str | None = None
     stablecoin: bool = False
+    messari_slug: str | None = None
 
 
 # -- loading and validation ---------------------------------------------------------------------
@@ -100,11 +103,15 @@ _FORMATS: Final[dict[str, re.Pattern[str]]] = {
     "coinbase": re.compile(r"[A-Z0-9]{1,15}-USD"),
     "coinpaprika": _SLUG_RE,
     "coincap": _SLUG_RE,
+    "messari": _SLUG_RE,
 }
 _ENTRY_KEYS: Final = frozenset(
     {"symbol", "name", "stablecoin", "coingecko", "binance", "kraken", "coinbase"}
     | {"coinpaprika", "coincap"}
 )
+# Keys an entry may leave out (absent means null): providers added after the table was written,
+# whose ids are only filled in once confirmed.
+_OPTIONAL_KEYS: Final = frozenset({"messari"})
 _KRAKEN_KEYS: Final = frozenset({"pair", "key", "ws"})
 
 
@@ -112,9 +119,10 @@ def load_table(data: Any) -> tuple[Asset, ...]:
     """Validate a decoded asset table and return its entries; raises AssetTableError.
 
     Rules: a JSON object with `"version": 1` and a list `assets`; each entry has exactly the
-    known keys, a unique upper-case `symbol`, a `name`, and for each provider either null or an
-    id of that provider's format; ids are unique per provider (for Kraken, no REST name or key
-    may stand for two assets). Pure: used on the shipped file and, in tests, on broken copies.
+    known keys (an optional one, such as `messari`, may be left out: null), a unique upper-case
+    `symbol`, a `name`, and for each provider either null or an id of that provider's format;
+    ids are unique per provider (for Kraken, no REST name or key may stand for two assets).
+    Pure: used on the shipped file and, in tests, on broken copies.
     """
     if not isinstance(data, dict) or data.get("version") != 1:
         raise AssetTableError('expected an object with "version": 1')
@@ -130,7 +138,7 @@ def _entry(raw: Any, index: int) -> Asset:
     where = f"assets[{index}]"
     if not isinstance(raw, dict):
         raise AssetTableError(f"{where}: expected an object")
-    unknown = set(raw) - _ENTRY_KEYS
+    unknown = set(raw) - _ENTRY_KEYS - _OPTIONAL_KEYS
     if unknown:
         raise AssetTableError(f"{where}: unknown keys {sorted(unknown)}")
     missing = _ENTRY_KEYS - set(raw)
@@ -175,6 +183,7 @@ def _entry(raw: Any, index: int) -> Asset:
         coinpaprika_id=provider_id(raw["coinpaprika"], "coinpaprika"),
         coincap_id=provider_id(raw["coincap"], "coincap"),
         stablecoin=raw["stablecoin"],
+        messari_slug=provider_id(raw.get("messari"), "messari"),
     )
 
 
@@ -193,6 +202,7 @@ def _check_unique(table: tuple[Asset, ...]) -> None:
     for label in ("coingecko_id", "binance_pair", "coinbase_product", "coinpaprika_id"):
         unique(label, ((v, a.symbol) for a in table if (v := getattr(a, label))))
     unique("coincap_id", ((a.coincap_id, a.symbol) for a in table if a.coincap_id))
+    unique("messari_slug", ((a.messari_slug, a.symbol) for a in table if a.messari_slug))
     unique("kraken_ws", ((a.kraken_ws, a.symbol) for a in table if a.kraken_ws))
     # A REST name and a key of the same asset may coincide (SOLUSD); across assets they may not.
     unique(
@@ -227,6 +237,7 @@ _BY_KRAKEN_WS: Final = _index(lambda a: (a.kraken_ws,))
 _BY_COINBASE: Final = _index(lambda a: (a.coinbase_product,))
 _BY_COINPAPRIKA: Final = _index(lambda a: (a.coinpaprika_id,))
 _BY_COINCAP: Final = _index(lambda a: (a.coincap_id,))
+_BY_MESSARI: Final = _index(lambda a: (a.messari_slug,))
 # For suggestions: names and CoinGecko ids (what people type instead of tickers).
 _BY_NAME: Final[Mapping[str, str]] = {
     **{a.name.upper(): a.symbol for a in _ASSETS},
@@ -343,6 +354,17 @@ def coincap_id(symbol: str) -> str | None:
 def symbol_for_coincap_id(asset_id: str) -> str | None:
     """The canonical symbol for a CoinCap asset id (any case)."""
     return _lookup(_BY_COINCAP, asset_id)
+
+
+def messari_slug(symbol: str) -> str | None:
+    """Messari's asset slug (`bitcoin`), or None if unknown or not confirmed."""
+    entry = asset(symbol)
+    return entry.messari_slug if entry else None
+
+
+def symbol_for_messari_slug(slug: str) -> str | None:
+    """The canonical symbol for a Messari asset slug (any case)."""
+    return _lookup(_BY_MESSARI, slug)
 
 
 def defillama_coin(symbol: str) -> str | None:

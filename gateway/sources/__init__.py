@@ -226,10 +226,14 @@ class PollingCollector:
 # comes last, once those names exist.
 from gateway.sources.binance import BinanceCollector  # noqa: E402
 from gateway.sources.coinbase import CoinbaseCollector  # noqa: E402
+from gateway.sources.coincap import CoinCapCollector  # noqa: E402
 from gateway.sources.coingecko import CoinGeckoCollector  # noqa: E402
+from gateway.sources.coinmarketcap import CoinMarketCapCollector  # noqa: E402
 from gateway.sources.coinpaprika import CoinPaprikaCollector  # noqa: E402
+from gateway.sources.cryptocompare import CryptoCompareCollector  # noqa: E402
 from gateway.sources.defillama import DefiLlamaPriceCollector  # noqa: E402
 from gateway.sources.kraken import KrakenCollector  # noqa: E402
+from gateway.sources.messari import MessariCollector  # noqa: E402
 
 # Keys are spelled out (not read from `cls.name`) so type checkers need not resolve the import
 # cycle; a test checks that each key equals its class's `name`.
@@ -242,6 +246,11 @@ COLLECTORS: dict[str, type[Collector]] = {
     # DefiLlama prices live on coins.llama.fi, a host of their own: a provider entry of that
     # id (not `defillama`, api.llama.fi, which serves TVL) runs this collector.
     "defillama-coins": DefiLlamaPriceCollector,
+    # Tier B: polled only when their key is set (without it the supervisor never starts them).
+    "coincap": CoinCapCollector,
+    "coinmarketcap": CoinMarketCapCollector,
+    "cryptocompare": CryptoCompareCollector,
+    "messari": MessariCollector,
 }
 
 

@@ -14,7 +14,14 @@ from typing import Protocol
 
 from gateway.config import ProviderConfig
 from gateway.models import Candle
-from gateway.sources import binance, coinbase, coingecko_market, coinpaprika, kraken
+from gateway.sources import (
+    binance,
+    coinbase,
+    coingecko_market,
+    coinpaprika,
+    cryptocompare,
+    kraken,
+)
 from gateway.upstream import UpstreamClient
 
 __all__ = ["CANDLE_SOURCES", "CandleFetcher", "CandleSource", "candle_source_for"]
@@ -48,6 +55,7 @@ CANDLE_SOURCES: dict[str, CandleSource] = {
     "coinbase": CandleSource(coinbase.fetch_candles, coinbase.CANDLE_INTERVALS),
     "coingecko": CandleSource(coingecko_market.fetch_candles, coingecko_market.CANDLE_INTERVALS),
     "coinpaprika": CandleSource(coinpaprika.fetch_candles, coinpaprika.CANDLE_INTERVALS),
+    "cryptocompare": CandleSource(cryptocompare.fetch_candles, cryptocompare.CANDLE_INTERVALS),
 }
 
 

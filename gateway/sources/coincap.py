@@ -1,0 +1,175 @@
+"""CoinCap: aggregated USD prices from `GET /v3/assets?ids=...` (rest.coincap.io, key required).
+
+CoinCap 3.0 (https://pro.coincap.io/api-docs) needs an API key on every request: the client
+sends it as the `apiKey` query parameter, as the provider's providers.toml `auth` says
+(`Authorization: Bearer <key>` is the other accepted form). Without COINCAP_API_KEY the
+provider is UNCONFIGURED and never called. The answer keeps the 2.0 shape
+(https://docs.coincap.io, "Assets"), numbers written as decimal strings, nulls where unknown::
+
+    {"data": [{"id": "bitcoin", "rank": "1", "symbol": "BTC", "name": "Bitcoin",
+               "supply": "19670000.0000000000000000", "maxSupply": "21000000.0000000000000000",
+               "marketCapUsd": "1321574516001.2337", "volumeUsd24Hr": "12724040223.1452",
+               "priceUsd": "67187.3358936566", "changePercent24Hr": "3.6372789467735",
+               "vwap24Hr": "66512.43", "explorer": "https://blockchain.info/", "tokens": {}}],
+     "timestamp": 1711356302145}
+
+`timestamp` (Unix milliseconds) is when CoinCap produced the answer and becomes `observed_at`.
+Ids CoinCap does not know are left out of `data`; errors come as `{"error": "..."}`. The v3
+shape above is taken from recorded 2025 answers (the v3 reference pages are not public), the
+field meanings from the 2.0 documentation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from gateway.assets import coincap_id, symbol_for_coincap_id
+from gateway.config import ProviderConfig
+from gateway.errors import UpstreamPayloadError
+from gateway.models import PriceTick, utc_now
+from gateway.secrets import Secrets
+from gateway.sources import CollectorContext, PollingCollector, is_valid_price, number_or_none
+from gateway.sources import candles as cdl
+from gateway.upstream.client import NO_RETRY
+
+__all__ = [
+    "ENDPOINT",
+    "MAX_IDS",
+    "PROVIDER_ID",
+    "CoinCapCollector",
+    "api_key",
+    "assets_params",
+    "parse_assets",
+]
+
+PROVIDER_ID: Final = "coincap"
+ENDPOINT: Final = "/assets"
+# `limit` is at most 2000 upstream; one request covers every configured coin below that.
+MAX_IDS: Final = 2000
+
+
+def api_key(provider: ProviderConfig, environ: Mapping[str, str] | None = None) -> str | None:
+    """The provider's key, resolved as the supervisor resolves it (`gateway.secrets`: the
+    environment over `.env`); None when it is not set. Never log it.
+
+    Resolved here because nothing hands a collector or a candle fetcher its key (there is no
+    key in `CollectorContext`), and the client sends a required key only when given one."""
+    return Secrets.from_environment((provider,), environ).key_for(provider)
+
+
+def assets_params(asset_ids: Sequence[str]) -> dict[str, str]:
+    """Query parameters for `/assets` restricted to `asset_ids` (and enough `limit` for all)."""
+    return {"ids": ",".join(asset_ids), "limit": str(max(1, len(asset_ids)))}
+
+
+def parse_assets(
+    payload: Any, observed_at: datetime, *, provider: str = PROVIDER_ID
+) -> list[PriceTick]:
+    """PriceTicks from an `/assets` response; raises UpstreamPayloadError on a bad payload.
+
+    The rule: the payload as a whole must be the documented shape, or nothing is accepted.
+
+    * `{"error": ...}`, or anything but an object whose `data` is an array of objects: error.
+    * Every element needs a string `id`; an id not in the asset table is skipped.
+    * For a known id, `priceUsd` must be a number (CoinCap writes decimal strings) above zero;
+      `marketCapUsd`, `volumeUsd24Hr` and `changePercent24Hr` may be null or absent (-> None) but
+      must otherwise be finite numbers (cap and volume not negative).
+    * `timestamp` (Unix ms), when present, becomes `observed_at` for every tick.
+    * No known asset at all is an error: the collector only asks for known ids.
+    """
+
+    def fail(message: str) -> UpstreamPayloadError:
+        return UpstreamPayloadError(message, provider=provider, endpoint=ENDPOINT)
+
+    if not isinstance(payload, dict):
+        raise fail(f"expected a JSON object, got {type(payload).__name__}")
+    if "error" in payload:
+        raise fail(f"error response: {payload.get('error')}")
+    items = payload.get("data")
+    if not isinstance(items, list):
+        raise fail(f"expected 'data' to be an array of assets, got {type(items).__name__}")
+    stamp = _timestamp(payload.get("timestamp"), fail) or observed_at
+    ticks: list[PriceTick] = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict) or not isinstance(item.get("id"), str):
+            raise fail(f"element {index}: expected an object with a string 'id'")
+        symbol = symbol_for_coincap_id(item["id"])
+        if symbol is None:
+            continue
+        where = item["id"]
+        usd = number_or_none(item.get("priceUsd"), strings=True)
+        if usd is None or not is_valid_price(usd):
+            raise fail(f"{where}: invalid priceUsd {item.get('priceUsd')!r}")
+        ticks.append(
+            PriceTick(
+                symbol=symbol,
+                usd=usd,
+                provider=provider,
+                observed_at=stamp,
+                market_cap_usd=_optional(item, "marketCapUsd", where, fail, signed=False),
+                volume_24h_usd=_optional(item, "volumeUsd24Hr", where, fail, signed=False),
+                change_24h_pct=_optional(item, "changePercent24Hr", where, fail, signed=True),
+            )
+        )
+    if not ticks:
+        raise fail("no known asset id in the response")
+    return ticks
+
+
+def _optional(
+    item: dict[str, Any], key: str, where: str, fail: cdl.Fail, *, signed: bool
+) -> float | None:
+    raw = item.get(key)
+    if raw is None:
+        return None
+    value = number_or_none(raw, strings=True)
+    if value is None or not math.isfinite(value) or (not signed and value < 0):
+        raise fail(f"{where}: invalid {key} {raw!r}")
+    return value
+
+
+def _timestamp(raw: Any, fail: cdl.Fail) -> datetime | None:
+    if raw is None:
+        return None
+    millis = number_or_none(raw)
+    if millis is None or not math.isfinite(millis) or millis <= 0:
+        raise fail(f"invalid timestamp {raw!r}")
+    try:
+        return datetime.fromtimestamp(millis / 1000.0, UTC)
+    except (OverflowError, OSError, ValueError):
+        raise fail(f"timestamp {raw!r} is out of range") from None
+
+
+class CoinCapCollector(PollingCollector):
+    """Polls `/assets?ids=...` for every configured symbol that has a CoinCap id.
+
+    The key is resolved once, when the collector is built (a restart by the supervisor reads it
+    again), and handed to the client, which sends it as `provider.auth` says.
+    """
+
+    name = "coincap"
+
+    def __init__(self, ctx: CollectorContext) -> None:
+        super().__init__(ctx)
+        self._key = api_key(ctx.provider)
+
+    def asset_ids(self) -> list[str]:
+        return [cid for cid in map(coincap_id, self.symbols) if cid is not None][:MAX_IDS]
+
+    async def poll(self) -> list[PriceTick]:
+        ids = self.asset_ids()
+        if not ids:
+            return []
+        provider_id = self.provider.id
+        ticks: list[PriceTick] = await self.ctx.client.request_parsed(
+            self.provider,
+            ENDPOINT,
+            lambda payload: parse_assets(payload, utc_now(), provider=provider_id),
+            params=assets_params(ids),
+            key=self._key,
+            retry=NO_RETRY,  # the polling loop's backoff is the retry
+        )
+        return ticks

@@ -1,0 +1,176 @@
+"""CoinMarketCap: USD quotes from `GET /v1/cryptocurrency/quotes/latest` (key required).
+
+Docs: https://coinmarketcap.com/api/documentation/v1/#operation/getV1CryptocurrencyQuotesLatest
+(and #section/Authentication, #section/Errors-and-Rate-Limits). The key travels in the
+`X-CMC_PRO_API_KEY` header, added by the client from providers.toml; without
+COINMARKETCAP_API_KEY the provider is UNCONFIGURED and never called. Asked by `symbol`, v1
+answers `data` keyed by that symbol, one coin per symbol::
+
+    {"status": {"timestamp": "2024-03-25T08:45:21.406Z", "error_code": 0,
+                "error_message": null, "elapsed": 38, "credit_count": 1, "notice": null},
+     "data": {"BTC": {"id": 1, "name": "Bitcoin", "symbol": "BTC", "slug": "bitcoin", ...,
+                      "last_updated": "2024-03-25T08:44:00.000Z",
+                      "quote": {"USD": {"price": 67187.33, "volume_24h": 31260929299.52,
+                                        "percent_change_24h": 3.64, "market_cap": 1.32e12,
+                                        "last_updated": "2024-03-25T08:44:00.000Z", ...}}}}}
+
+The v2 endpoint answers an *array* per symbol (every coin sharing it); this module speaks v1,
+as providers.toml's base_url says, and rejects that shape rather than guess which coin is
+meant. Canonical symbols of the asset table are sent as they are: on this endpoint the symbol
+is CoinMarketCap's identifier. Where several coins share a ticker, v1 answers one of them (the
+documentation does not say which); a wrong one would stand out in the cross-provider outlier
+check, and CoinMarketCap ids in the asset table would remove the doubt.
+
+`skip_invalid=true` keeps one unknown symbol from failing the whole request (by default that
+answers HTTP 400). CoinMarketCap reports a market cap of 0 for a coin whose circulating supply
+it has not verified: that is kept as None (unknown). Errors come as `{"status": {"error_code":
+1002, "error_message": "API key missing."}}` with an HTTP status (401, 429, ...).
+
+The Basic plan allows 10,000 credits a month; this endpoint costs one credit per 100 coins
+returned, so the 300 s interval in providers.toml stays within it for up to 100 symbols.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, Final
+
+from gateway.assets import asset, normalize_symbol
+from gateway.config import ProviderConfig
+from gateway.errors import UpstreamPayloadError
+from gateway.models import PriceTick, utc_now
+from gateway.secrets import Secrets
+from gateway.sources import CollectorContext, PollingCollector, is_valid_price, number_or_none
+from gateway.sources import candles as cdl
+from gateway.upstream.client import NO_RETRY
+
+__all__ = [
+    "ENDPOINT",
+    "PROVIDER_ID",
+    "CoinMarketCapCollector",
+    "api_key",
+    "parse_quotes_latest",
+    "quotes_params",
+]
+
+PROVIDER_ID: Final = "coinmarketcap"
+ENDPOINT: Final = "/cryptocurrency/quotes/latest"
+
+
+def api_key(provider: ProviderConfig, environ: Mapping[str, str] | None = None) -> str | None:
+    """The provider's key, resolved as the supervisor resolves it (`gateway.secrets`: the
+    environment over `.env`); None when it is not set. Never log it.
+
+    Resolved here because nothing hands a collector or a candle fetcher its key (there is no
+    key in `CollectorContext`), and the client sends a required key only when given one."""
+    return Secrets.from_environment((provider,), environ).key_for(provider)
+
+
+def quotes_params(symbols: Sequence[str]) -> dict[str, str]:
+    """Query parameters for `/cryptocurrency/quotes/latest` in USD."""
+    return {"symbol": ",".join(symbols), "convert": "USD", "skip_invalid": "true"}
+
+
+def parse_quotes_latest(
+    payload: Any, observed_at: datetime, *, provider: str = PROVIDER_ID
+) -> list[PriceTick]:
+    """PriceTicks from a v1 `/quotes/latest` response; raises UpstreamPayloadError.
+
+    The rule: the payload as a whole must be the documented shape, or nothing is accepted.
+
+    * Not an object, a non-zero `status.error_code`, or `data` that is not an object: error.
+    * A key of `data` that is not a symbol of the asset table: skipped.
+    * For a known symbol the entry must be an object (an array is the v2 shape: error) with
+      `quote.USD.price` a finite number above zero; `market_cap`, `volume_24h` and
+      `percent_change_24h` may be null or absent (-> None), otherwise finite numbers (cap and
+      volume not negative); a market cap of 0 means "not verified" (-> None).
+    * `quote.USD.last_updated` (ISO 8601), else the entry's `last_updated`, becomes
+      `observed_at`.
+    * No known symbol at all is an error: the collector only asks for known symbols.
+    """
+
+    def fail(message: str) -> UpstreamPayloadError:
+        return UpstreamPayloadError(message, provider=provider, endpoint=ENDPOINT)
+
+    if not isinstance(payload, dict):
+        raise fail(f"expected a JSON object, got {type(payload).__name__}")
+    status = payload.get("status")
+    if isinstance(status, dict) and status.get("error_code") not in (0, "0", None):
+        raise fail(f"error response {status.get('error_code')}: {status.get('error_message')}")
+    data = payload.get("data")
+    if not isinstance(data, dict):
+        raise fail(f"expected 'data' to be an object keyed by symbol, got {type(data).__name__}")
+    ticks: list[PriceTick] = []
+    for key, entry in data.items():
+        known = asset(key)
+        if known is None:
+            continue
+        if not isinstance(entry, dict):
+            raise fail(f"{key}: expected an object (the v1 shape), got {type(entry).__name__}")
+        quote = entry.get("quote")
+        usd_quote = quote.get("USD") if isinstance(quote, dict) else None
+        if not isinstance(usd_quote, dict):
+            raise fail(f"{key}: missing quote.USD")
+        price = number_or_none(usd_quote.get("price"))
+        if price is None or not is_valid_price(price):
+            raise fail(f"{key}: invalid price {usd_quote.get('price')!r}")
+        updated = usd_quote.get("last_updated", entry.get("last_updated"))
+        cap = _optional(usd_quote, "market_cap", key, fail, signed=False)
+        ticks.append(
+            PriceTick(
+                symbol=known.symbol,
+                usd=price,
+                provider=provider,
+                observed_at=cdl.iso_time(updated, fail, key) if updated else observed_at,
+                market_cap_usd=cap or None,  # 0: circulating supply not verified
+                volume_24h_usd=_optional(usd_quote, "volume_24h", key, fail, signed=False),
+                change_24h_pct=_optional(usd_quote, "percent_change_24h", key, fail, signed=True),
+            )
+        )
+    if not ticks:
+        raise fail("no known symbol in the response")
+    return ticks
+
+
+def _optional(
+    quote: dict[str, Any], key: str, where: str, fail: cdl.Fail, *, signed: bool
+) -> float | None:
+    raw = quote.get(key)
+    if raw is None:
+        return None
+    value = number_or_none(raw)
+    if value is None or not math.isfinite(value) or (not signed and value < 0):
+        raise fail(f"{where}: invalid {key} {raw!r}")
+    return value
+
+
+class CoinMarketCapCollector(PollingCollector):
+    """Polls `/cryptocurrency/quotes/latest` once per interval for the configured symbols that
+    the asset table knows (one request: the endpoint takes a list)."""
+
+    name = "coinmarketcap"
+
+    def __init__(self, ctx: CollectorContext) -> None:
+        super().__init__(ctx)
+        self._key = api_key(ctx.provider)
+
+    def known_symbols(self) -> list[str]:
+        return [s for s in self.symbols if asset(s) is not None]
+
+    async def poll(self) -> list[PriceTick]:
+        wanted = self.known_symbols()
+        if not wanted:
+            return []
+        provider_id = self.provider.id
+        ticks: list[PriceTick] = await self.ctx.client.request_parsed(
+            self.provider,
+            ENDPOINT,
+            lambda payload: parse_quotes_latest(payload, utc_now(), provider=provider_id),
+            params=quotes_params(wanted),
+            key=self._key,
+            retry=NO_RETRY,  # the polling loop's backoff is the retry
+        )
+        chosen = {normalize_symbol(s) for s in wanted}
+        return [t for t in ticks if t.symbol in chosen]
