@@ -20,7 +20,7 @@ Progress goes to stderr: a bar redrawn in place on a terminal, a line per tenth 
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TextIO
@@ -129,12 +129,18 @@ async def backfill(
 
 
 async def open_history(
-    storage: Storage, client: UpstreamClient, providers: Sequence[ProviderConfig]
+    storage: Storage,
+    client: UpstreamClient,
+    providers: Sequence[ProviderConfig],
+    *,
+    key_for: Callable[[ProviderConfig], str | None] | None = None,
 ) -> CandleHistory:
-    """A CandleHistory for the CLI, its limiters primed with the usage the server last saved."""
+    """A CandleHistory for the CLI, its limiters primed with the usage the server last saved;
+    `key_for` gives each provider's API key (`Secrets.key_for`)."""
     chosen = list(providers)
     await restore_usage(ProviderStore(storage), client, {p.id: p for p in chosen}.get)
-    return CandleHistory(storage, client, lambda: chosen, reserve=0)  # it is here to spend
+    # reserve=0: it is here to spend
+    return CandleHistory(storage, client, lambda: chosen, reserve=0, key_for=key_for)
 
 
 def _time(ms: int) -> datetime:

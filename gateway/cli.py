@@ -184,7 +184,7 @@ def _backfill(args: argparse.Namespace) -> int:
             if not chosen:
                 return _fail(EXIT_CONFIG, "no enabled, configured MARKET_DATA provider")
             async with UpstreamClient(providers=providers.providers) as client:
-                history = await open_history(storage, client, chosen)
+                history = await open_history(storage, client, chosen, key_for=secrets.key_for)
                 if not history.sources(interval):
                     return _fail(
                         EXIT_CONFIG, f"no configured provider serves {args.interval} candles"

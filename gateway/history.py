@@ -123,6 +123,9 @@ class CandleHistory:
     this share of its budget left, so that clients asking for history can never starve the
     collectors that share the same limits (they would otherwise queue in the limiter ahead of
     the next price poll). The backfill CLI, which is there to spend budget, passes 0.
+
+    `key_for(provider)` gives a provider's API key for its candle fetcher (the supervisor and
+    the backfill CLI pass `Secrets.key_for`); None, or no `key_for`, asks without a key.
     """
 
     def __init__(
@@ -133,6 +136,7 @@ class CandleHistory:
         *,
         store: CandleStore | None = None,
         reserve: float = FILL_RESERVE,
+        key_for: Callable[[ProviderConfig], str | None] | None = None,
     ) -> None:
         if not 0 <= reserve < 1:
             raise ValueError(f"reserve must be in [0, 1), got {reserve!r}")
@@ -141,6 +145,7 @@ class CandleHistory:
         self.client = client
         self.providers = providers
         self.reserve = reserve
+        self.key_for = key_for
         self._locks: dict[tuple[str, int], trio.Lock] = {}
         self._rank: dict[str, int] = {}  # provider id -> position in the last listing
 
@@ -263,6 +268,7 @@ class CandleHistory:
                             _time(a),
                             _time(b),
                             now=settled,
+                            key=self.key_for(provider) if self.key_for else None,
                         )
                         report.inserted += await self.store.save(
                             symbol, interval_seconds, provider.id, got, (a, b)

@@ -180,7 +180,10 @@ class Gateway:
             interest=SymbolInterest(settings.symbols),
             streams=StreamGroup(),
             history=CandleHistory(
-                storage, client, lambda: registry.available_providers("MARKET_DATA")
+                storage,
+                client,
+                lambda: registry.available_providers("MARKET_DATA"),
+                key_for=registry.secrets.key_for,
             ),
         )
         engine = GraphQLEngine(build_schema()._schema)
@@ -280,6 +283,7 @@ class Gateway:
                     client=client,
                     symbols=self.settings.symbols,
                     publish=ingest,
+                    key=registry.secrets.key_for(provider),
                 )
                 runner = partial(_run_collector, collector_class, context)
             nursery.start_soon(

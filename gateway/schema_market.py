@@ -19,7 +19,7 @@ import strawberry
 import trio
 from strawberry.types import Info
 
-from gateway.config import Settings
+from gateway.config import ProviderConfig, Settings
 from gateway.context import RequestContext
 from gateway.errors import BadUserInput, GatewayError, UpstreamUnconfigured
 from gateway.models import utc_now
@@ -123,6 +123,12 @@ def _provider(info: Info, provider_id: str) -> tuple[Any, Any]:
     return registry.client, provider
 
 
+def _key(info: Info, provider: ProviderConfig) -> str | None:
+    """The provider's API key from the registry's secrets (None: keyless or not set)."""
+    registry = cast(RequestContext, info.context).services.registry
+    return registry.secrets.key_for(provider) if registry is not None else None
+
+
 def _settings(info: Info) -> Settings:
     """The settings, which hold each category's cache TTL (`ttl_trending`, ...)."""
     return cast(RequestContext, info.context).services.settings
@@ -142,8 +148,11 @@ class MarketQuery:
     )
     async def trending(self, info: Info) -> list[TrendingCoin]:
         client, provider = _provider(info, "coingecko")
+        key = _key(info, provider)
         coins, at = await _cache(info).get(
-            "trending", _settings(info).ttl_trending, lambda: fetch_trending(client, provider)
+            "trending",
+            _settings(info).ttl_trending,
+            lambda: fetch_trending(client, provider, key=key),
         )
         return [
             TrendingCoin(
@@ -161,8 +170,11 @@ class MarketQuery:
     )
     async def market_overview(self, info: Info) -> MarketOverview | None:
         client, provider = _provider(info, "coingecko")
+        key = _key(info, provider)
         overview, _at = await _cache(info).get(
-            "overview", _settings(info).ttl_overview, lambda: fetch_global(client, provider)
+            "overview",
+            _settings(info).ttl_overview,
+            lambda: fetch_global(client, provider, key=key),
         )
         return MarketOverview(
             total_market_cap_usd=overview.total_market_cap_usd,

@@ -108,8 +108,11 @@ class Secrets:
     __slots__ = ("_values",)
 
     def __init__(self, values: Mapping[str, str]) -> None:
-        """`values` maps variable names to keys; empty values are dropped."""
-        self._values = {name: value for name, value in values.items() if value}
+        """`values` maps variable names to keys; surrounding whitespace is removed (a key
+        pasted with a trailing newline still works) and empty values are dropped, so
+        `FOO_API_KEY=" "` counts as unset rather than being sent."""
+        stripped = {name: value.strip() for name, value in values.items()}
+        self._values = {name: value for name, value in stripped.items() if value}
 
     @classmethod
     def from_environment(
@@ -137,7 +140,7 @@ class Secrets:
             dotenv = {}
         values: dict[str, str] = {}
         for name in names:
-            value = environ.get(name) or dotenv.get(name)
+            value = (environ.get(name) or "").strip() or (dotenv.get(name) or "").strip()
             if value:
                 values[name] = value
         return cls(values)

@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 import trio
 
-from gateway.backfill import ProgressBar, backfill, market_providers
+from gateway.backfill import ProgressBar, backfill, market_providers, open_history
 from gateway.candle_store import CandleStore
 from gateway.config import load_providers
 from gateway.history import CandleHistory
 from gateway.secrets import Secrets
 from gateway.storage import Storage
 from gateway.upstream import UpstreamClient
-from tests.upstream.simulator import Fault, Simulator, run_simulator
+from tests.upstream.simulator import API_KEYS, Fault, Simulator, run_simulator
 
 REPO = Path(__file__).resolve().parent.parent
 # A fixed end in the past, so two runs cover exactly the same closed range.
@@ -73,6 +73,16 @@ async def test_an_interrupted_backfill_resumes_where_it_stopped(storage: Storage
                 resumed = await backfill(again, "BTC", 60, start, UNTIL)
         assert resumed.inserted == 2 * 24 * 60 - 1000 and resumed.missing == []
         assert resumed.slices_held == 1  # the slice stored before the failure is not asked again
+
+
+async def test_open_history_hands_each_fetcher_its_configured_key(storage: Storage) -> None:
+    secrets = Secrets({"CRYPTOCOMPARE_API_KEY": API_KEYS["cryptocompare"]})
+    async with run_simulator() as sim, UpstreamClient() as client:
+        providers = [sim.provider("cryptocompare")]
+        history = await open_history(storage, client, providers, key_for=secrets.key_for)
+        with trio.fail_after(10):
+            result = await backfill(history, "BTC", 3600, UNTIL - timedelta(days=1), UNTIL)
+        assert result.inserted == 24 and not result.errors and result.missing == []
 
 
 def test_the_progress_bar_prints_the_first_step_and_each_tenth_on_a_pipe() -> None:

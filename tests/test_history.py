@@ -20,7 +20,7 @@ from gateway.nursery import RunningGateway
 from gateway.storage import Storage
 from gateway.upstream import UpstreamClient
 from tests.conftest import StartGateway
-from tests.upstream.simulator import Fault, Simulator, run_simulator
+from tests.upstream.simulator import API_KEYS, Fault, Simulator, run_simulator
 
 HOUR = timedelta(hours=1)
 
@@ -128,6 +128,31 @@ async def test_a_provider_without_the_pair_leaves_the_range_to_the_next(
             found = await history.candles("BNB", 3600, now - 6 * HOUR, now)  # not on Coinbase
             assert found.missing == [] and found.candles
             assert {c.provider for c in found.candles} == {"binance"}
+
+
+async def test_a_keyed_provider_is_asked_with_the_key_from_key_for(
+    storage: Storage, sim: Simulator
+) -> None:
+    """`key_for` hands each fetcher its provider's key; without one a keyed provider is refused
+    before anything is sent, and the range stays unanswered for a later fill."""
+    with trio.fail_after(10):
+        async with UpstreamClient() as client:
+            providers = [sim.provider("cryptocompare")]
+            now = utc_now()
+            keyless = await CandleHistory(storage, client, lambda: providers).candles(
+                "BTC", 3600, now - 6 * HOUR, now
+            )
+            assert keyless.missing and keyless.fill is not None
+            assert [p for p, _ in keyless.fill.errors] == ["cryptocompare"]
+            assert sim.hits["cryptocompare"] == 0
+
+            history = CandleHistory(
+                storage, client, lambda: providers, key_for=lambda p: API_KEYS[p.id]
+            )
+            found = await history.candles("BTC", 3600, now - 6 * HOUR, now)
+            assert found.missing == [] and {c.provider for c in found.candles} == {"cryptocompare"}
+            sent = [r[3]["authorization"] for r in sim.requests if r[0] == "cryptocompare"]
+            assert sent and set(sent) == {f"Apikey {API_KEYS['cryptocompare']}"}
 
 
 async def test_holes_nobody_can_fill_are_reported_then_filled_on_recovery(

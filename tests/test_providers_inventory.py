@@ -226,10 +226,14 @@ def test_existing_collectors_still_find_their_entries(shipped: ProvidersFile) ->
     assert with_collector == [
         "binance",
         "coinbase",
+        "coincap",
         "coingecko",
+        "coinmarketcap",
         "coinpaprika",
+        "cryptocompare",
         "defillama-coins",
         "kraken",
+        "messari",
     ]
     assert all(by_id(shipped)[pid].enabled for pid in with_collector)
 

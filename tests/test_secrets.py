@@ -176,3 +176,17 @@ def test_repr_shows_names_never_values() -> None:
 def test_secrets_cannot_be_pickled() -> None:
     with pytest.raises(TypeError):
         pickle.dumps(Secrets({"CMC_KEY": "sk-very-secret"}))
+
+
+def test_blank_keys_count_as_unset_and_keys_are_trimmed(tmp_path: Path) -> None:
+    provider = ProviderConfig(
+        id="p",
+        name="p",
+        categories=("MARKET_DATA",),
+        base_url="https://example.invalid",
+        auth=AuthSpec(kind="header", name="x-key", env="P_KEY", required=True),
+    )
+    env = {"GATEWAY_ENV_FILE": str(tmp_path / "none.env")}
+    (tmp_path / "none.env").write_text("")
+    assert Secrets.from_environment([provider], {**env, "P_KEY": "   "}).key_for(provider) is None
+    assert Secrets.from_environment([provider], {**env, "P_KEY": " k1\n"}).key_for(provider) == "k1"

@@ -63,6 +63,25 @@ def test_pages_cover_the_window_without_gaps() -> None:
     ]
 
 
+async def test_fetch_pages_asks_each_page_in_order_and_selects() -> None:
+    asked: list[tuple[datetime, datetime]] = []
+
+    async def page(start: datetime, end: datetime) -> list[Candle]:
+        asked.append((start, end))
+        # Like some upstreams, answer an interval either side of the page as well.
+        return [candle(start - timedelta(minutes=1)), candle(start), candle(end)]
+
+    minute = timedelta(minutes=1)
+    found = await cdl.fetch_pages(page, T0, T0 + 5 * minute, 60, 2)
+    assert asked == [
+        (T0, T0 + 2 * minute),
+        (T0 + 2 * minute, T0 + 4 * minute),
+        (T0 + 4 * minute, T0 + 5 * minute),
+    ]
+    # Edges shared by two pages appear once; what lies outside [T0, T0 + 5 min) is dropped.
+    assert [c.open_time for c in found] == [T0 + i * minute for i in range(5)]
+
+
 def test_make_candle_complete_only_once_the_interval_ended() -> None:
     assert candle(T0 - timedelta(minutes=1)).complete
     assert not candle(T0 - timedelta(seconds=60), now=T0 - timedelta(seconds=1)).complete

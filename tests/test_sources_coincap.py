@@ -30,7 +30,7 @@ from gateway.errors import (
 from gateway.models import PriceTick
 from gateway.secrets import Secrets
 from gateway.sources import CollectorContext, collector_for
-from gateway.sources.coincap import CoinCapCollector, api_key, assets_params, parse_assets
+from gateway.sources.coincap import CoinCapCollector, assets_params, parse_assets
 from gateway.upstream import UpstreamClient
 from tests.upstream import load_fixture
 from tests.upstream.simulator import API_KEYS, Fault, run_simulator
@@ -47,19 +47,6 @@ def shipped_entry() -> ProviderConfig:
 
 
 SHIPPED = shipped_entry()
-
-
-@pytest.fixture
-def with_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """COINCAP_API_KEY set to the simulator's key; no `.env` file is read."""
-    monkeypatch.setenv("GATEWAY_ENV_FILE", str(empty_env(tmp_path)))
-    monkeypatch.setenv("COINCAP_API_KEY", KEY)
-
-
-@pytest.fixture
-def without_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("GATEWAY_ENV_FILE", str(empty_env(tmp_path)))
-    monkeypatch.delenv("COINCAP_API_KEY", raising=False)
 
 
 def empty_env(tmp_path: Path) -> Path:
@@ -139,16 +126,6 @@ def test_assets_params() -> None:
     assert assets_params(["bitcoin", "ethereum"]) == {"ids": "bitcoin,ethereum", "limit": "2"}
 
 
-def test_api_key_comes_from_the_gateway_secrets(tmp_path: Path) -> None:
-    provider = SHIPPED
-    env = {"GATEWAY_ENV_FILE": str(empty_env(tmp_path))}
-    assert api_key(provider, env) is None
-    assert api_key(provider, {**env, "COINCAP_API_KEY": "abc"}) == "abc"
-    dotenv = tmp_path / "keys.env"
-    dotenv.write_text("COINCAP_API_KEY=from-file\n")
-    assert api_key(provider, {"GATEWAY_ENV_FILE": str(dotenv)}) == "from-file"
-
-
 def test_the_shipped_entry_runs_this_collector_and_needs_the_key() -> None:
     assert collector_for(SHIPPED) is CoinCapCollector
     assert SHIPPED.requires_key and SHIPPED.auth.env == "COINCAP_API_KEY"
@@ -164,12 +141,15 @@ async def _ignore(ticks: Sequence[PriceTick]) -> None:
 
 
 def make_collector(
-    provider: Any, client: UpstreamClient, symbols: tuple[str, ...] = DEFAULT_SYMBOLS
+    provider: Any,
+    client: UpstreamClient,
+    symbols: tuple[str, ...] = DEFAULT_SYMBOLS,
+    key: str | None = KEY,
 ) -> CoinCapCollector:
-    return CoinCapCollector(CollectorContext(provider, client, symbols, _ignore))
+    """A collector given `key` in its context, as the supervisor gives it the configured one."""
+    return CoinCapCollector(CollectorContext(provider, client, symbols, _ignore, key=key))
 
 
-@pytest.mark.usefixtures("with_key")
 async def test_one_request_with_the_key() -> None:
     with trio.fail_after(10):
         async with run_simulator() as sim, UpstreamClient() as client:
@@ -189,18 +169,17 @@ async def test_one_request_with_the_key() -> None:
             assert await make_collector(sim.provider("coincap"), client, ("HYPE",)).poll() == []
             assert sim.hits["coincap"] == 2
             assert all(KEY not in (a.endpoint or "") for a in client.attempts)
+            assert KEY not in repr(make_collector(sim.provider("coincap"), client).ctx)
 
 
-@pytest.mark.usefixtures("without_key")
 async def test_without_a_key_nothing_is_sent() -> None:
     with trio.fail_after(10):
         async with run_simulator() as sim, UpstreamClient() as client:
             with pytest.raises(UpstreamUnconfigured, match="COINCAP_API_KEY"):
-                await make_collector(sim.provider("coincap"), client).poll()
+                await make_collector(sim.provider("coincap"), client, key=None).poll()
             assert sim.hits["coincap"] == 0
 
 
-@pytest.mark.usefixtures("with_key")
 async def test_a_wrong_key_is_refused_upstream() -> None:
     with trio.fail_after(10):
         async with run_simulator() as sim, UpstreamClient() as client:
@@ -210,7 +189,6 @@ async def test_a_wrong_key_is_refused_upstream() -> None:
             assert info.value.status == 401
 
 
-@pytest.mark.usefixtures("with_key")
 @pytest.mark.parametrize(
     ("fault", "error_type"),
     [

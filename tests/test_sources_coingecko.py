@@ -8,6 +8,7 @@ import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,7 +17,7 @@ import structlog
 import trio
 
 import gateway.sources as sources
-from gateway.config import ProviderConfig
+from gateway.config import ProviderConfig, load_providers
 from gateway.errors import UpstreamError, UpstreamPayloadError, UpstreamRateLimited
 from gateway.models import PriceTick
 from gateway.sources import (
@@ -30,21 +31,29 @@ from gateway.sources import (
 )
 from gateway.sources.binance import BinanceCollector
 from gateway.sources.coinbase import CoinbaseCollector
+from gateway.sources.coincap import CoinCapCollector
 from gateway.sources.coingecko import (
     CoinGeckoCollector,
-    api_key_headers,
     parse_simple_price,
     simple_price_params,
 )
+from gateway.sources.coinmarketcap import CoinMarketCapCollector
 from gateway.sources.coinpaprika import CoinPaprikaCollector
+from gateway.sources.cryptocompare import CryptoCompareCollector
 from gateway.sources.defillama import DefiLlamaPriceCollector
 from gateway.sources.kraken import KrakenCollector
+from gateway.sources.messari import MessariCollector
 from gateway.upstream import UpstreamClient
 from tests.upstream import Published, fixture_bytes, load_fixture
 from tests.upstream.simulator import Fault, run_simulator
 
 OBSERVED = datetime(2024, 3, 25, 9, 0, 0, tzinfo=UTC)
 DEFAULT_SYMBOLS = ("BTC", "ETH", "SOL", "BNB", "XRP", "ADA", "DOGE")
+REPO = Path(__file__).resolve().parent.parent
+# The shipped entry's `auth`, an optional demo-key header (the simulator's entry has none).
+SHIPPED_AUTH = next(
+    p.auth for p in load_providers(REPO / "providers.toml").providers if p.id == "coingecko"
+)
 
 
 def parse(payload: Any) -> list[PriceTick]:
@@ -175,12 +184,6 @@ def test_simple_price_params() -> None:
     }
 
 
-def test_api_key_header_only_when_set() -> None:
-    assert api_key_headers({}) == {}
-    assert api_key_headers({"COINGECKO_API_KEY": "  "}) == {}
-    assert api_key_headers({"COINGECKO_API_KEY": "CG-abc"}) == {"x-cg-demo-api-key": "CG-abc"}
-
-
 # -- collector against the simulator (loopback, real clock) ------------------------------------
 
 
@@ -193,8 +196,9 @@ def make_collector(
     client: UpstreamClient,
     symbols: tuple[str, ...] = DEFAULT_SYMBOLS,
     publish: Callable[[Sequence[PriceTick]], Awaitable[None]] = _ignore,
+    key: str | None = None,
 ) -> CoinGeckoCollector:
-    return CoinGeckoCollector(CollectorContext(provider, client, symbols, publish))
+    return CoinGeckoCollector(CollectorContext(provider, client, symbols, publish, key=key))
 
 
 async def test_poll_against_simulator_then_set_price() -> None:
@@ -219,16 +223,22 @@ async def test_poll_against_simulator_then_set_price() -> None:
             assert "x-cg-demo-api-key" not in headers
 
 
-async def test_provider_symbols_override_and_api_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("COINGECKO_API_KEY", "CG-test-key")
+async def test_provider_symbols_override_and_api_key() -> None:
+    """The optional demo key comes in the context; the client sends it in the header that the
+    shipped entry's `auth` names, and without one the keyless tier is asked."""
     with trio.fail_after(10):
         async with run_simulator() as sim, UpstreamClient() as client:
-            provider = sim.provider("coingecko", symbols=("avax", "MATIC", "USDT", "NOPE"))
-            ticks = await make_collector(provider, client).poll()
+            provider = sim.provider(
+                "coingecko", symbols=("avax", "MATIC", "USDT", "NOPE"), auth=SHIPPED_AUTH
+            )
+            ticks = await make_collector(provider, client, key="CG-test-key").poll()
             assert [t.symbol for t in ticks] == ["AVAX", "MATIC", "USDT"]
             _, _, params, headers = sim.requests[-1]
             assert params["ids"] == "avalanche-2,matic-network,tether"
             assert headers["x-cg-demo-api-key"] == "CG-test-key"
+            keyless = await make_collector(provider, client, key=None).poll()
+            assert [t.symbol for t in keyless] == ["AVAX", "MATIC", "USDT"]
+            assert "x-cg-demo-api-key" not in sim.requests[-1][3]
 
 
 async def test_no_mappable_symbols_means_no_request() -> None:
@@ -461,6 +471,10 @@ def test_registry() -> None:
         "coinbase": CoinbaseCollector,
         "coinpaprika": CoinPaprikaCollector,
         "defillama-coins": DefiLlamaPriceCollector,
+        "coincap": CoinCapCollector,
+        "coinmarketcap": CoinMarketCapCollector,
+        "cryptocompare": CryptoCompareCollector,
+        "messari": MessariCollector,
     }
     assert expected == COLLECTORS
     assert all(cls.name == key for key, cls in COLLECTORS.items())

@@ -6,12 +6,14 @@ from __future__ import annotations
 import copy
 import itertools
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import trio
 
+from gateway.config import load_providers
 from gateway.errors import UpstreamPayloadError, UpstreamRateLimited
 from gateway.market_models import MarketOverview, TrendingCoin
 from gateway.models import utc_now
@@ -27,6 +29,13 @@ from gateway.sources.coingecko_market import (
 from gateway.upstream import UpstreamClient
 from tests.upstream import load_fixture
 from tests.upstream.simulator import Fault, run_simulator
+
+REPO = Path(__file__).resolve().parent.parent
+# The shipped entry's `auth`, an optional demo-key header (the simulator's entry has none).
+SHIPPED_AUTH = next(
+    p.auth for p in load_providers(REPO / "providers.toml").providers if p.id == "coingecko"
+)
+
 
 # -- trending ----------------------------------------------------------------------------------
 
@@ -160,17 +169,19 @@ def test_ohlc_days_picks_the_smallest_documented_span() -> None:
     assert ohlc_days(14400, now - timedelta(days=200), now) == 30
 
 
-async def test_fetchers_against_simulator(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("COINGECKO_API_KEY", "CG-market-key")
+async def test_fetchers_against_simulator() -> None:
+    """Each fetch sends the key it is given in the header the shipped entry's `auth` names."""
+    key = "CG-market-key"
     with trio.fail_after(10):
         async with run_simulator() as sim, UpstreamClient() as client:
-            provider = sim.provider("coingecko")
-            assert next(c.symbol for c in await fetch_trending(client, provider)) == "PEPE"
-            overview = await fetch_global(client, provider)
+            provider = sim.provider("coingecko", auth=SHIPPED_AUTH)
+            trending = await fetch_trending(client, provider, key=key)
+            assert next(c.symbol for c in trending) == "PEPE"
+            overview = await fetch_global(client, provider, key=key)
             assert overview.btc_dominance_pct == 50.0213
             now = utc_now()
             candles = await fetch_candles(
-                client, provider, "eth", 14400, now - timedelta(days=5), now
+                client, provider, "eth", 14400, now - timedelta(days=5), now, key=key
             )
             assert 30 <= len(candles) <= 31
             assert all(c.interval_seconds == 14400 and c.symbol == "ETH" for c in candles)
@@ -179,7 +190,7 @@ async def test_fetchers_against_simulator(monkeypatch: pytest.MonkeyPatch) -> No
             _, path, params, _headers = sim.requests[-1]
             assert path == "/coins/ethereum/ohlc"
             assert params == {"vs_currency": "usd", "days": "7"}
-            assert all(r[3]["x-cg-demo-api-key"] == "CG-market-key" for r in sim.requests)
+            assert all(r[3]["x-cg-demo-api-key"] == key for r in sim.requests)
             assert sim.hits["coingecko"] == 3
 
 

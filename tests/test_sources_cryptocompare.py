@@ -14,6 +14,7 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -62,24 +63,6 @@ def shipped_entry() -> ProviderConfig:
 
 
 SHIPPED = shipped_entry()
-
-
-def empty_env(tmp_path: Path) -> Path:
-    path = tmp_path / "empty.env"
-    path.write_text("")
-    return path
-
-
-@pytest.fixture
-def with_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("GATEWAY_ENV_FILE", str(empty_env(tmp_path)))
-    monkeypatch.setenv("CRYPTOCOMPARE_API_KEY", KEY)
-
-
-@pytest.fixture
-def without_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("GATEWAY_ENV_FILE", str(empty_env(tmp_path)))
-    monkeypatch.delenv("CRYPTOCOMPARE_API_KEY", raising=False)
 
 
 def parse(payload: Any) -> list[PriceTick]:
@@ -181,12 +164,15 @@ async def _ignore(ticks: Sequence[PriceTick]) -> None:
 
 
 def make_collector(
-    provider: Any, client: UpstreamClient, symbols: tuple[str, ...] = DEFAULT_SYMBOLS
+    provider: Any,
+    client: UpstreamClient,
+    symbols: tuple[str, ...] = DEFAULT_SYMBOLS,
+    key: str | None = KEY,
 ) -> CryptoCompareCollector:
-    return CryptoCompareCollector(CollectorContext(provider, client, symbols, _ignore))
+    """A collector given `key` in its context, as the supervisor gives it the configured one."""
+    return CryptoCompareCollector(CollectorContext(provider, client, symbols, _ignore, key=key))
 
 
-@pytest.mark.usefixtures("with_key")
 async def test_one_request_with_the_key_header() -> None:
     with trio.fail_after(10):
         async with run_simulator() as sim, UpstreamClient() as client:
@@ -205,7 +191,6 @@ async def test_one_request_with_the_key_header() -> None:
             assert sim.hits["cryptocompare"] == 1  # nothing known: no request
 
 
-@pytest.mark.usefixtures("with_key")
 async def test_a_long_symbol_list_is_asked_for_in_batches() -> None:
     with trio.fail_after(10):
         async with run_simulator() as sim, UpstreamClient() as client:
@@ -218,12 +203,11 @@ async def test_a_long_symbol_list_is_asked_for_in_batches() -> None:
             assert all(len(r[2]["fsyms"]) <= FSYMS_MAX_CHARS for r in requests)
 
 
-@pytest.mark.usefixtures("without_key")
 async def test_without_a_key_nothing_is_sent() -> None:
     with trio.fail_after(10):
         async with run_simulator() as sim, UpstreamClient() as client:
             with pytest.raises(UpstreamUnconfigured, match="CRYPTOCOMPARE_API_KEY"):
-                await make_collector(sim.provider("cryptocompare"), client).poll()
+                await make_collector(sim.provider("cryptocompare"), client, key=None).poll()
             now = utc_now()
             with pytest.raises(UpstreamUnconfigured):
                 await fetch_candles(
@@ -232,7 +216,6 @@ async def test_without_a_key_nothing_is_sent() -> None:
             assert sim.hits["cryptocompare"] == 0
 
 
-@pytest.mark.usefixtures("with_key")
 async def test_a_wrong_key_gets_the_error_envelope() -> None:
     with trio.fail_after(10):
         async with run_simulator() as sim, UpstreamClient() as client:
@@ -241,7 +224,6 @@ async def test_a_wrong_key_gets_the_error_envelope() -> None:
                 await make_collector(sim.provider("cryptocompare"), client).poll()
 
 
-@pytest.mark.usefixtures("with_key")
 @pytest.mark.parametrize(
     ("fault", "error_type"),
     [
@@ -382,13 +364,12 @@ def test_histo_params() -> None:
     assert histo_params("BTC", 60, start, start + timedelta(seconds=30))["limit"] == "1"
 
 
-@pytest.mark.usefixtures("with_key")
 async def test_fetch_candles_pages_through_long_windows() -> None:
     with trio.fail_after(10):
         async with run_simulator() as sim, UpstreamClient() as client:
             provider, now = sim.provider("cryptocompare"), utc_now()
             start = now - timedelta(minutes=4500)
-            candles = await fetch_candles(client, provider, "BTC", 60, start, now)
+            candles = await fetch_candles(client, provider, "BTC", 60, start, now, key=KEY)
             assert 4500 <= len(candles) <= 4501
             steps = {b.open_time - a.open_time for a, b in itertools.pairwise(candles)}
             assert steps == {timedelta(minutes=1)}
@@ -402,30 +383,27 @@ async def test_fetch_candles_pages_through_long_windows() -> None:
             assert tos == sorted(tos)  # oldest page first
 
 
-@pytest.mark.usefixtures("with_key")
 async def test_fetch_candles_refusals_and_faults() -> None:
     with trio.fail_after(10):
         async with run_simulator() as sim, UpstreamClient() as client:
             provider, now = sim.provider("cryptocompare"), utc_now()
+            fetch = partial(fetch_candles, client, provider, key=KEY)
             day = timedelta(days=1)
-            hours = await fetch_candles(client, provider, "ETH", 3600, now - day, now)
+            hours = await fetch("ETH", 3600, now - day, now)
             assert len(hours) in (24, 25) and sim.requests[-1][1] == "/v2/histohour"
-            days = await fetch_candles(client, provider, "ETH", 86400, now - 10 * day, now)
+            days = await fetch("ETH", 86400, now - 10 * day, now)
             assert len(days) in (10, 11) and sim.requests[-1][1] == "/v2/histoday"
             hits = sim.hits["cryptocompare"]
-            assert await fetch_candles(client, provider, "NOPE", 3600, now - day, now) == []
+            assert await fetch("NOPE", 3600, now - day, now) == []
             with pytest.raises(ValueError, match="not 300"):
-                await fetch_candles(client, provider, "BTC", 300, now - day, now)
+                await fetch("BTC", 300, now - day, now)
             with pytest.raises(ValueError, match="timezone-aware"):
-                await fetch_candles(client, provider, "BTC", 60, datetime(2024, 1, 1), now)
+                await fetch("BTC", 60, datetime(2024, 1, 1), now)
             assert sim.hits["cryptocompare"] == hits  # refused before any request
             sim.inject("cryptocompare", Fault.rate_limit(retry_after=90, times=1))
             with pytest.raises(UpstreamRateLimited):
-                await fetch_candles(client, provider, "BTC", 3600, now - day, now)
+                await fetch("BTC", 3600, now - day, now)
             sim.inject("cryptocompare", Fault.wrong_shape(times=1))
             with pytest.raises(UpstreamPayloadError):
-                await fetch_candles(client, provider, "BTC", 3600, now - day, now)
-            assert len(await fetch_candles(client, provider, "BTC", 3600, now - day, now)) in (
-                24,
-                25,
-            )
+                await fetch("BTC", 3600, now - day, now)
+            assert len(await fetch("BTC", 3600, now - day, now)) in (24, 25)

@@ -58,24 +58,6 @@ def shipped_entry() -> ProviderConfig:
 SHIPPED = shipped_entry()
 
 
-def empty_env(tmp_path: Path) -> Path:
-    path = tmp_path / "empty.env"
-    path.write_text("")
-    return path
-
-
-@pytest.fixture
-def with_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("GATEWAY_ENV_FILE", str(empty_env(tmp_path)))
-    monkeypatch.setenv("MESSARI_API_KEY", KEY)
-
-
-@pytest.fixture
-def without_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("GATEWAY_ENV_FILE", str(empty_env(tmp_path)))
-    monkeypatch.delenv("MESSARI_API_KEY", raising=False)
-
-
 def parse(payload: Any) -> list[PriceTick]:
     return parse_asset_details(payload, OBSERVED)
 
@@ -184,12 +166,15 @@ async def _ignore(ticks: Sequence[PriceTick]) -> None:
 
 
 def make_collector(
-    provider: Any, client: UpstreamClient, symbols: tuple[str, ...] = SYMBOLS
+    provider: Any,
+    client: UpstreamClient,
+    symbols: tuple[str, ...] = SYMBOLS,
+    key: str | None = KEY,
 ) -> MessariCollector:
-    return MessariCollector(CollectorContext(provider, client, symbols, _ignore))
+    """A collector given `key` in its context, as the supervisor gives it the configured one."""
+    return MessariCollector(CollectorContext(provider, client, symbols, _ignore, key=key))
 
 
-@pytest.mark.usefixtures("with_key")
 async def test_one_request_with_the_key_header() -> None:
     with trio.fail_after(10):
         async with run_simulator() as sim, UpstreamClient() as client:
@@ -206,7 +191,6 @@ async def test_one_request_with_the_key_header() -> None:
             assert sim.hits["messari"] == 1
 
 
-@pytest.mark.usefixtures("with_key")
 async def test_more_slugs_than_one_request_takes(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(messari, "MAX_ASSETS", 2)
     with trio.fail_after(10):
@@ -217,16 +201,14 @@ async def test_more_slugs_than_one_request_takes(monkeypatch: pytest.MonkeyPatch
     assert MAX_ASSETS == 20
 
 
-@pytest.mark.usefixtures("without_key")
 async def test_without_a_key_nothing_is_sent() -> None:
     with trio.fail_after(10):
         async with run_simulator() as sim, UpstreamClient() as client:
             with pytest.raises(UpstreamUnconfigured, match="MESSARI_API_KEY"):
-                await make_collector(sim.provider("messari"), client).poll()
+                await make_collector(sim.provider("messari"), client, key=None).poll()
             assert sim.hits["messari"] == 0
 
 
-@pytest.mark.usefixtures("with_key")
 async def test_a_wrong_key_is_refused_upstream() -> None:
     with trio.fail_after(10):
         async with run_simulator() as sim, UpstreamClient() as client:
@@ -236,7 +218,6 @@ async def test_a_wrong_key_is_refused_upstream() -> None:
             assert info.value.status == 401
 
 
-@pytest.mark.usefixtures("with_key")
 @pytest.mark.parametrize(
     ("fault", "error_type"),
     [

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Final, Protocol
 
@@ -68,13 +68,16 @@ class CollectorContext:
 
     `symbols` are canonical symbols; a provider entry's own `symbols` takes precedence.
     `publish` stores and fans out a batch; it may block briefly (backpressure), which simply
-    delays the next poll.
+    delays the next poll. `key` is the provider's API key from `gateway.secrets` (the client
+    sends it as `provider.auth` says); None for a keyless or unconfigured provider, and an
+    unconfigured one is never started. Never log it.
     """
 
     provider: ProviderConfig
     client: UpstreamClient
     symbols: tuple[str, ...]
     publish: Publish
+    key: str | None = field(default=None, repr=False)  # a secret: kept out of repr()
 
 
 class Collector(Protocol):
@@ -168,7 +171,8 @@ class PollingCollector:
         params: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> list[PriceTick]:
-        """GET `path` and `parse(payload, observed_at, provider=…)` the body.
+        """GET `path` and `parse(payload, observed_at, provider=…)` the body, with the
+        context's key.
 
         The parser runs inside the request's attempt, so a wrong-shape body counts against
         the provider's circuit breaker like any other failure. No retry: the polling loop's
@@ -181,6 +185,7 @@ class PollingCollector:
             lambda payload: parse(payload, utc_now(), provider=provider_id),
             params=params,
             headers=headers,
+            key=self.ctx.key,
             retry=NO_RETRY,
         )
         return ticks

@@ -264,12 +264,14 @@ async def fetch_candles(
     end: datetime,
     *,
     now: datetime | None = None,
+    key: str | None = None,
 ) -> list[Candle]:
     """Binance's candles for `symbol` with open times in `[start, end)`, oldest first.
 
     One request per `KLINES_LIMIT` intervals, made in order; `[]` without a request when the
     symbol has no Binance pair. Raises ValueError for an unsupported interval or a bad window
-    (see `gateway.sources.candles`) and the client's `UpstreamError`s.
+    (see `gateway.sources.candles`) and the client's `UpstreamError`s. `key` is ignored: the
+    market-data endpoints need none.
     """
     cdl.check_interval(interval_seconds, CANDLE_INTERVALS, provider.id)
     aligned = cdl.check_window(start, end, interval_seconds)
@@ -283,12 +285,13 @@ async def fetch_candles(
             payload, canonical, interval_seconds, now or utc_now(), provider=provider_id
         )
 
-    found: list[Candle] = []
-    for page_start, page_end in cdl.pages(aligned, end, interval_seconds, KLINES_LIMIT):
-        found += await client.request_parsed(
+    async def page(page_start: datetime, page_end: datetime) -> list[Candle]:
+        candles: list[Candle] = await client.request_parsed(
             provider,
             KLINES_ENDPOINT,
             parse,
             params=klines_params(pair, interval_seconds, page_start, page_end),
         )
-    return cdl.select(found, aligned, end)
+        return candles
+
+    return await cdl.fetch_pages(page, aligned, end, interval_seconds, KLINES_LIMIT)

@@ -28,6 +28,8 @@ __all__ = ["CANDLE_SOURCES", "CandleFetcher", "CandleSource", "candle_source_for
 
 
 class CandleFetcher(Protocol):
+    """`fetch_candles` of a source module; `key` is the provider's API key (None: keyless)."""
+
     def __call__(
         self,
         client: UpstreamClient,
@@ -38,6 +40,7 @@ class CandleFetcher(Protocol):
         end: datetime,
         *,
         now: datetime | None = None,
+        key: str | None = None,
     ) -> Awaitable[list[Candle]]: ...
 
 

@@ -1,12 +1,14 @@
-"""Shared rules for the candle fetchers of the market sources (pure helpers, no I/O).
+"""Shared rules for the candle fetchers of the market sources (helpers with no I/O of their own).
 
-Every source's `fetch_candles(client, provider, symbol, interval_seconds, start, end)` answers
-the same question — the provider's own candles whose `open_time` lies in `[start, end)` — and
-follows the same rules, kept here so they cannot drift apart:
+Every source's `fetch_candles(client, provider, symbol, interval_seconds, start, end, *, now,
+key)` answers the same question — the provider's own candles whose `open_time` lies in
+`[start, end)` — and follows the same rules, kept here so they cannot drift apart:
 
 * `start` and `end` are aware datetimes with `start < end`; `start` is rounded down to the
   interval grid. A window longer than `MAX_CANDLES` intervals is refused (ValueError): backfill
   asks in slices rather than making one call that runs for minutes.
+* `key` is the provider's API key (`gateway.secrets`), handed to the client; a fetcher whose
+  provider needs none ignores it.
 * `interval_seconds` must be one the provider serves; anything else is a ValueError naming the
   ones it does (see each module's `CANDLE_INTERVALS`). A symbol the provider does not list
   gives `[]` without a request, as collectors skip such symbols.
@@ -24,7 +26,7 @@ This module never fills a hole: an interval the provider did not report is simpl
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
@@ -40,6 +42,7 @@ __all__ = [
     "check_window",
     "epoch_seconds",
     "epoch_seconds_ceil",
+    "fetch_pages",
     "from_epoch",
     "iso_time",
     "iso_z",
@@ -135,6 +138,22 @@ def pages(
         page_end = min(page_start + step, end)
         yield page_start, page_end
         page_start = page_end
+
+
+async def fetch_pages(
+    fetch_page: Callable[[datetime, datetime], Awaitable[list[Candle]]],
+    start: datetime,
+    end: datetime,
+    interval_seconds: int,
+    per_request: int,
+) -> list[Candle]:
+    """`fetch_page(page_start, page_end)` for each of `pages(...)` in order, one at a time (the
+    provider's rate limit is shared), and `select` of what they returned; `start` must already
+    be on the grid (`check_window`'s result)."""
+    found: list[Candle] = []
+    for page_start, page_end in pages(start, end, interval_seconds, per_request):
+        found += await fetch_page(page_start, page_end)
+    return select(found, start, end)
 
 
 def price(value: Any, fail: Fail, where: str, *, strings: bool = True) -> float:

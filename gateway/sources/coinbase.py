@@ -219,12 +219,13 @@ async def fetch_candles(
     end: datetime,
     *,
     now: datetime | None = None,
+    key: str | None = None,
 ) -> list[Candle]:
     """Coinbase's candles for `symbol` with open times in `[start, end)`, oldest first.
 
     One request per 299 intervals, in order; `[]` without a request when the symbol has no
     Coinbase product. Raises ValueError for an unsupported granularity or a bad window, and
-    the client's `UpstreamError`s.
+    the client's `UpstreamError`s. `key` is ignored: the public endpoint needs none.
     """
     cdl.check_interval(interval_seconds, CANDLE_INTERVALS, provider.id)
     aligned = cdl.check_window(start, end, interval_seconds)
@@ -238,14 +239,15 @@ async def fetch_candles(
             payload, canonical, product, interval_seconds, now or utc_now(), provider=provider_id
         )
 
-    found: list[Candle] = []
-    for page_start, page_end in cdl.pages(aligned, end, interval_seconds, _PAGE_INTERVALS):
+    async def page(page_start: datetime, page_end: datetime) -> list[Candle]:
         # The API takes whole seconds: the last one before the page's (exclusive) end.
         last = datetime.fromtimestamp(cdl.epoch_seconds_ceil(page_end) - 1, UTC)
-        found += await client.request_parsed(
+        candles: list[Candle] = await client.request_parsed(
             provider,
             candles_path(product),
             parse,
             params=candles_params(interval_seconds, page_start, max(last, page_start)),
         )
-    return cdl.select(found, aligned, end)
+        return candles
+
+    return await cdl.fetch_pages(page, aligned, end, interval_seconds, _PAGE_INTERVALS)

@@ -22,25 +22,21 @@ field meanings from the 2.0 documentation.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
 from gateway.assets import coincap_id, symbol_for_coincap_id
-from gateway.config import ProviderConfig
 from gateway.errors import UpstreamPayloadError
-from gateway.models import PriceTick, utc_now
-from gateway.secrets import Secrets
-from gateway.sources import CollectorContext, PollingCollector, is_valid_price, number_or_none
+from gateway.models import PriceTick
+from gateway.sources import PollingCollector, is_valid_price, number_or_none
 from gateway.sources import candles as cdl
-from gateway.upstream.client import NO_RETRY
 
 __all__ = [
     "ENDPOINT",
     "MAX_IDS",
     "PROVIDER_ID",
     "CoinCapCollector",
-    "api_key",
     "assets_params",
     "parse_assets",
 ]
@@ -49,15 +45,6 @@ PROVIDER_ID: Final = "coincap"
 ENDPOINT: Final = "/assets"
 # `limit` is at most 2000 upstream; one request covers every configured coin below that.
 MAX_IDS: Final = 2000
-
-
-def api_key(provider: ProviderConfig, environ: Mapping[str, str] | None = None) -> str | None:
-    """The provider's key, resolved as the supervisor resolves it (`gateway.secrets`: the
-    environment over `.env`); None when it is not set. Never log it.
-
-    Resolved here because nothing hands a collector or a candle fetcher its key (there is no
-    key in `CollectorContext`), and the client sends a required key only when given one."""
-    return Secrets.from_environment((provider,), environ).key_for(provider)
 
 
 def assets_params(asset_ids: Sequence[str]) -> dict[str, str]:
@@ -146,15 +133,11 @@ def _timestamp(raw: Any, fail: cdl.Fail) -> datetime | None:
 class CoinCapCollector(PollingCollector):
     """Polls `/assets?ids=...` for every configured symbol that has a CoinCap id.
 
-    The key is resolved once, when the collector is built (a restart by the supervisor reads it
-    again), and handed to the client, which sends it as `provider.auth` says.
+    The key comes in the context (`CollectorContext.key`); the client sends it as
+    `provider.auth` says.
     """
 
     name = "coincap"
-
-    def __init__(self, ctx: CollectorContext) -> None:
-        super().__init__(ctx)
-        self._key = api_key(ctx.provider)
 
     def asset_ids(self) -> list[str]:
         return [cid for cid in map(coincap_id, self.symbols) if cid is not None][:MAX_IDS]
@@ -163,13 +146,4 @@ class CoinCapCollector(PollingCollector):
         ids = self.asset_ids()
         if not ids:
             return []
-        provider_id = self.provider.id
-        ticks: list[PriceTick] = await self.ctx.client.request_parsed(
-            self.provider,
-            ENDPOINT,
-            lambda payload: parse_assets(payload, utc_now(), provider=provider_id),
-            params=assets_params(ids),
-            key=self._key,
-            retry=NO_RETRY,  # the polling loop's backoff is the retry
-        )
-        return ticks
+        return await self.fetch_ticks(ENDPOINT, parse_assets, params=assets_params(ids))

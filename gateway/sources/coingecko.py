@@ -7,39 +7,34 @@ by CoinGecko coin id; with the `include_*` flags each entry carries::
                  "usd_24h_change": 3.63, "last_updated_at": 1711356300}, ...}
 
 Ids the API does not know are simply absent from the response, and CoinGecko sends `null` for
-`usd_24h_change` when a price is stale. A demo API key, if the environment has one in
-`COINGECKO_API_KEY`, is sent in the `x-cg-demo-api-key` header; without it the keyless public
-tier is used. The key is never logged.
+`usd_24h_change` when a price is stale. A demo API key, if `COINGECKO_API_KEY` is set, reaches
+the collector as `CollectorContext.key` and the client sends it in the `x-cg-demo-api-key`
+header (providers.toml's `auth`); without it the keyless public tier is used. The key is never
+logged.
 """
 
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
 from gateway.assets import coingecko_id, symbol_for_coingecko_id
 from gateway.errors import UpstreamPayloadError
 from gateway.models import PriceTick
-from gateway.sources import CollectorContext, PollingCollector, is_valid_price, number_or_none
+from gateway.sources import PollingCollector, is_valid_price, number_or_none
 
 __all__ = [
-    "API_KEY_ENV",
-    "DEMO_KEY_HEADER",
     "ENDPOINT",
     "PROVIDER_ID",
     "CoinGeckoCollector",
-    "api_key_headers",
     "parse_simple_price",
     "simple_price_params",
 ]
 
 PROVIDER_ID: Final = "coingecko"
 ENDPOINT: Final = "/simple/price"
-API_KEY_ENV: Final = "COINGECKO_API_KEY"
-DEMO_KEY_HEADER: Final = "x-cg-demo-api-key"
 
 _Fail = Callable[[str], UpstreamPayloadError]
 
@@ -54,12 +49,6 @@ def simple_price_params(coin_ids: Sequence[str]) -> dict[str, str]:
         "include_24hr_change": "true",
         "include_last_updated_at": "true",
     }
-
-
-def api_key_headers(env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The demo-key header if `COINGECKO_API_KEY` is set (and not blank), else nothing."""
-    key = (os.environ if env is None else env).get(API_KEY_ENV, "").strip()
-    return {DEMO_KEY_HEADER: key} if key else {}
 
 
 def parse_simple_price(
@@ -164,11 +153,6 @@ class CoinGeckoCollector(PollingCollector):
 
     name = "coingecko"
 
-    def __init__(self, ctx: CollectorContext) -> None:
-        super().__init__(ctx)
-        # Read once: settings come from the environment at start-up, not per request.
-        self._headers = api_key_headers()
-
     def coin_ids(self) -> list[str]:
         return [cid for cid in map(coingecko_id, self.symbols) if cid is not None]
 
@@ -176,6 +160,4 @@ class CoinGeckoCollector(PollingCollector):
         ids = self.coin_ids()
         if not ids:
             return []
-        return await self.fetch_ticks(
-            ENDPOINT, parse_simple_price, params=simple_price_params(ids), headers=self._headers
-        )
+        return await self.fetch_ticks(ENDPOINT, parse_simple_price, params=simple_price_params(ids))

@@ -3,7 +3,8 @@
 Docs: https://docs.coingecko.com/v3.0.1/reference/trending-search, .../crypto-global and
 .../coins-id-ohlc. These are fetched when asked for, not polled; they share the `coingecko`
 provider entry (and its rate limit) with the price collector, and send the same optional demo
-key header (`gateway.sources.coingecko.api_key_headers`).
+key: each fetch takes the provider's `key` (from `gateway.secrets`), which the client puts in
+the `x-cg-demo-api-key` header as providers.toml's `auth` says.
 
 * `GET /search/trending` answers `{"coins": [{"item": {"id": "pepe", "name": "Pepe",
   "symbol": "PEPE", "market_cap_rank": 32, "score": 0, ...}}, ...], "nfts": [...], ...}`,
@@ -32,7 +33,6 @@ from gateway.market_models import MarketOverview, TrendingCoin
 from gateway.models import Candle, utc_now
 from gateway.sources import candles as cdl
 from gateway.sources import number_or_none
-from gateway.sources.coingecko import api_key_headers
 from gateway.upstream import UpstreamClient
 
 __all__ = [
@@ -157,26 +157,30 @@ def parse_global(payload: Any, *, provider: str = PROVIDER_ID) -> MarketOverview
     )
 
 
-async def fetch_trending(client: UpstreamClient, provider: ProviderConfig) -> list[TrendingCoin]:
+async def fetch_trending(
+    client: UpstreamClient, provider: ProviderConfig, *, key: str | None = None
+) -> list[TrendingCoin]:
     """CoinGecko's trending coins, most searched first."""
     provider_id = provider.id
     coins: list[TrendingCoin] = await client.request_parsed(
         provider,
         TRENDING_ENDPOINT,
         lambda payload: parse_trending(payload, provider=provider_id),
-        headers=api_key_headers(),
+        key=key,
     )
     return coins
 
 
-async def fetch_global(client: UpstreamClient, provider: ProviderConfig) -> MarketOverview:
+async def fetch_global(
+    client: UpstreamClient, provider: ProviderConfig, *, key: str | None = None
+) -> MarketOverview:
     """The global market overview (total cap, 24 h volume, BTC dominance)."""
     provider_id = provider.id
     overview: MarketOverview = await client.request_parsed(
         provider,
         GLOBAL_ENDPOINT,
         lambda payload: parse_global(payload, provider=provider_id),
-        headers=api_key_headers(),
+        key=key,
     )
     return overview
 
@@ -259,6 +263,7 @@ async def fetch_candles(
     end: datetime,
     *,
     now: datetime | None = None,
+    key: str | None = None,
 ) -> list[Candle]:
     """CoinGecko's candles for `symbol` opening in `[start, end)`, oldest first.
 
@@ -280,6 +285,6 @@ async def fetch_candles(
             payload, canonical, coin_id, interval_seconds, now or utc_now(), provider=provider_id
         ),
         params={"vs_currency": "usd", "days": str(days)},
-        headers=api_key_headers(),
+        key=key,
     )
     return cdl.select(candles, aligned, end)

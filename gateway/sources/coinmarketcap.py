@@ -33,39 +33,26 @@ returned, so the 300 s interval in providers.toml stays within it for up to 100 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Final
 
 from gateway.assets import asset, normalize_symbol
-from gateway.config import ProviderConfig
 from gateway.errors import UpstreamPayloadError
-from gateway.models import PriceTick, utc_now
-from gateway.secrets import Secrets
-from gateway.sources import CollectorContext, PollingCollector, is_valid_price, number_or_none
+from gateway.models import PriceTick
+from gateway.sources import PollingCollector, is_valid_price, number_or_none
 from gateway.sources import candles as cdl
-from gateway.upstream.client import NO_RETRY
 
 __all__ = [
     "ENDPOINT",
     "PROVIDER_ID",
     "CoinMarketCapCollector",
-    "api_key",
     "parse_quotes_latest",
     "quotes_params",
 ]
 
 PROVIDER_ID: Final = "coinmarketcap"
 ENDPOINT: Final = "/cryptocurrency/quotes/latest"
-
-
-def api_key(provider: ProviderConfig, environ: Mapping[str, str] | None = None) -> str | None:
-    """The provider's key, resolved as the supervisor resolves it (`gateway.secrets`: the
-    environment over `.env`); None when it is not set. Never log it.
-
-    Resolved here because nothing hands a collector or a candle fetcher its key (there is no
-    key in `CollectorContext`), and the client sends a required key only when given one."""
-    return Secrets.from_environment((provider,), environ).key_for(provider)
 
 
 def quotes_params(symbols: Sequence[str]) -> dict[str, str]:
@@ -152,10 +139,6 @@ class CoinMarketCapCollector(PollingCollector):
 
     name = "coinmarketcap"
 
-    def __init__(self, ctx: CollectorContext) -> None:
-        super().__init__(ctx)
-        self._key = api_key(ctx.provider)
-
     def known_symbols(self) -> list[str]:
         return [s for s in self.symbols if asset(s) is not None]
 
@@ -163,14 +146,6 @@ class CoinMarketCapCollector(PollingCollector):
         wanted = self.known_symbols()
         if not wanted:
             return []
-        provider_id = self.provider.id
-        ticks: list[PriceTick] = await self.ctx.client.request_parsed(
-            self.provider,
-            ENDPOINT,
-            lambda payload: parse_quotes_latest(payload, utc_now(), provider=provider_id),
-            params=quotes_params(wanted),
-            key=self._key,
-            retry=NO_RETRY,  # the polling loop's backoff is the retry
-        )
+        ticks = await self.fetch_ticks(ENDPOINT, parse_quotes_latest, params=quotes_params(wanted))
         chosen = {normalize_symbol(s) for s in wanted}
         return [t for t in ticks if t.symbol in chosen]

@@ -232,12 +232,14 @@ async def fetch_candles(
     end: datetime,
     *,
     now: datetime | None = None,
+    key: str | None = None,
 ) -> list[Candle]:
     """CoinPaprika's daily candles for `symbol` opening in `[start, end)`, oldest first.
 
     Only `interval_seconds == 86400` is served. One request per 366 days; `[]` without a
     request when the symbol has no CoinPaprika id. Raises ValueError for another interval or a
-    bad window, and the client's `UpstreamError`s (the free plan refuses old windows).
+    bad window, and the client's `UpstreamError`s (the free plan refuses old windows). `key` is
+    ignored: the free endpoint needs none.
     """
     cdl.check_interval(interval_seconds, CANDLE_INTERVALS, provider.id)
     aligned = cdl.check_window(start, end, interval_seconds)
@@ -249,9 +251,10 @@ async def fetch_candles(
     def parse(payload: Any) -> list[Candle]:
         return parse_ohlcv(payload, canonical, coin_id, now or utc_now(), provider=provider_id)
 
-    found: list[Candle] = []
-    for page_start, page_end in cdl.pages(aligned, end, interval_seconds, OHLCV_LIMIT):
-        found += await client.request_parsed(
+    async def page(page_start: datetime, page_end: datetime) -> list[Candle]:
+        candles: list[Candle] = await client.request_parsed(
             provider, ohlcv_path(coin_id), parse, params=ohlcv_params(page_start, page_end)
         )
-    return cdl.select(found, aligned, end)
+        return candles
+
+    return await cdl.fetch_pages(page, aligned, end, interval_seconds, OHLCV_LIMIT)

@@ -38,7 +38,7 @@ windows answer the error envelope.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Final
 
@@ -46,11 +46,9 @@ from gateway.assets import asset, normalize_symbol
 from gateway.config import ProviderConfig
 from gateway.errors import UpstreamPayloadError
 from gateway.models import Candle, PriceTick, utc_now
-from gateway.secrets import Secrets
-from gateway.sources import CollectorContext, PollingCollector, is_valid_price, number_or_none
+from gateway.sources import PollingCollector, is_valid_price, number_or_none
 from gateway.sources import candles as cdl
 from gateway.upstream import UpstreamClient
-from gateway.upstream.client import NO_RETRY
 
 __all__ = [
     "CANDLE_INTERVALS",
@@ -59,7 +57,6 @@ __all__ = [
     "HISTO_LIMIT",
     "PROVIDER_ID",
     "CryptoCompareCollector",
-    "api_key",
     "fetch_candles",
     "fsyms_batches",
     "histo_params",
@@ -79,15 +76,6 @@ _HISTO_PATHS: Final[dict[int, str]] = {
     86400: "/v2/histoday",
 }
 CANDLE_INTERVALS: Final = frozenset(_HISTO_PATHS)
-
-
-def api_key(provider: ProviderConfig, environ: Mapping[str, str] | None = None) -> str | None:
-    """The provider's key, resolved as the supervisor resolves it (`gateway.secrets`: the
-    environment over `.env`); None when it is not set. Never log it.
-
-    Resolved here because nothing hands a collector or a candle fetcher its key (there is no
-    key in `CollectorContext`), and the client sends a required key only when given one."""
-    return Secrets.from_environment((provider,), environ).key_for(provider)
 
 
 def _fail_for(provider: str, endpoint: str) -> cdl.Fail:
@@ -208,29 +196,15 @@ class CryptoCompareCollector(PollingCollector):
 
     name = "cryptocompare"
 
-    def __init__(self, ctx: CollectorContext) -> None:
-        super().__init__(ctx)
-        self._key = api_key(ctx.provider)
-
     def known_symbols(self) -> list[str]:
         return [s for s in self.symbols if asset(s) is not None]
 
     async def poll(self) -> list[PriceTick]:
         wanted = self.known_symbols()
-        provider_id = self.provider.id
-
-        def parse(payload: Any) -> list[PriceTick]:
-            return parse_pricemultifull(payload, utc_now(), provider=provider_id)
-
         ticks: list[PriceTick] = []
         for batch in fsyms_batches(wanted):
-            ticks += await self.ctx.client.request_parsed(
-                self.provider,
-                ENDPOINT,
-                parse,
-                params=pricemultifull_params(batch),
-                key=self._key,
-                retry=NO_RETRY,  # the polling loop's backoff is the retry
+            ticks += await self.fetch_ticks(
+                ENDPOINT, parse_pricemultifull, params=pricemultifull_params(batch)
             )
         chosen = {normalize_symbol(s) for s in wanted}
         return [t for t in ticks if t.symbol in chosen]
@@ -325,33 +299,37 @@ async def fetch_candles(
     end: datetime,
     *,
     now: datetime | None = None,
+    key: str | None = None,
 ) -> list[Candle]:
     """CryptoCompare's candles for `symbol` opening in `[start, end)`, oldest first.
 
     Intervals of 60, 3600 and 86400 seconds; one request per HISTO_LIMIT intervals, in order;
-    `[]` without a request for a symbol the asset table does not know. Raises ValueError for
-    another interval or a bad window, and the client's `UpstreamError`s (an unknown coin or a
-    window the plan does not cover answers the error envelope: UpstreamPayloadError).
+    `[]` without a request for a symbol the asset table does not know. `key` is the provider's
+    API key, sent by the client as `provider.auth` says (without one a required key raises
+    UpstreamUnconfigured and nothing is sent). Raises ValueError for another interval or a bad
+    window, and the client's `UpstreamError`s (an unknown coin or a window the plan does not
+    cover answers the error envelope: UpstreamPayloadError).
     """
     cdl.check_interval(interval_seconds, CANDLE_INTERVALS, provider.id)
     aligned = cdl.check_window(start, end, interval_seconds)
     known = asset(symbol)
     if known is None:
         return []
-    canonical, provider_id, key = known.symbol, provider.id, api_key(provider)
+    canonical, provider_id = known.symbol, provider.id
 
     def parse(payload: Any) -> list[Candle]:
         return parse_histo(
             payload, canonical, interval_seconds, now or utc_now(), provider=provider_id
         )
 
-    found: list[Candle] = []
-    for page_start, page_end in cdl.pages(aligned, end, interval_seconds, HISTO_LIMIT):
-        found += await client.request_parsed(
+    async def page(page_start: datetime, page_end: datetime) -> list[Candle]:
+        candles: list[Candle] = await client.request_parsed(
             provider,
             histo_path(interval_seconds),
             parse,
             params=histo_params(canonical, interval_seconds, page_start, page_end),
             key=key,
         )
-    return cdl.select(found, aligned, end)
+        return candles
+
+    return await cdl.fetch_pages(page, aligned, end, interval_seconds, HISTO_LIMIT)

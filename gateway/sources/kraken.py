@@ -241,6 +241,7 @@ async def fetch_candles(
     end: datetime,
     *,
     now: datetime | None = None,
+    key: str | None = None,
 ) -> list[Candle]:
     """Kraken's candles for `symbol` with open times in `[start, end)`, oldest first.
 
@@ -248,6 +249,7 @@ async def fetch_candles(
     paged to; a window reaching further back gets what exists. `[]` without a request when
     the symbol has no Kraken pair, or when the whole window is older than those 720 intervals.
     Raises ValueError for an unsupported interval or a bad window, and `UpstreamError`s.
+    `key` is ignored: the public endpoint needs none.
     """
     cdl.check_interval(interval_seconds, CANDLE_INTERVALS, provider.id)
     aligned = cdl.check_window(start, end, interval_seconds)

@@ -32,25 +32,21 @@ table records (from Messari's documentation) are collected.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Final
 
 from gateway.assets import messari_slug, symbol_for_messari_slug
-from gateway.config import ProviderConfig
 from gateway.errors import UpstreamPayloadError
-from gateway.models import PriceTick, utc_now
-from gateway.secrets import Secrets
-from gateway.sources import CollectorContext, PollingCollector, is_valid_price, number_or_none
+from gateway.models import PriceTick
+from gateway.sources import PollingCollector, is_valid_price, number_or_none
 from gateway.sources import candles as cdl
-from gateway.upstream.client import NO_RETRY
 
 __all__ = [
     "ENDPOINT",
     "MAX_ASSETS",
     "PROVIDER_ID",
     "MessariCollector",
-    "api_key",
     "details_params",
     "parse_asset_details",
 ]
@@ -58,15 +54,6 @@ __all__ = [
 PROVIDER_ID: Final = "messari"
 ENDPOINT: Final = "/metrics/v2/assets/details"
 MAX_ASSETS: Final = 20  # per request, as clients of the endpoint report
-
-
-def api_key(provider: ProviderConfig, environ: Mapping[str, str] | None = None) -> str | None:
-    """The provider's key, resolved as the supervisor resolves it (`gateway.secrets`: the
-    environment over `.env`); None when it is not set. Never log it.
-
-    Resolved here because nothing hands a collector or a candle fetcher its key (there is no
-    key in `CollectorContext`), and the client sends a required key only when given one."""
-    return Secrets.from_environment((provider,), environ).key_for(provider)
 
 
 def details_params(slugs: Sequence[str]) -> dict[str, str]:
@@ -158,29 +145,17 @@ class MessariCollector(PollingCollector):
 
     name = "messari"
 
-    def __init__(self, ctx: CollectorContext) -> None:
-        super().__init__(ctx)
-        self._key = api_key(ctx.provider)
-
     def slugs(self) -> list[str]:
         return [slug for slug in map(messari_slug, self.symbols) if slug is not None]
 
     async def poll(self) -> list[PriceTick]:
         slugs = self.slugs()
-        provider_id = self.provider.id
-
-        def parse(payload: Any) -> list[PriceTick]:
-            return parse_asset_details(payload, utc_now(), provider=provider_id)
-
         ticks: list[PriceTick] = []
         for first in range(0, len(slugs), MAX_ASSETS):
-            ticks += await self.ctx.client.request_parsed(
-                self.provider,
+            ticks += await self.fetch_ticks(
                 ENDPOINT,
-                parse,
+                parse_asset_details,
                 params=details_params(slugs[first : first + MAX_ASSETS]),
-                key=self._key,
-                retry=NO_RETRY,  # the polling loop's backoff is the retry
             )
         chosen = set(self.symbols)
         return [t for t in ticks if t.symbol in chosen]
