@@ -48,6 +48,7 @@ __all__ = [
     "collector_for",
     "is_valid_price",
     "number_or_none",
+    "optional_number",
 ]
 
 log = structlog.get_logger(__name__)
@@ -129,6 +130,26 @@ def number_or_none(value: Any, *, strings: bool = False) -> float | None:
         except ValueError:
             return None
     return None
+
+
+def optional_number(
+    section: Mapping[str, Any] | None,
+    key: str,
+    where: str,
+    fail: Callable[[str], Exception],
+    *,
+    signed: bool,
+) -> float | None:
+    """`section[key]` as a finite number (not negative unless `signed`), None when absent or
+    null; anything else is `fail(...)` raised: a provider that sends a field must send it
+    right, and a missing figure stays missing rather than becoming 0."""
+    raw = section.get(key) if section is not None else None
+    if raw is None:
+        return None
+    value = number_or_none(raw)
+    if value is None or not math.isfinite(value) or (not signed and value < 0):
+        raise fail(f"{where}: invalid {key} {raw!r}")
+    return value
 
 
 def is_valid_price(value: float | None) -> bool:

@@ -32,7 +32,6 @@ returned, so the 300 s interval in providers.toml stays within it for up to 100 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Final
@@ -40,7 +39,7 @@ from typing import Any, Final
 from gateway.assets import asset, normalize_symbol
 from gateway.errors import UpstreamPayloadError
 from gateway.models import PriceTick
-from gateway.sources import PollingCollector, is_valid_price, number_or_none
+from gateway.sources import PollingCollector, is_valid_price, number_or_none, optional_number
 from gateway.sources import candles as cdl
 
 __all__ = [
@@ -104,7 +103,7 @@ def parse_quotes_latest(
         if price is None or not is_valid_price(price):
             raise fail(f"{key}: invalid price {usd_quote.get('price')!r}")
         updated = usd_quote.get("last_updated", entry.get("last_updated"))
-        cap = _optional(usd_quote, "market_cap", key, fail, signed=False)
+        cap = optional_number(usd_quote, "market_cap", key, fail, signed=False)
         ticks.append(
             PriceTick(
                 symbol=known.symbol,
@@ -112,25 +111,15 @@ def parse_quotes_latest(
                 provider=provider,
                 observed_at=cdl.iso_time(updated, fail, key) if updated else observed_at,
                 market_cap_usd=cap or None,  # 0: circulating supply not verified
-                volume_24h_usd=_optional(usd_quote, "volume_24h", key, fail, signed=False),
-                change_24h_pct=_optional(usd_quote, "percent_change_24h", key, fail, signed=True),
+                volume_24h_usd=optional_number(usd_quote, "volume_24h", key, fail, signed=False),
+                change_24h_pct=optional_number(
+                    usd_quote, "percent_change_24h", key, fail, signed=True
+                ),
             )
         )
     if not ticks:
         raise fail("no known symbol in the response")
     return ticks
-
-
-def _optional(
-    quote: dict[str, Any], key: str, where: str, fail: cdl.Fail, *, signed: bool
-) -> float | None:
-    raw = quote.get(key)
-    if raw is None:
-        return None
-    value = number_or_none(raw)
-    if value is None or not math.isfinite(value) or (not signed and value < 0):
-        raise fail(f"{where}: invalid {key} {raw!r}")
-    return value
 
 
 class CoinMarketCapCollector(PollingCollector):

@@ -38,7 +38,7 @@ from gateway.assets import coinpaprika_id, normalize_symbol, symbol_for_coinpapr
 from gateway.config import ProviderConfig
 from gateway.errors import UpstreamPayloadError
 from gateway.models import Candle, PriceTick, utc_now
-from gateway.sources import PollingCollector, number_or_none
+from gateway.sources import PollingCollector, optional_number
 from gateway.sources import candles as cdl
 from gateway.upstream import UpstreamClient
 
@@ -110,7 +110,7 @@ def parse_tickers(
         usd = quotes.get("USD") if isinstance(quotes, dict) else None
         if not isinstance(usd, dict):
             raise fail(f"{coin_id}: missing quotes.USD")
-        raw_cap = _optional(usd, "market_cap", coin_id, fail, signed=False)
+        raw_cap = optional_number(usd, "market_cap", coin_id, fail, signed=False)
         updated = item.get("last_updated")
         ticks.append(
             PriceTick(
@@ -121,25 +121,15 @@ def parse_tickers(
                     cdl.iso_time(updated, fail, coin_id) if updated is not None else observed_at
                 ),
                 market_cap_usd=raw_cap or None,
-                volume_24h_usd=_optional(usd, "volume_24h", coin_id, fail, signed=False),
-                change_24h_pct=_optional(usd, "percent_change_24h", coin_id, fail, signed=True),
+                volume_24h_usd=optional_number(usd, "volume_24h", coin_id, fail, signed=False),
+                change_24h_pct=optional_number(
+                    usd, "percent_change_24h", coin_id, fail, signed=True
+                ),
             )
         )
     if not ticks:
         raise fail("no known coin id in the response")
     return ticks
-
-
-def _optional(
-    quote: dict[str, Any], key: str, coin_id: str, fail: cdl.Fail, *, signed: bool
-) -> float | None:
-    raw = quote.get(key)
-    if raw is None:
-        return None
-    value = number_or_none(raw)
-    if value is None or not math.isfinite(value) or (not signed and value < 0):
-        raise fail(f"{coin_id}: invalid {key} {raw!r}")
-    return value
 
 
 class CoinPaprikaCollector(PollingCollector):

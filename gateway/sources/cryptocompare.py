@@ -46,7 +46,7 @@ from gateway.assets import asset, normalize_symbol
 from gateway.config import ProviderConfig
 from gateway.errors import UpstreamPayloadError
 from gateway.models import Candle, PriceTick, utc_now
-from gateway.sources import PollingCollector, is_valid_price, number_or_none
+from gateway.sources import PollingCollector, is_valid_price, number_or_none, optional_number
 from gateway.sources import candles as cdl
 from gateway.upstream import UpstreamClient
 
@@ -154,7 +154,7 @@ def parse_pricemultifull(
         if price is None or not is_valid_price(price):
             raise fail(f"{key}: invalid PRICE {usd.get('PRICE')!r}")
         updated = usd.get("LASTUPDATE")
-        cap = _optional(usd, "CIRCULATINGSUPPLYMKTCAP", key, fail, signed=False)
+        cap = optional_number(usd, "CIRCULATINGSUPPLYMKTCAP", key, fail, signed=False)
         ticks.append(
             PriceTick(
                 symbol=known.symbol,
@@ -162,25 +162,13 @@ def parse_pricemultifull(
                 provider=provider,
                 observed_at=_epoch(updated, fail, key) if updated is not None else observed_at,
                 market_cap_usd=cap or None,  # 0: supply unknown
-                volume_24h_usd=_optional(usd, "TOTALVOLUME24HTO", key, fail, signed=False),
-                change_24h_pct=_optional(usd, "CHANGEPCT24HOUR", key, fail, signed=True),
+                volume_24h_usd=optional_number(usd, "TOTALVOLUME24HTO", key, fail, signed=False),
+                change_24h_pct=optional_number(usd, "CHANGEPCT24HOUR", key, fail, signed=True),
             )
         )
     if not ticks:
         raise fail("no known symbol in the response")
     return ticks
-
-
-def _optional(
-    quote: dict[str, Any], key: str, where: str, fail: cdl.Fail, *, signed: bool
-) -> float | None:
-    raw = quote.get(key)
-    if raw is None:
-        return None
-    value = number_or_none(raw)
-    if value is None or not math.isfinite(value) or (not signed and value < 0):
-        raise fail(f"{where}: invalid {key} {raw!r}")
-    return value
 
 
 def _epoch(raw: Any, fail: cdl.Fail, where: str) -> datetime:

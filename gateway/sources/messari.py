@@ -31,7 +31,6 @@ table records (from Messari's documentation) are collected.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Final
@@ -39,7 +38,7 @@ from typing import Any, Final
 from gateway.assets import messari_slug, symbol_for_messari_slug
 from gateway.errors import UpstreamPayloadError
 from gateway.models import PriceTick
-from gateway.sources import PollingCollector, is_valid_price, number_or_none
+from gateway.sources import PollingCollector, is_valid_price, number_or_none, optional_number
 from gateway.sources import candles as cdl
 
 __all__ = [
@@ -117,26 +116,14 @@ def parse_asset_details(
                 usd=price,
                 provider=provider,
                 observed_at=cdl.iso_time(price_at, fail, slug) if price_at else observed_at,
-                market_cap_usd=_optional(cap, "circulatingUsd", slug, fail, signed=False),
-                volume_24h_usd=_optional(market, "volume24Hour", slug, fail, signed=False),
-                change_24h_pct=_optional(roi, "priceChange24h", slug, fail, signed=True),
+                market_cap_usd=optional_number(cap, "circulatingUsd", slug, fail, signed=False),
+                volume_24h_usd=optional_number(market, "volume24Hour", slug, fail, signed=False),
+                change_24h_pct=optional_number(roi, "priceChange24h", slug, fail, signed=True),
             )
         )
     if not ticks:
         raise fail("no known asset slug in the response")
     return ticks
-
-
-def _optional(
-    section: dict[str, Any] | None, key: str, where: str, fail: cdl.Fail, *, signed: bool
-) -> float | None:
-    raw = section.get(key) if section is not None else None
-    if raw is None:
-        return None
-    value = number_or_none(raw)
-    if value is None or not math.isfinite(value) or (not signed and value < 0):
-        raise fail(f"{where}: invalid {key} {raw!r}")
-    return value
 
 
 class MessariCollector(PollingCollector):
