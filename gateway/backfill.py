@@ -34,7 +34,14 @@ from gateway.secrets import Secrets
 from gateway.storage import Storage
 from gateway.upstream import UpstreamClient
 
-__all__ = ["BackfillResult", "ProgressBar", "backfill", "market_providers"]
+__all__ = [
+    "BackfillResult",
+    "ProgressBar",
+    "backfill",
+    "market_providers",
+    "open_history",
+    "window",
+]
 
 
 @dataclass

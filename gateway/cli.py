@@ -4,6 +4,12 @@ Exit codes: 0 after a clean shutdown, 2 for bad arguments or configuration (one 
 stderr naming the problem), 1 when the gateway could not start (port in use, database
 unopenable).
 
+`gateway backfill --symbol BTC --days 30 [--interval M1]` stores the closed candles the
+database lacks from providers' candle endpoints (see gateway/backfill.py). Exit codes: 0 done,
+1 a provider failed and some range is still missing (run it again to resume) or the database
+is unusable, 2 bad arguments (an unknown symbol included), 130 interrupted (what was stored
+is kept).
+
 `gateway keys create|list|revoke` manage API keys in the same database as `serve` (`--db` or
 GATEWAY_DB), also while a server runs on it: SQLite's WAL lets both write, and the server
 notices a revocation within `auth_revocation_poll` seconds. `create` prints the key on stdout,
@@ -29,6 +35,7 @@ from gateway import __version__
 from gateway.config import load_providers, settings_from_env
 from gateway.errors import ConfigError, GatewayError, UnknownSymbol
 from gateway.log import configure_logging
+from gateway.models import INTERVAL_SECONDS
 
 if TYPE_CHECKING:
     from gateway.keystore import KeyRecord
@@ -87,9 +94,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_INTERVALS = {"M1": 60, "M5": 300, "M15": 900, "H1": 3600, "H4": 14_400, "D1": 86_400}
-
-
 def _days(text: str) -> float:
     try:
         value = float(text)
@@ -125,7 +129,7 @@ def _add_backfill_parser(commands: argparse._SubParsersAction[argparse.ArgumentP
         "--days", type=_days, default=30.0, help="how far back from --until (default 30)"
     )
     backfill.add_argument(
-        "--interval", choices=list(_INTERVALS), default="H1", help="candle width (default H1)"
+        "--interval", choices=list(INTERVAL_SECONDS), default="H1", help="candle width (default H1)"
     )
     backfill.add_argument(
         "--until", type=_moment, help="end of the range, ISO 8601 with offset (default now)"
@@ -167,7 +171,7 @@ def _backfill(args: argparse.Namespace) -> int:
         return _fail(EXIT_CONFIG, str(exc))
     secrets = Secrets.from_environment(providers)
     configure_logging(settings.log_format, "warning", secrets=secrets.all_values())
-    interval = _INTERVALS[args.interval]
+    interval = INTERVAL_SECONDS[args.interval]
     start, end = window(args.days, args.until)
 
     async def run() -> int:

@@ -26,8 +26,8 @@ from gateway.context import RequestContext
 from gateway.errors import BadUserInput, UnknownSymbol, UpstreamError
 from gateway.history import CandleHistory
 from gateway.live_candles import bucket_start, live_candles
+from gateway.models import INTERVAL_SECONDS, PriceTick, utc_now
 from gateway.models import Candle as CandleRecord
-from gateway.models import PriceTick, utc_now
 
 if TYPE_CHECKING:
     from gateway.context import Services
@@ -54,10 +54,7 @@ class Interval(enum.Enum):
 
     @property
     def seconds(self) -> int:
-        return _INTERVAL_SECONDS[self.value]
-
-
-_INTERVAL_SECONDS = {"M1": 60, "M5": 300, "M15": 900, "H1": 3600, "H4": 14_400, "D1": 86_400}
+        return INTERVAL_SECONDS[self.value]
 
 
 @strawberry.type(description="An asset's USD price: one provider's tick, or the median of several.")
@@ -314,9 +311,7 @@ async def _history(
         symbol, interval.seconds, start, end, fill_seconds=services.settings.history_fill_seconds
     )
     if found.missing:
-        spans = [
-            {"from": _iso(a), "to": _iso(b)} for a, b in found.missing[:MAX_REPORTED_GAPS]
-        ]
+        spans = [{"from": _iso(a), "to": _iso(b)} for a, b in found.missing[:MAX_REPORTED_GAPS]]
         failed = found.fill.errors if found.fill is not None else []
         context.warn(
             "HISTORY_INCOMPLETE",
