@@ -89,10 +89,11 @@ def _time(ms: int) -> datetime:
 def closed_grid(
     interval_seconds: int, start: datetime, end: datetime, now: datetime
 ) -> Span | None:
-    """The [first, last) bucket starts (ms) of the buckets that lie in [start, end) — the first
-    one rounded down to the grid — and closed `SETTLE_SECONDS` before `now`; None if none."""
+    """The [first, last) bucket starts (ms) of the buckets that lie wholly in [start, end) and
+    closed `SETTLE_SECONDS` before `now`; None if none. A bucket cut by `start` or `end` is not
+    a hole: it was not asked for whole, and its candle already says it is not complete."""
     width = interval_seconds * 1000
-    first = _ms(start) // width * width
+    first = -(-_ms(start) // width) * width
     limit = min(_ms(end), _ms(now) - SETTLE_SECONDS * 1000)
     last = limit // width * width  # exclusive: buckets starting before it end by `limit`
     return (first, last) if first < last else None

@@ -57,10 +57,11 @@ def test_closed_grid_leaves_open_and_settling_buckets_out() -> None:
     grid = closed_grid(60, now - timedelta(minutes=10, seconds=30), now, now)
     assert grid is not None
     start, end = (datetime.fromtimestamp(ms / 1000, UTC) for ms in grid)
-    assert start == datetime(2026, 1, 1, 11, 49, tzinfo=UTC)  # rounded down to the grid
+    assert start == datetime(2026, 1, 1, 11, 50, tzinfo=UTC)  # the cut 11:49 is not asked for
     assert end == datetime(2026, 1, 1, 11, 59, tzinfo=UTC)  # 11:59 is still settling
     later = now + timedelta(seconds=SETTLE_SECONDS)
-    assert closed_grid(60, now - timedelta(minutes=1), later, later) is not None
+    assert closed_grid(60, now - timedelta(minutes=1, seconds=5), later, later) is not None
+    assert closed_grid(60, now - timedelta(minutes=1), later, later) is None  # 11:59 is cut
     assert closed_grid(3600, now - timedelta(minutes=5), now, now) is None
 
 
@@ -259,7 +260,8 @@ async def test_price_history_fills_from_the_pool_and_names_what_it_could_not(
     body = await graphql(running, query % since)
     assert "errors" not in body and "extensions" not in body, body
     candles = body["data"]["priceHistory"]
-    assert len(candles) >= 12 and all(c["provider"] == "binance" for c in candles)
+    # 11 whole hours lie after an unaligned `from`; the cut first hour is not asked for
+    assert len(candles) >= 11 and all(c["provider"] == "binance" for c in candles)
 
     sim.inject("binance", Fault.status(500))
     older = (utc_now() - 48 * HOUR).isoformat()
@@ -312,3 +314,17 @@ async def test_concurrent_requests_for_the_same_holes_ask_upstream_once(
                     nursery.start_soon(ask)
             assert candle_requests(sim, "binance") == 1  # 180 minutes: one page
             assert all(r.missing == [] and r.candles == results[0].candles for r in results)
+
+
+async def test_a_bucket_cut_by_the_requested_range_is_not_a_hole(storage: Storage) -> None:
+    hour = datetime.fromtimestamp(int(utc_now().timestamp()) // 3600 * 3600, UTC) - 3 * HOUR
+    ticks = [
+        PriceTick("BTC", 100.0 + m, "kraken", hour + timedelta(minutes=m, seconds=1))
+        for m in range(120)
+    ]
+    await storage.write_ticks(ticks)
+    history = CandleHistory(storage, None, tuple)
+    # from 10 minutes into the first hour: that hour is cut (incomplete), the second is whole
+    found = await history.candles("BTC", 3600, hour + timedelta(minutes=10), hour + 2 * HOUR)
+    assert [c.complete for c in found.candles] == [False, True]
+    assert found.missing == []  # nothing to report: the store holds all that was asked
