@@ -45,7 +45,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -315,32 +315,9 @@ def run_point(kind: str, n: int, args: argparse.Namespace, log_dir: Path) -> Poi
         _, pid_text, port_text = server.expect("ready", 60).split()
         pid, port = int(pid_text), int(port_text)
 
-        client = Proc(
-            f"{kind}-{n}-client",
-            [
-                sys.executable,
-                str(CLIENT),
-                "--url",
-                f"ws://127.0.0.1:{port}/graphql",
-                "--subscribers",
-                str(n),
-                "--window",
-                str(args.connect_window),
-                "--connect-timeout",
-                str(60 + n / 50),
-                "--max-seconds",
-                "900",
-            ],
-            log_dir,
+        client = start_load_client(
+            f"{kind}-{n}-client", CLIENT, port, n, args.connect_window, 900, log_dir, procs, point
         )
-        procs.append(client)
-        ready = client.expect_json("ready", 90 + n / 50)
-        point.subscribed = ready["subscribed"]
-        point.connect_s = ready["connect_s"]
-        if ready["failures"]:
-            point.extra["connect_failures"] = ready["failures"]
-        if point.subscribed == 0:
-            raise BenchError(f"no subscriber connected: {ready['failures']}")
         wait_subscribed(kind, server, port, point.subscribed, 30 + n / 500)
         time.sleep(args.settle + n / 5000)  # let the connection burst's garbage settle
         point.rss_idle = rss_bytes(pid)
@@ -355,18 +332,7 @@ def run_point(kind: str, n: int, args: argparse.Namespace, log_dir: Path) -> Poi
                 args.py_spy, pid, kind, n, args.duration, log_dir, args.py_spy_native
             )
         sleep_until(t0)
-        (user0, sys0), ccpu0 = cpu_times(pid), cpu_seconds(client.pid)
-        busy0, own0 = machine_busy_seconds(), cpu_seconds(os.getpid())
-        sleep_until(t1)
-        (user1, sys1), ccpu1 = cpu_times(pid), cpu_seconds(client.pid)
-        busy1, own1 = machine_busy_seconds(), cpu_seconds(os.getpid())
-        point.rss = rss_bytes(pid)
-        point.server_cpu = (user1 + sys1) - (user0 + sys0)
-        point.server_sys = sys1 - sys0
-        point.client_cpu = ccpu1 - ccpu0
-        point.window_s = t1 - t0
-        ours_and_client = point.server_cpu + point.client_cpu + (own1 - own0)
-        point.other_cores = max(0.0, busy1 - busy0 - ours_and_client) / point.window_s
+        measure_window(point, pid, client.pid, t0, t1)
 
         report = client.expect_json("report", args.grace + 60)
         point.delivered = report["window_count"]
@@ -412,6 +378,87 @@ def run_point(kind: str, n: int, args: argparse.Namespace, log_dir: Path) -> Poi
     return point
 
 
+class WindowPoint(Protocol):
+    """The fields of a benchmark point that `start_load_client` and `measure_window` fill."""
+
+    subscribed: int
+    connect_s: float
+    extra: dict[str, Any]
+    window_s: float
+    rss: int
+    server_cpu: float
+    server_sys: float
+    client_cpu: float
+    other_cores: float | None
+
+
+def start_load_client(
+    name: str,
+    script: Path,
+    port: int,
+    n: int,
+    connect_window: int,
+    max_seconds: int,
+    log_dir: Path,
+    procs: list[Proc],
+    point: WindowPoint,
+) -> Proc:
+    """Start a load client process (load_client.py or a variant), wait until its N subscribers
+    are connected and note how that went on `point`; BenchError if none connected."""
+    client = Proc(
+        name,
+        [
+            sys.executable,
+            str(script),
+            "--url",
+            f"ws://127.0.0.1:{port}/graphql",
+            "--subscribers",
+            str(n),
+            "--window",
+            str(connect_window),
+            "--connect-timeout",
+            str(60 + n / 50),
+            "--max-seconds",
+            str(max_seconds),
+        ],
+        log_dir,
+    )
+    procs.append(client)
+    ready = client.expect_json("ready", 90 + n / 50)
+    point.subscribed, point.connect_s = ready["subscribed"], ready["connect_s"]
+    if ready["failures"]:
+        point.extra["connect_failures"] = ready["failures"]
+    if point.subscribed == 0:
+        raise BenchError(f"no subscriber connected: {ready['failures']}")
+    return client
+
+
+def measure_window(
+    point: WindowPoint,
+    server_pid: int,
+    client_pid: int,
+    t0: float,
+    t1: float,
+    also_ours: tuple[int, ...] = (),
+) -> None:
+    """From now until `t1`: server and client CPU, the server's RSS at the end, and how much
+    of the machine other processes used (`also_ours`: more of the bench's own processes,
+    besides this one, not to count as other load)."""
+    ours = (os.getpid(), *also_ours)
+    (user0, sys0), ccpu0 = cpu_times(server_pid), cpu_seconds(client_pid)
+    busy0, own0 = machine_busy_seconds(), sum(map(cpu_seconds, ours))
+    sleep_until(t1)
+    (user1, sys1), ccpu1 = cpu_times(server_pid), cpu_seconds(client_pid)
+    busy1, own1 = machine_busy_seconds(), sum(map(cpu_seconds, ours))
+    point.rss = rss_bytes(server_pid)
+    point.window_s = t1 - t0
+    point.server_cpu = (user1 + sys1) - (user0 + sys0)
+    point.server_sys = sys1 - sys0
+    point.client_cpu = ccpu1 - ccpu0
+    ours_and_client = point.server_cpu + point.client_cpu + (own1 - own0)
+    point.other_cores = max(0.0, busy1 - busy0 - ours_and_client) / point.window_s
+
+
 def start_profiler(
     out_dir: Path, pid: int, kind: str, n: int, seconds: float, log_dir: Path, native: bool
 ) -> subprocess.Popen[bytes] | None:
@@ -423,8 +470,16 @@ def start_profiler(
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = out_dir / f"{kind}-{n}"
     argv = [
-        py_spy, "record", "--pid", str(pid), "--duration", str(int(seconds)),
-        "--format", "raw", "-o", f"{stem}.txt",
+        py_spy,
+        "record",
+        "--pid",
+        str(pid),
+        "--duration",
+        str(int(seconds)),
+        "--format",
+        "raw",
+        "-o",
+        f"{stem}.txt",
     ]
     # --native pauses the process for every sample (py-spy cannot unwind C frames otherwise)
     argv += ["--native", "--rate", "100"] if native else ["--nonblocking", "--rate", "250"]
@@ -456,10 +511,24 @@ def pct(value: float | None) -> str:
 
 
 COLUMNS = (
-    ("N", 6), ("offered/s", 10), ("delivered/s", 12), ("deliv%", 7), ("complete%", 10),
-    ("p50 ms", 8), ("p99 ms", 8), ("max ms", 8), ("RSS MiB", 8), ("idle MiB", 9),
-    ("µs/msg", 7), ("srv CPU%", 9), ("(sys%)", 7), ("cli CPU%", 9), ("drops", 8),
-    ("pub lag p99", 12), ("GC%", 5), ("other cores", 12),
+    ("N", 6),
+    ("offered/s", 10),
+    ("delivered/s", 12),
+    ("deliv%", 7),
+    ("complete%", 10),
+    ("p50 ms", 8),
+    ("p99 ms", 8),
+    ("max ms", 8),
+    ("RSS MiB", 8),
+    ("idle MiB", 9),
+    ("µs/msg", 7),
+    ("srv CPU%", 9),
+    ("(sys%)", 7),
+    ("cli CPU%", 9),
+    ("drops", 8),
+    ("pub lag p99", 12),
+    ("GC%", 5),
+    ("other cores", 12),
 )
 
 

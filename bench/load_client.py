@@ -498,8 +498,10 @@ def emit(message: dict[str, object]) -> None:
     sys.stdout.flush()
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(client_class: type[LoadClient] | None = None, description: str | None = None) -> int:
+    """Run a load client from the command line; `client_class` lets a variant (such as
+    stream_client.py's) reuse the whole driver protocol."""
+    parser = argparse.ArgumentParser(description=description or __doc__.split("\n\n")[0])
     parser.add_argument("--url", required=True, help="ws://127.0.0.1:PORT/graphql")
     parser.add_argument("--subscribers", type=int, required=True)
     parser.add_argument("--window", type=int, default=100, help="handshakes in flight at once")
@@ -511,7 +513,7 @@ def main() -> int:
         emit({"event": "fatal", "error": f"fd limit {limit} < {args.subscribers} subscribers"})
         return 1
     url = urlsplit(args.url)
-    client = LoadClient(
+    client = (client_class or LoadClient)(
         url.hostname or "127.0.0.1", url.port or 80, url.path or "/", args.subscribers, args.window
     )
     started = time.monotonic()

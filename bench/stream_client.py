@@ -20,12 +20,10 @@ subscribers x 20/s for 12 s that is about 240,000 numbers, a few MB of JSON on o
 
 from __future__ import annotations
 
-import argparse
 import sys
-import time
-from urllib.parse import urlsplit
 
-from load_client import CONNECTING, LIVE, UPGRADING, Conn, LoadClient, emit, raise_fd_limit
+import load_client
+from load_client import CONNECTING, LIVE, UPGRADING, Conn, LoadClient, emit
 
 USD = b'"usd":'
 USD_LEN = len(USD)
@@ -129,36 +127,7 @@ class PriceKeyedClient(LoadClient):
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--url", required=True, help="ws://127.0.0.1:PORT/graphql")
-    parser.add_argument("--subscribers", type=int, required=True)
-    parser.add_argument("--window", type=int, default=100, help="handshakes in flight at once")
-    parser.add_argument("--connect-timeout", type=float, default=120.0)
-    parser.add_argument("--max-seconds", type=float, default=600.0, help="hard cap on the run")
-    args = parser.parse_args()
-    limit = raise_fd_limit()
-    if args.subscribers + 64 > limit:
-        emit({"event": "fatal", "error": f"fd limit {limit} < {args.subscribers} subscribers"})
-        return 1
-    url = urlsplit(args.url)
-    client = PriceKeyedClient(
-        url.hostname or "127.0.0.1", url.port or 80, url.path or "/", args.subscribers, args.window
-    )
-    started = time.monotonic()
-    try:
-        client.connect_all(args.connect_timeout, per_conn_timeout=30.0)
-        emit(
-            {
-                "event": "ready",
-                "subscribed": client.subscribed,
-                "failures": client.failures,
-                "connect_s": round(time.monotonic() - started, 3),
-            }
-        )
-        client.serve(args.max_seconds)
-    finally:
-        client.close_all()
-    return 0
+    return load_client.main(PriceKeyedClient, __doc__.split("\n\n")[0])
 
 
 if __name__ == "__main__":

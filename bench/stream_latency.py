@@ -59,11 +59,9 @@ from typing import Any
 from fanout import (
     BenchError,
     Proc,
-    cpu_seconds,
-    cpu_times,
-    machine_busy_seconds,
-    rss_bytes,
+    measure_window,
     sleep_until,
+    start_load_client,
     start_profiler,
     stop_process,
     wait_quiet,
@@ -170,31 +168,9 @@ def measure(point: Point, args: argparse.Namespace, log_dir: Path) -> None:
         if not answer.startswith("subscribed"):
             raise BenchError(f"the gateway's stream never subscribed upstream ({answer})")
 
-        client = Proc(
-            f"client-{n}",
-            [
-                sys.executable,
-                str(CLIENT),
-                "--url",
-                f"ws://127.0.0.1:{port}/graphql",
-                "--subscribers",
-                str(n),
-                "--window",
-                str(args.connect_window),
-                "--connect-timeout",
-                str(60 + n / 50),
-                "--max-seconds",
-                "600",
-            ],
-            log_dir,
+        client = start_load_client(
+            f"client-{n}", CLIENT, port, n, args.connect_window, 600, log_dir, procs, point
         )
-        procs.append(client)
-        ready = client.expect_json("ready", 90 + n / 50)
-        point.subscribed, point.connect_s = ready["subscribed"], ready["connect_s"]
-        if ready["failures"]:
-            point.extra["connect_failures"] = ready["failures"]
-        if point.subscribed == 0:
-            raise BenchError(f"no subscriber connected: {ready['failures']}")
         before = wait_live(server, point.subscribed, 30 + n / 500)["stream"]
         time.sleep(args.settle)  # let the connection burst's garbage settle
         server.send("start")  # the GC policy's "before publishing" step (gcstats.py)
@@ -207,20 +183,7 @@ def measure(point: Point, args: argparse.Namespace, log_dir: Path) -> None:
         sleep_until(t0)
         if args.py_spy:
             profiler = start_profiler(args.py_spy, pid, "stream", n, args.seconds, log_dir, False)
-        (user0, sys0), ccpu0 = cpu_times(pid), cpu_seconds(client.pid)
-        busy0 = machine_busy_seconds()
-        own0 = cpu_seconds(os.getpid()) + cpu_seconds(upstream.pid)
-        sleep_until(t1)
-        (user1, sys1), ccpu1 = cpu_times(pid), cpu_seconds(client.pid)
-        busy1 = machine_busy_seconds()
-        own1 = cpu_seconds(os.getpid()) + cpu_seconds(upstream.pid)
-        point.rss = rss_bytes(pid)
-        point.window_s = t1 - t0
-        point.server_cpu = (user1 + sys1) - (user0 + sys0)
-        point.server_sys = sys1 - sys0
-        point.client_cpu = ccpu1 - ccpu0
-        ours = point.server_cpu + point.client_cpu + (own1 - own0)
-        point.other_cores = max(0.0, busy1 - busy0 - ours) / point.window_s
+        measure_window(point, pid, client.pid, t0, t1, also_ours=(upstream.pid,))
 
         done = json.loads(upstream.expect("done", 60).split(" ", 1)[1])
         report = client.expect_json("report", args.grace + 60)
