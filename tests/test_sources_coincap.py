@@ -20,7 +20,7 @@ import httpx
 import pytest
 import trio
 
-from gateway.config import ProviderConfig, ProvidersFile, load_providers
+from gateway.config import ProvidersFile
 from gateway.errors import (
     UpstreamError,
     UpstreamPayloadError,
@@ -32,7 +32,7 @@ from gateway.secrets import Secrets
 from gateway.sources import CollectorContext, collector_for
 from gateway.sources.coincap import CoinCapCollector, assets_params, parse_assets
 from gateway.upstream import UpstreamClient
-from tests.upstream import load_fixture
+from tests.upstream import load_fixture, shipped_provider
 from tests.upstream.simulator import API_KEYS, Fault, run_simulator
 
 OBSERVED = datetime(2024, 3, 25, 9, 0, 0, tzinfo=UTC)
@@ -40,13 +40,7 @@ DEFAULT_SYMBOLS = ("BTC", "ETH", "SOL", "BNB", "XRP", "ADA", "DOGE")
 KEY = API_KEYS["coincap"]
 
 
-def shipped_entry() -> ProviderConfig:
-    entry = load_providers(Path(__file__).resolve().parent.parent / "providers.toml").get("coincap")
-    assert entry is not None
-    return entry
-
-
-SHIPPED = shipped_entry()
+SHIPPED = shipped_provider("coincap")
 
 
 def empty_env(tmp_path: Path) -> Path:

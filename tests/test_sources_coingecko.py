@@ -17,7 +17,7 @@ import structlog
 import trio
 
 import gateway.sources as sources
-from gateway.config import ProviderConfig, load_providers
+from gateway.config import ProviderConfig
 from gateway.errors import UpstreamError, UpstreamPayloadError, UpstreamRateLimited
 from gateway.models import PriceTick
 from gateway.sources import (
@@ -44,16 +44,14 @@ from gateway.sources.defillama import DefiLlamaPriceCollector
 from gateway.sources.kraken import KrakenCollector
 from gateway.sources.messari import MessariCollector
 from gateway.upstream import UpstreamClient
-from tests.upstream import Published, fixture_bytes, load_fixture
+from tests.upstream import Published, fixture_bytes, load_fixture, shipped_provider
 from tests.upstream.simulator import Fault, run_simulator
 
 OBSERVED = datetime(2024, 3, 25, 9, 0, 0, tzinfo=UTC)
 DEFAULT_SYMBOLS = ("BTC", "ETH", "SOL", "BNB", "XRP", "ADA", "DOGE")
 REPO = Path(__file__).resolve().parent.parent
 # The shipped entry's `auth`, an optional demo-key header (the simulator's entry has none).
-SHIPPED_AUTH = next(
-    p.auth for p in load_providers(REPO / "providers.toml").providers if p.id == "coingecko"
-)
+SHIPPED_AUTH = shipped_provider("coingecko").auth
 
 
 def parse(payload: Any) -> list[PriceTick]:

@@ -14,14 +14,12 @@ import copy
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import trio
 
-from gateway.config import ProviderConfig, load_providers
 from gateway.errors import (
     UpstreamError,
     UpstreamPayloadError,
@@ -37,7 +35,7 @@ from gateway.sources.coinmarketcap import (
     quotes_params,
 )
 from gateway.upstream import UpstreamClient
-from tests.upstream import load_fixture
+from tests.upstream import load_fixture, shipped_provider
 from tests.upstream.simulator import API_KEYS, Fault, run_simulator
 
 OBSERVED = datetime(2024, 3, 25, 9, 0, 0, tzinfo=UTC)
@@ -45,14 +43,7 @@ DEFAULT_SYMBOLS = ("BTC", "ETH", "SOL", "BNB", "XRP", "ADA", "DOGE")
 KEY = API_KEYS["coinmarketcap"]
 
 
-def shipped_entry() -> ProviderConfig:
-    path = Path(__file__).resolve().parent.parent / "providers.toml"
-    entry = load_providers(path).get("coinmarketcap")
-    assert entry is not None
-    return entry
-
-
-SHIPPED = shipped_entry()
+SHIPPED = shipped_provider("coinmarketcap")
 
 
 def parse(payload: Any) -> list[PriceTick]:

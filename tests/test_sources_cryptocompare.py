@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,7 +22,6 @@ import pytest
 import trio
 
 from gateway.assets import all_assets
-from gateway.config import ProviderConfig, load_providers
 from gateway.errors import (
     UpstreamError,
     UpstreamPayloadError,
@@ -47,7 +45,7 @@ from gateway.sources.cryptocompare import (
     pricemultifull_params,
 )
 from gateway.upstream import UpstreamClient
-from tests.upstream import load_fixture
+from tests.upstream import load_fixture, shipped_provider
 from tests.upstream.simulator import API_KEYS, Fault, run_simulator
 
 OBSERVED = datetime(2024, 3, 25, 9, 0, 0, tzinfo=UTC)
@@ -55,14 +53,7 @@ DEFAULT_SYMBOLS = ("BTC", "ETH", "SOL", "BNB", "XRP", "ADA", "DOGE")
 KEY = API_KEYS["cryptocompare"]
 
 
-def shipped_entry() -> ProviderConfig:
-    path = Path(__file__).resolve().parent.parent / "providers.toml"
-    entry = load_providers(path).get("cryptocompare")
-    assert entry is not None
-    return entry
-
-
-SHIPPED = shipped_entry()
+SHIPPED = shipped_provider("cryptocompare")
 
 
 def parse(payload: Any) -> list[PriceTick]:

@@ -15,7 +15,6 @@ import copy
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,7 +22,6 @@ import pytest
 import trio
 
 from gateway import assets
-from gateway.config import ProviderConfig, load_providers
 from gateway.errors import (
     UpstreamError,
     UpstreamPayloadError,
@@ -40,7 +38,7 @@ from gateway.sources.messari import (
     parse_asset_details,
 )
 from gateway.upstream import UpstreamClient
-from tests.upstream import load_fixture
+from tests.upstream import load_fixture, shipped_provider
 from tests.upstream.simulator import API_KEYS, Fault, run_simulator
 
 OBSERVED = datetime(2024, 3, 25, 9, 0, 0, tzinfo=UTC)
@@ -48,14 +46,7 @@ SYMBOLS = ("BTC", "ETH", "USDT", "SOL")  # SOL has no confirmed Messari slug
 KEY = API_KEYS["messari"]
 
 
-def shipped_entry() -> ProviderConfig:
-    path = Path(__file__).resolve().parent.parent / "providers.toml"
-    entry = load_providers(path).get("messari")
-    assert entry is not None
-    return entry
-
-
-SHIPPED = shipped_entry()
+SHIPPED = shipped_provider("messari")
 
 
 def parse(payload: Any) -> list[PriceTick]:

@@ -22,7 +22,7 @@ import pytest
 import trio
 
 import gateway.upstream as upstream_pkg
-from gateway.config import AuthSpec, ProviderConfig, RateLimitWindow, load_providers
+from gateway.config import AuthSpec, ProviderConfig, RateLimitWindow
 from gateway.errors import (
     UpstreamError,
     UpstreamPayloadError,
@@ -40,6 +40,7 @@ from gateway.upstream import (
     parse_retry_after,
 )
 from gateway.upstream import client as client_module
+from tests.upstream import shipped_provider
 from tests.upstream.simulator import Fault, run_simulator
 
 Handler = Callable[[httpx.Request], Coroutine[Any, Any, httpx.Response]]
@@ -1004,19 +1005,11 @@ def _realistic_protocols(count: int) -> bytes:
     return json.dumps(protocols).encode()
 
 
-def _shipped(provider_id: str) -> ProviderConfig:
-    provider = load_providers(Path(__file__).resolve().parents[1] / "providers.toml").get(
-        provider_id
-    )
-    assert provider is not None
-    return provider
-
-
 async def test_a_realistic_defillama_protocols_list_fits_the_shipped_cap() -> None:
     """About 6,000 protocols shaped like DefiLlama's (over 5 MiB), through the shipped entry."""
     body = _realistic_protocols(6_000)
     assert len(body) > DEFAULT_MAX_RESPONSE_BYTES
-    shipped = _shipped("defillama")
+    shipped = shipped_provider("defillama")
     assert shipped.max_response_bytes == 32 * MIB
     defillama = replace(shipped, base_url="https://api.llama.test")
     async with mock_client(respond(200, body)) as client:

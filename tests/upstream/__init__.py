@@ -13,9 +13,18 @@ from typing import Any
 
 import trio
 
+from gateway.config import ProviderConfig, load_providers
 from gateway.models import PriceTick
 
 FIXTURES = Path(__file__).parent / "fixtures"
+SHIPPED_PROVIDERS = Path(__file__).resolve().parents[2] / "providers.toml"
+
+
+def shipped_provider(provider_id: str) -> ProviderConfig:
+    """The entry the repository's own providers.toml ships for `provider_id`."""
+    entry = load_providers(SHIPPED_PROVIDERS).get(provider_id)
+    assert entry is not None, f"providers.toml has no {provider_id!r}"
+    return entry
 
 
 def load_fixture(name: str) -> Any:
