@@ -22,12 +22,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TextIO
 
 from gateway.config import ProviderConfig, ProvidersFile
 from gateway.history import SLICE_INTERVALS, CandleHistory, FillReport, closed_grid, holes
-from gateway.models import utc_now
+from gateway.models import from_epoch_ms, utc_now
 from gateway.provider_store import ProviderStore
 from gateway.registry import restore_usage
 from gateway.secrets import Secrets
@@ -119,7 +119,7 @@ async def backfill(
     for number, a in enumerate(bounds, 1):
         b = min(a + step, grid[1])
         result.slices += 1
-        lo, hi = _time(a), _time(b)
+        lo, hi = from_epoch_ms(a), from_epoch_ms(b)
         series = await history.read(symbol, interval_seconds, lo, hi, now)
         gaps = holes(series, interval_seconds, (a, b))
         if not gaps:
@@ -129,7 +129,7 @@ async def backfill(
             result.inserted += report.inserted
             result.requests += report.requests
             result.errors += report.errors
-            result.missing += [(_time(x), _time(y)) for x, y in report.missing]
+            result.missing += [(from_epoch_ms(x), from_epoch_ms(y)) for x, y in report.missing]
         if progress is not None:
             progress.update(number, f"{result.inserted} candles stored, {lo:%Y-%m-%d %H:%M}")
     return result
@@ -148,10 +148,6 @@ async def open_history(
     await restore_usage(ProviderStore(storage), client, {p.id: p for p in chosen}.get)
     # reserve=0: it is here to spend
     return CandleHistory(storage, client, lambda: chosen, reserve=0, key_for=key_for)
-
-
-def _time(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)
 
 
 def window(days: float, until: datetime | None) -> tuple[datetime, datetime]:

@@ -19,10 +19,10 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
 
-from gateway.models import Candle
+from gateway.models import Candle, epoch_ms, from_epoch_ms
 from gateway.storage import Storage
 
 __all__ = ["CandleStore", "Span", "merge_spans", "subtract_spans"]
@@ -124,21 +124,13 @@ def subtract_spans(spans: Sequence[Span], holes: Sequence[Span]) -> list[Span]:
     return result
 
 
-def _ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
-
-
-def _time(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)
-
-
 def _candle(symbol: str, interval_seconds: int, row: Sequence[Any], *, complete: bool) -> Candle:
     """A Candle from a (provider, open_ms, open, high, low, close, volume) row."""
     provider, open_ms, open_, high, low, close, volume = row
     return Candle(
         symbol,
         interval_seconds,
-        _time(open_ms),
+        from_epoch_ms(open_ms),
         open_,
         high,
         low,
@@ -180,7 +172,7 @@ class CandleStore:
                 c.volume,
             )
             for c in candles
-            if c.complete and start <= (open_ms := _ms(c.open_time)) < end
+            if c.complete and start <= (open_ms := epoch_ms(c.open_time)) < end
         ]
 
         def work(conn: sqlite3.Connection) -> int:
@@ -225,7 +217,7 @@ class CandleStore:
             lambda db: db.execute(_SERIES_SQL, {"symbol": symbol}).fetchall()
         )
         return [
-            CoverageRange(sym, interval, provider, _time(start), _time(end), count)
+            CoverageRange(sym, interval, provider, from_epoch_ms(start), from_epoch_ms(end), count)
             for sym, interval, provider, start, end, count in rows
         ]
 

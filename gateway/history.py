@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Final
 
 import structlog
@@ -34,7 +34,7 @@ import trio
 from gateway.candle_store import CandleStore, Span, merge_spans, subtract_spans
 from gateway.config import ProviderConfig
 from gateway.errors import UpstreamError, UpstreamRateLimited
-from gateway.models import Candle, utc_now
+from gateway.models import Candle, epoch_ms, from_epoch_ms, utc_now
 from gateway.sources.candle_fetchers import CandleSource, candle_source_for
 from gateway.storage import Storage
 from gateway.upstream import UpstreamClient
@@ -78,14 +78,6 @@ class History:
     fill: FillReport | None = None
 
 
-def _ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
-
-
-def _time(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)
-
-
 def closed_grid(
     interval_seconds: int, start: datetime, end: datetime, now: datetime
 ) -> Span | None:
@@ -93,8 +85,8 @@ def closed_grid(
     closed `SETTLE_SECONDS` before `now`; None if none. A bucket cut by `start` or `end` is not
     a hole: it was not asked for whole, and its candle already says it is not complete."""
     width = interval_seconds * 1000
-    first = -(-_ms(start) // width) * width
-    limit = min(_ms(end), _ms(now) - SETTLE_SECONDS * 1000)
+    first = -(-epoch_ms(start) // width) * width
+    limit = min(epoch_ms(end), epoch_ms(now) - SETTLE_SECONDS * 1000)
     last = limit // width * width  # exclusive: buckets starting before it end by `limit`
     return (first, last) if first < last else None
 
@@ -107,7 +99,7 @@ def holes(candles: Sequence[Candle], interval_seconds: int, grid: Span | None) -
     held = [
         (t, t + width)
         for c in candles
-        if c.complete and grid[0] <= (t := _ms(c.open_time)) < grid[1]
+        if c.complete and grid[0] <= (t := epoch_ms(c.open_time)) < grid[1]
     ]
     return subtract_spans([grid], held)
 
@@ -167,7 +159,7 @@ class CandleHistory:
         """The best stored candle of each bucket in [start, end), oldest first (no fetching)."""
         own = await self.storage.candles(symbol, interval_seconds, start, end, now)
         width = interval_seconds * 1000
-        span = (_ms(start) // width * width, _ms(end))
+        span = (epoch_ms(start) // width * width, epoch_ms(end))
         stored = await self.store.candles(symbol, interval_seconds, span)
         # Ties between providers' candles go to the pool order last seen by `sources()` (not
         # asked for here: with a ROUND_ROBIN pool every listing is a pick), then by name.
@@ -266,8 +258,8 @@ class CandleHistory:
                             provider,
                             symbol,
                             interval_seconds,
-                            _time(a),
-                            _time(b),
+                            from_epoch_ms(a),
+                            from_epoch_ms(b),
                             now=settled,
                             key=self.key_for(provider) if self.key_for else None,
                         )
@@ -277,7 +269,7 @@ class CandleHistory:
                         filled = [
                             (t, t + width)
                             for c in got
-                            if c.complete and a <= (t := _ms(c.open_time)) < b
+                            if c.complete and a <= (t := epoch_ms(c.open_time)) < b
                         ]
                         remaining = subtract_spans(remaining, filled)
                 except UpstreamError as exc:

@@ -32,11 +32,11 @@ import re
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any, Final, Protocol
 
 from gateway.errors import BadUserInput
-from gateway.models import utc_now
+from gateway.models import epoch_ms, from_epoch_ms, utc_now
 from gateway.storage import Storage
 
 __all__ = [
@@ -60,19 +60,13 @@ KEY_PREFIX: Final = "gw_"
 KEY_PATTERN: Final = re.compile(r"gw_([0-9a-f]{8})_([A-Za-z0-9_-]{43})")
 _NAME_MAX: Final = 100
 
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-
 
 class _Executes(Protocol):
     def execute(self, sql: str, parameters: Sequence[Any] = ..., /) -> Any: ...
 
 
-def _ms(moment: datetime) -> int:
-    return (moment - _EPOCH) // timedelta(milliseconds=1)
-
-
 def _at(ms: int | None) -> datetime | None:
-    return None if ms is None else _EPOCH + timedelta(milliseconds=ms)
+    return None if ms is None else from_epoch_ms(ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +124,7 @@ def create_key(
     Run inside a transaction. Raises BadUserInput for a bad name, role or tier.
     """
     _check(name, role, tier)
-    created = _ms(now or utc_now())
+    created = epoch_ms(now or utc_now())
     for _ in range(8):  # 2**32 prefixes: a clash is rare, and then another draw settles it
         prefix = secrets.token_hex(4)
         taken = conn.execute("SELECT 1 FROM api_keys WHERE prefix = ?", [prefix]).fetchone()
@@ -162,7 +156,7 @@ def revoke_key(conn: _Executes, key_id: int, now: datetime | None = None) -> Key
     """
     conn.execute(
         "UPDATE api_keys SET revoked_ms = ? WHERE id = ? AND revoked_ms IS NULL",
-        [_ms(now or utc_now()), key_id],
+        [epoch_ms(now or utc_now()), key_id],
     )
     row = conn.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE id = ?", [key_id]).fetchone()
     return _record(row) if row is not None else None
@@ -235,7 +229,7 @@ class KeyStore:
     def touch(self, key_id: int, at: datetime) -> None:
         """Record a use (best-effort, never waits; the caller limits how often)."""
         self.storage.write_nowait(
-            "UPDATE api_keys SET last_used_ms = ? WHERE id = ?", [(_ms(at), key_id)]
+            "UPDATE api_keys SET last_used_ms = ? WHERE id = ?", [(epoch_ms(at), key_id)]
         )
 
     async def save_usage(self, rows: Sequence[tuple[int, str, int]]) -> None:

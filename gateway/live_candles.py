@@ -34,7 +34,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from math import ceil, isfinite
 from typing import TYPE_CHECKING, Final
 
@@ -43,7 +43,7 @@ import trio
 
 from gateway.config import SECONDS
 from gateway.errors import StorageError
-from gateway.models import Candle, PriceTick, utc_now
+from gateway.models import Candle, PriceTick, epoch_ms, from_epoch_ms, utc_now
 
 if TYPE_CHECKING:
     from gateway.context import Services
@@ -53,7 +53,6 @@ __all__ = ["OpenCandle", "bucket_start", "live_candles", "wall_clock"]
 
 log = structlog.get_logger(__name__)
 
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MS: Final = timedelta(milliseconds=1)
 _MINUTE_MS: Final = 60_000
 # On top of the writer's batch window: the commit itself, and the hop through a worker thread.
@@ -65,22 +64,14 @@ _SEED_PAGE: Final = 2_000  # stored ticks per read while seeding the last stored
 wall_clock: Callable[[], datetime] = utc_now
 
 
-def _to_ms(moment: datetime) -> int:
-    return (moment - _EPOCH) // _MS  # as gateway.storage does: sub-millisecond parts dropped
-
-
-def _from_ms(ms: int) -> datetime:
-    return _EPOCH + ms * _MS
-
-
 def _now_ms() -> int:
-    return _to_ms(wall_clock())
+    return epoch_ms(wall_clock())
 
 
 def bucket_start(interval_seconds: int) -> datetime:
     """The start of the bucket of `interval_seconds` that is open now."""
     width = interval_seconds * 1000
-    return _from_ms(_now_ms() // width * width)
+    return from_epoch_ms(_now_ms() // width * width)
 
 
 @dataclass(slots=True)
@@ -115,7 +106,7 @@ class OpenCandle:
     def add(self, tick: PriceTick) -> bool:
         """Fold `tick` in; False (and nothing changed) when it is of another symbol, another
         bucket, or another provider than the one this candle is built from."""
-        at = _to_ms(tick.observed_at)
+        at = epoch_ms(tick.observed_at)
         if tick.symbol != self.symbol or not self.start_ms <= at < self.end_ms:
             return False
         if self.provider is None:
@@ -145,17 +136,17 @@ class OpenCandle:
         the bucket's ticks all lie in that one minute). Returns that minute's start (ms), or
         None when there is nothing to seed.
         """
-        held = [m for m in minutes if self.start_ms <= _to_ms(m.open_time) < self.end_ms]
+        held = [m for m in minutes if self.start_ms <= epoch_ms(m.open_time) < self.end_ms]
         if not held:
             return None
-        first, last = _to_ms(held[0].open_time), _to_ms(held[-1].open_time)
+        first, last = epoch_ms(held[0].open_time), epoch_ms(held[-1].open_time)
         self.provider = held[0].provider
         self.open, self.close = held[0].open, held[-1].close
         self.high = max(m.high for m in held)
         self.low = min(m.low for m in held)
         self.open_ms = first if first < last else last + _MINUTE_MS
         self.close_ms = last - 1
-        self.minutes = {(_to_ms(m.open_time) - self.start_ms) // _MINUTE_MS for m in held}
+        self.minutes = {(epoch_ms(m.open_time) - self.start_ms) // _MINUTE_MS for m in held}
         return last
 
     def record(self, *, closed: bool) -> Candle:
@@ -166,7 +157,7 @@ class OpenCandle:
         return Candle(
             symbol=self.symbol,
             interval_seconds=interval_seconds,
-            open_time=_from_ms(self.start_ms),
+            open_time=from_epoch_ms(self.start_ms),
             open=self.open,
             high=self.high,
             low=self.low,
@@ -188,19 +179,23 @@ async def _seed(storage: Storage, bucket: OpenCandle, now_ms: int) -> None:
     if end_ms <= bucket.start_ms:
         return
     minutes = await storage.candles(
-        bucket.symbol, 60, _from_ms(bucket.start_ms), _from_ms(end_ms), _from_ms(now_ms)
+        bucket.symbol,
+        60,
+        from_epoch_ms(bucket.start_ms),
+        from_epoch_ms(end_ms),
+        from_epoch_ms(now_ms),
     )
     last = bucket.seed(minutes)
     if last is None:
         return
     # The exact ticks from the last stored minute on: a minute's worth, read in pages. Ticks
     # that straddle a page edge are folded twice, which changes nothing.
-    cursor = _from_ms(last - 1)
+    cursor = from_epoch_ms(last - 1)
     while True:
         page = await storage.ticks_since([bucket.symbol], cursor, limit=_SEED_PAGE)
         for tick in page:
             bucket.add(tick)
-        if len(page) < _SEED_PAGE or _to_ms(page[-1].observed_at) >= bucket.end_ms:
+        if len(page) < _SEED_PAGE or epoch_ms(page[-1].observed_at) >= bucket.end_ms:
             return
         following = page[-1].observed_at - _MS
         if following <= cursor:  # a whole page at one instant: the rest comes live
@@ -220,9 +215,9 @@ async def _final(storage: Storage, bucket: OpenCandle, now_ms: int) -> Candle | 
         stored = await storage.candles(
             bucket.symbol,
             bucket.width_ms // 1000,
-            _from_ms(bucket.start_ms),
-            _from_ms(bucket.end_ms),
-            _from_ms(now_ms),
+            from_epoch_ms(bucket.start_ms),
+            from_epoch_ms(bucket.end_ms),
+            from_epoch_ms(now_ms),
         )
     except StorageError as exc:
         log.warning(
@@ -241,7 +236,7 @@ def _usable(tick: PriceTick) -> bool:
 
 def _fold(tick: PriceTick, buckets: Iterable[OpenCandle | None]) -> OpenCandle | None:
     for bucket in buckets:
-        if bucket is not None and bucket.start_ms <= _to_ms(tick.observed_at) < bucket.end_ms:
+        if bucket is not None and bucket.start_ms <= epoch_ms(tick.observed_at) < bucket.end_ms:
             return bucket if bucket.add(tick) else None
     return None
 
@@ -301,7 +296,7 @@ async def live_candles(
                     return
             if tick is None or tick.symbol != symbol or not _usable(tick):
                 continue
-            at = _to_ms(tick.observed_at)
+            at = epoch_ms(tick.observed_at)
             if ahead is None and current.end_ms <= at < current.end_ms + width:
                 ahead = OpenCandle(symbol, current.end_ms, width)
             changed = _fold(tick, (closing, current, ahead))

@@ -8,10 +8,10 @@ Times are timezone-aware UTC datetimes; money is USD.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Final
 
-__all__ = ["INTERVAL_SECONDS", "Candle", "PriceTick", "utc_now"]
+__all__ = ["INTERVAL_SECONDS", "Candle", "PriceTick", "epoch_ms", "from_epoch_ms", "utc_now"]
 
 # The candle widths of the public API (its `Interval` enum), in seconds.
 INTERVAL_SECONDS: Final = {"M1": 60, "M5": 300, "M15": 900, "H1": 3600, "H4": 14_400, "D1": 86_400}
@@ -95,3 +95,20 @@ class AlertRecord:
     provider: str | None
     at: datetime
     acknowledged: bool = False
+
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MS: Final = timedelta(milliseconds=1)
+
+
+def epoch_ms(moment: datetime) -> int:
+    """Epoch milliseconds of an aware datetime, as the database stores times (sub-millisecond
+    parts are dropped; exact integer arithmetic, unlike a float through `timestamp()`)."""
+    if moment.tzinfo is None:
+        raise ValueError(f"naive datetime {moment.isoformat()}: use an aware UTC datetime")
+    return (moment - _EPOCH) // _MS
+
+
+def from_epoch_ms(ms: int) -> datetime:
+    """The aware UTC datetime of epoch milliseconds (exact, unlike `fromtimestamp`)."""
+    return _EPOCH + ms * _MS

@@ -18,23 +18,13 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from gateway.models import AlertRecord, FailureRecord, utc_now
+from gateway.models import AlertRecord, FailureRecord, epoch_ms, from_epoch_ms, utc_now
 from gateway.storage import Storage
 
 __all__ = ["PoolRecord", "ProviderStore"]
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _ms(moment: datetime) -> int:
-    return (moment - _EPOCH) // timedelta(milliseconds=1)
-
-
-def _at(ms: int) -> datetime:
-    return _EPOCH + timedelta(milliseconds=ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +68,7 @@ class ProviderStore:
         at: datetime,
     ) -> None:
         """Queue one attempt (and a failure row when it failed); never waits."""
-        at_ms = _ms(at)
+        at_ms = epoch_ms(at)
         self.storage.write_nowait(
             "INSERT INTO connection_attempts (provider, endpoint, status, latency_ms, error_type,"
             " at_ms) VALUES (?, ?, ?, ?, ?, ?)",
@@ -95,7 +85,7 @@ class ProviderStore:
         self, provider: str | None = None, since: datetime | None = None, limit: int = 50
     ) -> list[FailureRecord]:
         """Newest first."""
-        clauses, params = ["at_ms >= ?"], [_ms(since) if since else 0]
+        clauses, params = ["at_ms >= ?"], [epoch_ms(since) if since else 0]
         if provider is not None:
             clauses.append("provider = ?")
             params.append(provider)  # type: ignore[arg-type]
@@ -105,7 +95,7 @@ class ProviderStore:
             + " ORDER BY at_ms DESC, id DESC LIMIT ?"
         )
         rows = await self.storage.read(lambda db: db.execute(sql, [*params, limit]).fetchall())
-        return [FailureRecord(p, e, m, s, _at(at)) for p, e, m, s, at in rows]
+        return [FailureRecord(p, e, m, s, from_epoch_ms(at)) for p, e, m, s, at in rows]
 
     async def attempt_stats(self, since: datetime) -> dict[str, tuple[int, int, float | None]]:
         """Per provider since `since`: (attempts, successes, mean latency of successes)."""
@@ -114,12 +104,12 @@ class ProviderStore:
             " avg(CASE WHEN error_type IS NULL THEN latency_ms END)"
             " FROM connection_attempts WHERE at_ms >= ? GROUP BY provider"
         )
-        rows = await self.storage.read(lambda db: db.execute(sql, [_ms(since)]).fetchall())
+        rows = await self.storage.read(lambda db: db.execute(sql, [epoch_ms(since)]).fetchall())
         return {p: (int(n), int(ok or 0), latency) for p, n, ok, latency in rows}
 
     async def prune(self, older_than: timedelta) -> None:
         """Delete attempts and failures older than the retention."""
-        cutoff = _ms(utc_now() - older_than)
+        cutoff = epoch_ms(utc_now() - older_than)
         await self.storage.execute_now("DELETE FROM connection_attempts WHERE at_ms < ?", [cutoff])
         await self.storage.execute_now("DELETE FROM failures WHERE at_ms < ?", [cutoff])
 
@@ -137,9 +127,9 @@ class ProviderStore:
                 (
                     provider,
                     state,
-                    _ms(last_checked) if last_checked else None,
+                    epoch_ms(last_checked) if last_checked else None,
                     last_error,
-                    _ms(utc_now()),
+                    epoch_ms(utc_now()),
                 )
             ],
         )
@@ -150,14 +140,14 @@ class ProviderStore:
                 "SELECT id, state, last_checked_ms, last_error FROM providers"
             ).fetchall()
         )
-        return {p: (s, _at(c) if c is not None else None, e) for p, s, c, e in rows}
+        return {p: (s, from_epoch_ms(c) if c is not None else None, e) for p, s, c, e in rows}
 
     async def save_usage(self, provider: str, window: str, snapshot: Any) -> None:
         await self.storage.write(
             "INSERT INTO rate_limit_usage (provider, window, snapshot, updated_ms)"
             " VALUES (?, ?, ?, ?) ON CONFLICT (provider, window) DO UPDATE SET"
             " snapshot = excluded.snapshot, updated_ms = excluded.updated_ms",
-            [(provider, window, json.dumps(snapshot), _ms(utc_now()))],
+            [(provider, window, json.dumps(snapshot), epoch_ms(utc_now()))],
         )
 
     async def usage(self) -> dict[tuple[str, str], Any]:
@@ -172,7 +162,7 @@ class ProviderStore:
 
     async def save_pool(self, pool: PoolRecord) -> None:
         """Create or replace a pool and its member list, atomically."""
-        now = _ms(utc_now())
+        now = epoch_ms(utc_now())
 
         def work(conn: sqlite3.Connection) -> None:
             conn.execute(
@@ -229,13 +219,13 @@ class ProviderStore:
         await self.storage.write(
             "INSERT INTO rotation_history (pool, from_provider, to_provider, reason, at_ms)"
             " VALUES (?, ?, ?, ?, ?)",
-            [(pool, from_provider, to_provider, reason, _ms(at))],
+            [(pool, from_provider, to_provider, reason, epoch_ms(at))],
         )
         await self.storage.write(
             "INSERT INTO rotation_state (pool, current_provider, updated_ms) VALUES (?, ?, ?)"
             " ON CONFLICT (pool) DO UPDATE SET current_provider = excluded.current_provider,"
             " updated_ms = excluded.updated_ms",
-            [(pool, to_provider, _ms(at))],
+            [(pool, to_provider, epoch_ms(at))],
         )
 
     async def rotations(self, pool: str | None = None, limit: int = 50) -> list[RotationRecord]:
@@ -246,7 +236,7 @@ class ProviderStore:
             f"{where} ORDER BY at_ms DESC, id DESC LIMIT ?"
         )
         rows = await self.storage.read(lambda db: db.execute(sql, [*params, limit]).fetchall())
-        return [RotationRecord(p, f, t, r, _at(at)) for p, f, t, r, at in rows]
+        return [RotationRecord(p, f, t, r, from_epoch_ms(at)) for p, f, t, r, at in rows]
 
     # -- alerts -------------------------------------------------------------------------------
 
@@ -256,7 +246,7 @@ class ProviderStore:
         alert_id, _ = await self.storage.execute_now(
             "INSERT INTO alerts (severity, kind, message, provider, at_ms, acknowledged)"
             " VALUES (?, ?, ?, ?, ?, 0)",
-            [severity, kind, message, provider, _ms(at)],
+            [severity, kind, message, provider, epoch_ms(at)],
         )
         return AlertRecord(alert_id, severity, kind, message, provider, at, False)
 
@@ -284,4 +274,6 @@ class ProviderStore:
             f"{where} ORDER BY at_ms DESC, id DESC LIMIT ?"
         )
         rows = await self.storage.read(lambda db: db.execute(sql, [*params, limit]).fetchall())
-        return [AlertRecord(i, s, k, m, p, _at(at), bool(a)) for i, s, k, m, p, at, a in rows]
+        return [
+            AlertRecord(i, s, k, m, p, from_epoch_ms(at), bool(a)) for i, s, k, m, p, at, a in rows
+        ]

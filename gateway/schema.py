@@ -26,7 +26,7 @@ from gateway.context import RequestContext
 from gateway.errors import BadUserInput, UnknownSymbol, UpstreamError
 from gateway.history import CandleHistory
 from gateway.live_candles import bucket_start, live_candles
-from gateway.models import INTERVAL_SECONDS, PriceTick, utc_now
+from gateway.models import INTERVAL_SECONDS, PriceTick, from_epoch_ms, utc_now
 from gateway.models import Candle as CandleRecord
 
 if TYPE_CHECKING:
@@ -326,7 +326,7 @@ async def _history(
 
 
 def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
+    return from_epoch_ms(ms).isoformat().replace("+00:00", "Z")
 
 
 @strawberry.type

@@ -22,7 +22,7 @@ import sqlite3
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from itertools import islice
 from math import ceil, isfinite
 from pathlib import Path
@@ -34,7 +34,7 @@ from sqlite_utils import Database
 
 from gateway.config import SECONDS, Settings
 from gateway.errors import BadUserInput, StorageError
-from gateway.models import Candle, PriceTick, utc_now
+from gateway.models import Candle, PriceTick, epoch_ms, from_epoch_ms, utc_now
 
 __all__ = ["Storage"]
 
@@ -45,8 +45,6 @@ _Row = tuple[str, str, int, float, float | None, float | None, float | None]
 _READERS: Final = 4  # concurrent read queries; more would only contend for the same disk
 _BUSY_TIMEOUT_MS: Final = 5000  # another process holding the lock: wait this long, then fail
 _FLUSH_TIMEOUT: Final = 5 * SECONDS  # shutdown: time granted to commit what is still queued
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_MS: Final = timedelta(milliseconds=1)
 
 
 @dataclass(frozen=True)
@@ -364,35 +362,24 @@ ORDER BY b.n
 """
 
 
-def _to_ms(moment: datetime) -> int:
-    """Epoch milliseconds of an aware datetime (sub-millisecond parts are dropped)."""
-    if moment.tzinfo is None:
-        raise ValueError(f"naive datetime {moment.isoformat()}: use an aware UTC datetime")
-    return (moment - _EPOCH) // _MS
-
-
 def _query_ms(moment: datetime, argument: str) -> int:
     try:
-        return _to_ms(moment)
+        return epoch_ms(moment)
     except ValueError:
         raise BadUserInput(f"{argument} must carry a timezone (UTC)") from None
-
-
-def _from_ms(ms: int) -> datetime:
-    return _EPOCH + ms * _MS  # exact, unlike a float through fromtimestamp()
 
 
 def _row(tick: PriceTick) -> _Row:
     if not isfinite(tick.usd):
         raise ValueError(f"{tick.provider} {tick.symbol}: price {tick.usd!r} is not a number")
-    observed_ms = _to_ms(tick.observed_at)
+    observed_ms = epoch_ms(tick.observed_at)
     return (tick.symbol, tick.provider, observed_ms, tick.usd, tick.market_cap_usd,
             tick.volume_24h_usd, tick.change_24h_pct)  # fmt: skip
 
 
 def _tick(row: Sequence[Any]) -> PriceTick:
     symbol, provider, ms, usd, cap, volume, change = row
-    return PriceTick(symbol, usd, provider, _from_ms(ms), cap, volume, change)
+    return PriceTick(symbol, usd, provider, from_epoch_ms(ms), cap, volume, change)
 
 
 def _connect(path: Path, *, writer: bool) -> Database:
@@ -834,7 +821,7 @@ class Storage:
             Candle(
                 symbol=symbol,
                 interval_seconds=interval_seconds,
-                open_time=_from_ms(n * width),
+                open_time=from_epoch_ms(n * width),
                 open=open_,
                 high=high,
                 low=low,
