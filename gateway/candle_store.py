@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
+from sqlite_utils import Database
+
 from gateway.models import Candle, epoch_ms, from_epoch_ms
 from gateway.storage import Storage
 
@@ -196,19 +198,22 @@ class CandleStore:
         plus (for wider intervals) those summed from stored one-minute candles. Ordered by
         open time; several providers may hold the same bucket."""
         params = {"symbol": symbol, "interval": interval_seconds, "start": span[0], "end": span[1]}
-        native = await self.storage.read(lambda db: db.execute(_NATIVE_SQL, params).fetchall())
+        summed = interval_seconds > 60 and interval_seconds % 60 == 0
+        width = interval_seconds * 1000
+        aligned = {**params, "width": width, "start": span[0] - span[0] % width}
+
+        def query(db: Database) -> tuple[list[Any], list[Any]]:
+            # Both in one worker-thread hop and one read snapshot.
+            native = db.execute(_NATIVE_SQL, params).fetchall()
+            minutes = db.execute(_FROM_MINUTES_SQL, aligned).fetchall() if summed else []
+            return native, minutes
+
+        native, minutes = await self.storage.read(query)
+        needed = interval_seconds // 60
         found = [_candle(symbol, interval_seconds, row, complete=True) for row in native]
-        if interval_seconds > 60 and interval_seconds % 60 == 0:
-            width = interval_seconds * 1000
-            aligned = {**params, "width": width, "start": span[0] - span[0] % width}
-            rows = await self.storage.read(
-                lambda db: db.execute(_FROM_MINUTES_SQL, aligned).fetchall()
-            )
-            needed = interval_seconds // 60
-            found += [
-                _candle(symbol, interval_seconds, row[:7], complete=row[7] >= needed)
-                for row in rows
-            ]
+        found += [
+            _candle(symbol, interval_seconds, row[:7], complete=row[7] >= needed) for row in minutes
+        ]
         return found
 
     async def series(self, symbol: str | None = None) -> list[CoverageRange]:
