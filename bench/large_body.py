@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import statistics
 import sys
 import time
@@ -35,30 +34,7 @@ sys.path.insert(0, str(ROOT))
 from gateway.gc_tuning import tune_gc  # noqa: E402
 from gateway.sources.defillama import parse_protocols  # noqa: E402
 from gateway.upstream.client import _decode_in_pieces  # noqa: E402
-
-CHAINS = ["Ethereum", "Arbitrum", "Polygon", "Avalanche", "Optimism", "Base", "BSC", "Solana"]
-
-
-def protocols_body(count: int) -> bytes:
-    fixture = json.loads(
-        (ROOT / "tests/upstream/fixtures/defillama_protocols.json").read_text(encoding="utf-8")
-    )
-    rng = random.Random(7)
-    items = []
-    for n in range(count):
-        item = dict(fixture[n % len(fixture)])
-        on = rng.sample(CHAINS, rng.randint(1, 6))
-        item |= {
-            "id": str(n),
-            "name": f"Protocol {n}",
-            "slug": f"protocol-{n}",
-            "chains": on,
-            "tvl": rng.random() * 1e9,
-            "chainTvls": {c: rng.random() * 1e8 for c in on},
-            "description": "A protocol " + "x" * rng.randint(40, 300),
-        }
-        items.append(item)
-    return json.dumps(items).encode()
+from tests.upstream import synthetic_protocols_body  # noqa: E402
 
 
 async def measure(work: Callable[[], Awaitable[object]]) -> tuple[float, float]:
@@ -110,7 +86,7 @@ if __name__ == "__main__":
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--gc", choices=("product", "default"), default="product")
     args = parser.parse_args()
-    body = protocols_body(args.protocols)
+    body = synthetic_protocols_body(args.protocols)
     if args.gc == "product":
         tune_gc()
     print(f"{args.protocols} protocols, {len(body) / 1e6:.2f} MB, gc {args.gc}")

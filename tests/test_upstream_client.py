@@ -14,7 +14,6 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -40,7 +39,7 @@ from gateway.upstream import (
     parse_retry_after,
 )
 from gateway.upstream import client as client_module
-from tests.upstream import shipped_provider
+from tests.upstream import shipped_provider, synthetic_protocols_body
 from tests.upstream.simulator import Fault, run_simulator
 
 Handler = Callable[[httpx.Request], Coroutine[Any, Any, httpx.Response]]
@@ -982,32 +981,9 @@ def test_decoding_in_pieces_refuses_what_json_loads_refuses(body: bytes) -> None
         client_module._decode_in_pieces(body)
 
 
-def _realistic_protocols(count: int) -> bytes:
-    """`count` protocols shaped like DefiLlama's fixture, as one /protocols body."""
-    root = Path(__file__).resolve().parent
-    fixture = json.loads((root / "upstream/fixtures/defillama_protocols.json").read_text())
-    rng = random.Random(7)
-    chains = ["Ethereum", "Arbitrum", "Polygon", "Avalanche", "Optimism", "Base", "BSC", "Solana"]
-    protocols = []
-    for n in range(count):
-        item = dict(fixture[n % len(fixture)])
-        on = rng.sample(chains, rng.randint(1, 6))
-        item |= {
-            "id": str(n),
-            "name": f"Protocol {n}",
-            "slug": f"protocol-{n}",
-            "chains": on,
-            "tvl": rng.random() * 1e9,
-            "chainTvls": {c: rng.random() * 1e8 for c in on},
-            "description": "A protocol " + "x" * rng.randint(40, 300),
-        }
-        protocols.append(item)
-    return json.dumps(protocols).encode()
-
-
 async def test_a_realistic_defillama_protocols_list_fits_the_shipped_cap() -> None:
     """About 6,000 protocols shaped like DefiLlama's (over 5 MiB), through the shipped entry."""
-    body = _realistic_protocols(6_000)
+    body = synthetic_protocols_body(6_000)
     assert len(body) > DEFAULT_MAX_RESPONSE_BYTES
     shipped = shipped_provider("defillama")
     assert shipped.max_response_bytes == 32 * MIB

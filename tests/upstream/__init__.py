@@ -7,6 +7,7 @@ they are what the pure parsers are tested against.
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,29 @@ def load_fixture(name: str) -> Any:
     """The decoded JSON of `fixtures/<name>` (name with or without `.json`)."""
     path = FIXTURES / (name if name.endswith(".json") else f"{name}.json")
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def synthetic_protocols_body(count: int) -> bytes:
+    """`count` protocols shaped like the DefiLlama /protocols fixture, as one response body
+    (deterministic): what the real list of several thousand looks like, for size tests."""
+    fixture = load_fixture("defillama_protocols")
+    rng = random.Random(7)
+    chains = ["Ethereum", "Arbitrum", "Polygon", "Avalanche", "Optimism", "Base", "BSC", "Solana"]
+    protocols = []
+    for n in range(count):
+        item = dict(fixture[n % len(fixture)])
+        on = rng.sample(chains, rng.randint(1, 6))
+        item |= {
+            "id": str(n),
+            "name": f"Protocol {n}",
+            "slug": f"protocol-{n}",
+            "chains": on,
+            "tvl": rng.random() * 1e9,
+            "chainTvls": {c: rng.random() * 1e8 for c in on},
+            "description": "A protocol " + "x" * rng.randint(40, 300),
+        }
+        protocols.append(item)
+    return json.dumps(protocols).encode()
 
 
 def fixture_bytes(name: str) -> bytes:
