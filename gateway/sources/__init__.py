@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, ClassVar, Final, Protocol
 
 import structlog
@@ -46,6 +46,7 @@ __all__ = [
     "Publish",
     "backoff_delay",
     "collector_for",
+    "epoch_millis",
     "is_valid_price",
     "number_or_none",
     "optional_number",
@@ -139,17 +140,29 @@ def optional_number(
     fail: Callable[[str], Exception],
     *,
     signed: bool,
+    strings: bool = False,
 ) -> float | None:
-    """`section[key]` as a finite number (not negative unless `signed`), None when absent or
-    null; anything else is `fail(...)` raised: a provider that sends a field must send it
-    right, and a missing figure stays missing rather than becoming 0."""
+    """`section[key]` as a finite number (not negative unless `signed`; a numeric string too
+    with `strings`), None when absent or null; anything else is `fail(...)` raised: a provider
+    that sends a field must send it right, and a missing figure stays missing, never 0."""
     raw = section.get(key) if section is not None else None
     if raw is None:
         return None
-    value = number_or_none(raw)
+    value = number_or_none(raw, strings=strings)
     if value is None or not math.isfinite(value) or (not signed and value < 0):
         raise fail(f"{where}: invalid {key} {raw!r}")
     return value
+
+
+def epoch_millis(value: Any) -> datetime | None:
+    """An aware UTC datetime from milliseconds since the epoch, or None if not a sane time."""
+    millis = number_or_none(value)
+    if millis is None or not math.isfinite(millis) or millis <= 0:
+        return None
+    try:
+        return datetime.fromtimestamp(millis / 1000.0, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 def is_valid_price(value: float | None) -> bool:

@@ -32,14 +32,20 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
 
 from gateway.assets import binance_pair, normalize_symbol, symbol_for_binance_pair
 from gateway.config import ProviderConfig
 from gateway.errors import UpstreamPayloadError
 from gateway.models import Candle, PriceTick, utc_now
-from gateway.sources import PollingCollector, is_valid_price, number_or_none
+from gateway.sources import (
+    PollingCollector,
+    epoch_millis,
+    is_valid_price,
+    number_or_none,
+    optional_number,
+)
 from gateway.sources import candles as cdl
 from gateway.upstream import UpstreamClient
 
@@ -141,8 +147,12 @@ def parse_ticker_24hr(
                 usd=price,
                 provider=provider,
                 observed_at=_close_time(item, pair, fail) or observed_at,
-                volume_24h_usd=_optional(item, "quoteVolume", pair, fail, signed=False),
-                change_24h_pct=_optional(item, "priceChangePercent", pair, fail, signed=True),
+                volume_24h_usd=optional_number(
+                    item, "quoteVolume", pair, fail, signed=False, strings=True
+                ),
+                change_24h_pct=optional_number(
+                    item, "priceChangePercent", pair, fail, signed=True, strings=True
+                ),
             )
         )
     if not ticks:
@@ -150,29 +160,14 @@ def parse_ticker_24hr(
     return ticks
 
 
-def _optional(
-    item: dict[str, Any], key: str, pair: str, fail: _Fail, *, signed: bool
-) -> float | None:
-    raw = item.get(key)
-    if raw is None:
-        return None
-    value = number_or_none(raw, strings=True)
-    if value is None or not math.isfinite(value) or (not signed and value < 0):
-        raise fail(f"{pair}: invalid {key} {raw!r}")
-    return value
-
-
 def _close_time(item: dict[str, Any], pair: str, fail: _Fail) -> datetime | None:
     raw = item.get("closeTime")
     if raw is None:
         return None
-    millis = number_or_none(raw)
-    if millis is None or not math.isfinite(millis) or millis <= 0:
+    moment = epoch_millis(raw)
+    if moment is None:
         raise fail(f"{pair}: invalid closeTime {raw!r}")
-    try:
-        return datetime.fromtimestamp(millis / 1000.0, UTC)
-    except (OverflowError, OSError, ValueError):
-        raise fail(f"{pair}: closeTime {raw!r} is out of range") from None
+    return moment
 
 
 class BinanceCollector(PollingCollector):

@@ -21,15 +21,20 @@ field meanings from the 2.0 documentation.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
 
 from gateway.assets import coincap_id, symbol_for_coincap_id
 from gateway.errors import UpstreamPayloadError
 from gateway.models import PriceTick
-from gateway.sources import PollingCollector, is_valid_price, number_or_none
+from gateway.sources import (
+    PollingCollector,
+    epoch_millis,
+    is_valid_price,
+    number_or_none,
+    optional_number,
+)
 from gateway.sources import candles as cdl
 
 __all__ = [
@@ -96,9 +101,15 @@ def parse_assets(
                 usd=usd,
                 provider=provider,
                 observed_at=stamp,
-                market_cap_usd=_optional(item, "marketCapUsd", where, fail, signed=False),
-                volume_24h_usd=_optional(item, "volumeUsd24Hr", where, fail, signed=False),
-                change_24h_pct=_optional(item, "changePercent24Hr", where, fail, signed=True),
+                market_cap_usd=optional_number(
+                    item, "marketCapUsd", where, fail, signed=False, strings=True
+                ),
+                volume_24h_usd=optional_number(
+                    item, "volumeUsd24Hr", where, fail, signed=False, strings=True
+                ),
+                change_24h_pct=optional_number(
+                    item, "changePercent24Hr", where, fail, signed=True, strings=True
+                ),
             )
         )
     if not ticks:
@@ -106,28 +117,13 @@ def parse_assets(
     return ticks
 
 
-def _optional(
-    item: dict[str, Any], key: str, where: str, fail: cdl.Fail, *, signed: bool
-) -> float | None:
-    raw = item.get(key)
-    if raw is None:
-        return None
-    value = number_or_none(raw, strings=True)
-    if value is None or not math.isfinite(value) or (not signed and value < 0):
-        raise fail(f"{where}: invalid {key} {raw!r}")
-    return value
-
-
 def _timestamp(raw: Any, fail: cdl.Fail) -> datetime | None:
     if raw is None:
         return None
-    millis = number_or_none(raw)
-    if millis is None or not math.isfinite(millis) or millis <= 0:
+    moment = epoch_millis(raw)
+    if moment is None:
         raise fail(f"invalid timestamp {raw!r}")
-    try:
-        return datetime.fromtimestamp(millis / 1000.0, UTC)
-    except (OverflowError, OSError, ValueError):
-        raise fail(f"timestamp {raw!r} is out of range") from None
+    return moment
 
 
 class CoinCapCollector(PollingCollector):

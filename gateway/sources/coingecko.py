@@ -23,7 +23,7 @@ from typing import Any, Final
 from gateway.assets import coingecko_id, symbol_for_coingecko_id
 from gateway.errors import UpstreamPayloadError
 from gateway.models import PriceTick
-from gateway.sources import PollingCollector, is_valid_price, number_or_none
+from gateway.sources import PollingCollector, is_valid_price, number_or_none, optional_number
 
 __all__ = [
     "ENDPOINT",
@@ -97,9 +97,11 @@ def parse_simple_price(
                 usd=usd,
                 provider=provider,
                 observed_at=_updated_at(entry, coin_id, fail) or observed_at,
-                market_cap_usd=_optional(entry, "usd_market_cap", coin_id, fail, signed=False),
-                volume_24h_usd=_optional(entry, "usd_24h_vol", coin_id, fail, signed=False),
-                change_24h_pct=_optional(entry, "usd_24h_change", coin_id, fail, signed=True),
+                market_cap_usd=optional_number(
+                    entry, "usd_market_cap", coin_id, fail, signed=False
+                ),
+                volume_24h_usd=optional_number(entry, "usd_24h_vol", coin_id, fail, signed=False),
+                change_24h_pct=optional_number(entry, "usd_24h_change", coin_id, fail, signed=True),
             )
         )
     if not ticks:
@@ -116,23 +118,6 @@ def _error_envelope(payload: dict[str, Any]) -> str | None:
     if isinstance(error, str):
         return error
     return None
-
-
-def _optional(
-    entry: dict[str, Any],
-    key: str,
-    coin_id: str,
-    fail: _Fail,
-    *,
-    signed: bool,
-) -> float | None:
-    raw = entry.get(key)
-    if raw is None:
-        return None
-    value = number_or_none(raw)
-    if value is None or not math.isfinite(value) or (not signed and value < 0):
-        raise fail(f"{coin_id}: invalid {key} {raw!r}")
-    return value
 
 
 def _updated_at(entry: dict[str, Any], coin_id: str, fail: _Fail) -> datetime | None:

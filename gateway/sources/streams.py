@@ -71,7 +71,7 @@ from gateway.assets import normalize_symbol
 from gateway.config import SECONDS, ProviderConfig
 from gateway.errors import UpstreamPayloadError
 from gateway.models import PriceTick, utc_now
-from gateway.sources import Publish, is_valid_price, number_or_none
+from gateway.sources import Publish, epoch_millis, is_valid_price, number_or_none
 from gateway.sources.interest import SymbolInterest
 
 __all__ = [
@@ -847,17 +847,6 @@ def optional_finite(value: Any) -> tuple[bool, float | None]:
     if number is None or not math.isfinite(number):
         return False, None
     return True, number
-
-
-def epoch_millis(value: Any) -> datetime | None:
-    """An aware UTC datetime from milliseconds since the epoch, or None if not a sane time."""
-    millis = number_or_none(value)
-    if millis is None or not math.isfinite(millis) or millis <= 0:
-        return None
-    try:
-        return datetime.fromtimestamp(millis / 1000.0, UTC)
-    except (OverflowError, OSError, ValueError):
-        return None
 
 
 _RFC3339 = re.compile(
