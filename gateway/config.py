@@ -41,6 +41,7 @@ __all__ = [
     "ProvidersFile",
     "RateLimitWindow",
     "Settings",
+    "default_pool_id",
     "default_pools",
     "load_providers",
     "parse_cors_origins",
@@ -608,7 +609,8 @@ _CATEGORY_LABELS = {
 }
 
 
-def _default_pool_id(category: str, chain: str | None) -> str:
+def default_pool_id(category: str, chain: str | None = None) -> str:
+    """The id `default_pools` gives a category's pool (per chain for RPC): "market-data"."""
     base = category.lower().replace("_", "-")
     return f"{base}-{chain}" if chain else base
 
@@ -646,7 +648,7 @@ def default_pools(file: ProvidersFile) -> tuple[PoolConfig, ...]:
         label = _CATEGORY_LABELS.get(category, category) + (f" ({chain})" if chain else "")
         pools.append(
             PoolConfig(
-                id=_default_pool_id(category, chain),
+                id=default_pool_id(category, chain),
                 name=label,
                 category=category,
                 strategy="PRIORITY",
@@ -1099,7 +1101,7 @@ def load_providers(path: Path) -> ProvidersFile:
     pools: dict[str, PoolConfig] = {}
     covered: dict[tuple[str, str | None], PoolConfig] = {}
     reserved = {
-        _default_pool_id(*_pool_key(c, p.chain)): _pool_key(c, p.chain)
+        default_pool_id(*_pool_key(c, p.chain)): _pool_key(c, p.chain)
         for p in providers.values()
         for c in p.categories
     }

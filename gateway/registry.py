@@ -26,7 +26,7 @@ import trio
 
 from gateway.alerts import AlertCenter
 from gateway.bus import EventBus
-from gateway.config import CATEGORIES, PoolConfig, ProviderConfig, ProvidersFile
+from gateway.config import CATEGORIES, PoolConfig, ProviderConfig, ProvidersFile, default_pool_id
 from gateway.errors import BadUserInput, UpstreamError
 from gateway.health import HealthChecker, ProbeResult
 from gateway.models import ProviderStateChange, utc_now
@@ -170,7 +170,7 @@ class ProviderRegistry:
     def pool_for(self, category: str) -> Pool | None:
         """The pool that serves a category: the default one (its id is the category in lower
         case with '-') if it exists, else the first pool of that category."""
-        pool = self.pools.get(category.lower().replace("_", "-"))
+        pool = self.pools.get(default_pool_id(category))
         if pool is not None:
             return pool
         return next((p for p in self.pools.values() if p.category == category), None)
