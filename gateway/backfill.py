@@ -62,8 +62,8 @@ class ProgressBar:
 
     WIDTH = 30
 
-    def __init__(self, total: int, label: str, stream: TextIO | None = None) -> None:
-        self.total = max(total, 1)
+    def __init__(self, label: str, total: int = 1, stream: TextIO | None = None) -> None:
+        self.total = max(total, 1)  # `backfill` sets it once it knows the slices
         self.label = label
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
@@ -116,6 +116,8 @@ async def backfill(
         return result
     step = SLICE_INTERVALS * interval_seconds * 1000
     bounds = range(grid[0], grid[1], step)
+    if progress is not None:
+        progress.total = max(len(bounds), 1)
     for number, a in enumerate(bounds, 1):
         b = min(a + step, grid[1])
         result.slices += 1

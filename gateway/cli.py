@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
-import math
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -193,7 +192,7 @@ def _backfill(args: argparse.Namespace) -> int:
                     return _fail(
                         EXIT_CONFIG, f"no configured provider serves {args.interval} candles"
                     )
-                bar = ProgressBar(_slice_count(interval, start, end), f"{symbol} {args.interval}")
+                bar = ProgressBar(f"{symbol} {args.interval}")
                 try:
                     result = await backfill(
                         history, symbol or "", interval, start, end, progress=bar
@@ -224,12 +223,6 @@ def _backfill(args: argparse.Namespace) -> int:
         return 130
     except GatewayError as exc:
         return _fail(EXIT_START_FAILED, str(exc))
-
-
-def _slice_count(interval: int, start: datetime, end: datetime) -> int:
-    from gateway.history import SLICE_INTERVALS
-
-    return max(1, math.ceil((end - start).total_seconds() / (interval * SLICE_INTERVALS)))
 
 
 def _key_name(text: str) -> str:

@@ -87,7 +87,7 @@ async def test_open_history_hands_each_fetcher_its_configured_key(storage: Stora
 
 def test_the_progress_bar_prints_the_first_step_and_each_tenth_on_a_pipe() -> None:
     out = io.StringIO()
-    bar = ProgressBar(20, "BTC M1", stream=out)
+    bar = ProgressBar("BTC M1", 20, stream=out)
     for done in range(1, 21):
         bar.update(done, "x")
     bar.close()
