@@ -26,11 +26,11 @@ from pathlib import Path
 
 import trio
 
-from gateway.candle_store import CandleStore
 from gateway.config import Settings
-from gateway.history import CandleHistory
 from gateway.models import Candle, PriceTick
+from gateway.prices.history import CandleHistory
 from gateway.storage import Storage
+from gateway.store.candles import CandleStore
 
 SYMBOLS = ("BTC", "ETH", "SOL", "BNB", "XRP")
 

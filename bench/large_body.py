@@ -2,7 +2,7 @@
 
     python bench/large_body.py [--protocols 6000] [--runs 15] [--gc product|default]
 
-Builds `--protocols` synthetic protocols shaped like tests/upstream/fixtures/
+Builds `--protocols` synthetic protocols shaped like tests/simulator/fixtures/
 defillama_protocols.json (DefiLlama's /protocols listed ~6,000 protocols, 5-10 MB, in 2025),
 then, inside `trio.run`, decodes + parses (`parse_protocols`) it while a ticker task sleeps
 1 ms at a time and records the longest gap between its wake-ups (the loop stall):
@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 from gateway.gc_tuning import tune_gc  # noqa: E402
 from gateway.sources.defillama import parse_protocols  # noqa: E402
 from gateway.upstream.client import _decode_in_pieces  # noqa: E402
-from tests.upstream import synthetic_protocols_body  # noqa: E402
+from tests.simulator import synthetic_protocols_body  # noqa: E402
 
 
 async def measure(work: Callable[[], Awaitable[object]]) -> tuple[float, float]:

@@ -24,8 +24,8 @@ LAYERS: tuple[tuple[str, str], ...] = (
     (r"contextlib\.py", "contextlib (@contextmanager helpers)"),
     (r"hypercorn/|collections/__init__|\(<string>\)", "hypercorn (ASGI send, h11/ws stream, events)"),
     (r"wsproto/", "wsproto framing"),
-    (r"gateway/ws\.py", "gateway/ws.py (queue, writer)"),
-    (r"gateway/bus\.py", "gateway/bus.py"),
+    (r"gateway/ws\.py", "gateway/api/ws.py (queue, writer)"),
+    (r"gateway/bus\.py", "gateway/pubsub.py"),
     (
         r"gateway/fanout\.py|graphql/|strawberry/|gateway/schema\.py|graphql_trio|json/",
         "GraphQL execution, JSON, hub",

@@ -1,6 +1,6 @@
 """The exchange side of bench/stream_latency.py: the WebSocket simulator, ticking on a schedule.
 
-Runs `tests/upstream/ws_simulator.py` (the loopback stand-in the stream tests use; here its
+Runs `tests/simulator/ws.py` (the loopback stand-in the stream tests use; here its
 Binance combined stream at `/binance/stream`) in a process of its own, so that the instant a
 message leaves the "exchange" is taken on an event loop that does nothing else. Prints one
 `ready PID PORT` line, then obeys stdin lines:
@@ -35,7 +35,7 @@ import time
 
 import trio
 
-from tests.upstream.ws_simulator import WsSimulator, run_ws_simulator
+from tests.simulator.ws import WsSimulator, run_ws_simulator
 
 SYMBOL = "BTC"
 MAX_MESSAGES = 100_000  # bounds one `start` (rate * seconds)

@@ -5,8 +5,8 @@ stderr naming the problem), 1 when the gateway could not start (port in use, dat
 unopenable).
 
 `gateway backfill --symbol BTC --days 30 [--interval M1]` stores the closed candles the
-database lacks from providers' candle endpoints (see gateway/backfill.py). Exit codes: 0 done,
-1 a provider failed and some range is still missing (run it again to resume) or the database
+database lacks from providers' candle endpoints (see gateway/prices/backfill.py). Exit codes:
+0 done, 1 a provider failed and some range is still missing (run it again to resume) or the database
 is unusable, 2 bad arguments (an unknown symbol included), 130 interrupted (what was stored
 is kept).
 
@@ -37,7 +37,7 @@ from gateway.log import configure_logging
 from gateway.models import INTERVAL_SECONDS
 
 if TYPE_CHECKING:
-    from gateway.keystore import KeyRecord
+    from gateway.store.api_keys import KeyRecord
 
 __all__ = ["main"]
 
@@ -150,11 +150,17 @@ def _add_backfill_parser(commands: argparse._SubParsersAction[argparse.ArgumentP
 
 def _backfill(args: argparse.Namespace) -> int:
     """Run `gateway backfill`; returns the exit code."""
-    from gateway.assets import known_symbols, normalize_symbol
-    from gateway.backfill import ProgressBar, backfill, market_providers, open_history, window
-    from gateway.candle_store import CandleStore
-    from gateway.secrets import Secrets
+    from gateway.prices.backfill import (
+        ProgressBar,
+        backfill,
+        market_providers,
+        open_history,
+        window,
+    )
+    from gateway.providers.upstream_keys import Secrets
     from gateway.storage import Storage
+    from gateway.store.candles import CandleStore
+    from gateway.symbols import known_symbols, normalize_symbol
     from gateway.upstream import UpstreamClient
 
     try:
@@ -242,7 +248,7 @@ def _key_id(text: str) -> int:
 
 
 def _add_keys_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from gateway.keystore import ROLES, TIER_NAMES
+    from gateway.store.api_keys import ROLES, TIER_NAMES
 
     keys = commands.add_parser(
         "keys",
@@ -286,8 +292,8 @@ def _when(moment: datetime | None) -> str:
 
 def _keys(args: argparse.Namespace) -> int:
     """Run one `gateway keys` action against the database; returns the exit code."""
-    from gateway.keystore import KeyStore
     from gateway.storage import Storage
+    from gateway.store.api_keys import KeyStore
 
     try:
         settings = settings_from_env().with_overrides(db_path=args.db)
@@ -386,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         providers = load_providers(settings.providers_path)
     except ConfigError as exc:
         return _fail(EXIT_CONFIG, str(exc))
-    from gateway.secrets import Secrets
+    from gateway.providers.upstream_keys import Secrets
 
     configure_logging(
         settings.log_format,

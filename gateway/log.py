@@ -21,7 +21,7 @@ MASK = "***"
 
 # Key-like things that may reach a log line even when they are not a configured secret: a key
 # in a query string, an Authorization header value, a key in a known path position, and our
-# own API keys (gateway.keystore), of which only the public gw_<prefix>_ part is kept.
+# own API keys (gateway.store.api_keys), of which only the public gw_<prefix>_ part is kept.
 _KEYLIKE = re.compile(
     r"(?i)((?:api[_-]?key|apikey|auth_token|access_token|token|key|secret)=)[^&\s\"']+"
     r"|(\b(?:Bearer|Apikey)\s+)[A-Za-z0-9._~+/=-]{8,}"

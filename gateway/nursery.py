@@ -29,35 +29,30 @@ from typing import Final
 import structlog
 import trio
 
-from gateway.app import GatewayApp
-from gateway.bus import EventBus
-from gateway.chains import ChainHeads
+from gateway.api.app import GatewayApp
+from gateway.api.context import RequestContext, Services
+from gateway.api.graphql_trio import GraphQLEngine
+from gateway.api.server import serve_http
+from gateway.api.shared_subscriptions import SubscriptionHub
+from gateway.api.ws import WebSocketOptions, WebSocketStats
+from gateway.chains.heads import ChainHeads
 from gateway.config import SECONDS, ProviderConfig, ProvidersFile, Settings
-from gateway.consensus import OutlierWatch
-from gateway.context import RequestContext, Services
-from gateway.fanout import SubscriptionHub
 from gateway.gc_tuning import tune_gc
-from gateway.graphql_trio import GraphQLEngine
-from gateway.history import CandleHistory
 from gateway.models import PriceTick, utc_now
-from gateway.provider_status import ProviderStatusBoard
-from gateway.provider_store import ProviderStore
-from gateway.registry import ProviderRegistry
+from gateway.prices.consensus import OutlierWatch
+from gateway.prices.history import CandleHistory
+from gateway.providers.registry import ProviderRegistry
+from gateway.providers.status import ProviderStatusBoard
+from gateway.providers.upstream_keys import Secrets
+from gateway.pubsub import EventBus
 from gateway.schema import build_schema
-from gateway.secrets import Secrets
-from gateway.server import serve_http
-from gateway.sources import Collector, CollectorContext, collector_for
+from gateway.sources.base import Collector, CollectorContext
 from gateway.sources.interest import SymbolInterest
-from gateway.sources.streams import (
-    StreamClient,
-    StreamGroup,
-    StreamHealth,
-    StreamSettings,
-    stream_for,
-)
+from gateway.sources.registry import collector_for, stream_for
+from gateway.sources.streams import StreamClient, StreamGroup, StreamHealth, StreamSettings
 from gateway.storage import Storage
+from gateway.store.provider_records import ProviderStore
 from gateway.upstream.client import UpstreamClient
-from gateway.ws import WebSocketOptions, WebSocketStats
 
 __all__ = ["Gateway", "RunningGateway", "run_gateway", "supervise"]
 

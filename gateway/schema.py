@@ -19,18 +19,18 @@ from typing import TYPE_CHECKING, Annotated, cast
 import strawberry
 from strawberry.types import Info
 
-from gateway.assets import known_symbols, normalize_symbol
-from gateway.auth import check_history, check_symbols
-from gateway.consensus import consensus
-from gateway.context import RequestContext
+from gateway.api.auth import check_history, check_symbols
+from gateway.api.context import RequestContext
 from gateway.errors import BadUserInput, UnknownSymbol, UpstreamError
-from gateway.history import CandleHistory
-from gateway.live_candles import bucket_start, live_candles
 from gateway.models import INTERVAL_SECONDS, PriceTick, from_epoch_ms, utc_now
 from gateway.models import Candle as CandleRecord
+from gateway.prices.consensus import consensus
+from gateway.prices.history import CandleHistory
+from gateway.prices.live_candles import bucket_start, live_candles
+from gateway.symbols import known_symbols, normalize_symbol
 
 if TYPE_CHECKING:
-    from gateway.context import Services
+    from gateway.api.context import Services
     from gateway.storage import Storage
 
 __all__ = ["Interval", "build_schema"]
@@ -182,7 +182,7 @@ def _aware(moment: datetime | None) -> datetime | None:
 def consensus_price(
     symbol: str, ticks: Sequence[PriceTick], now: datetime, max_deviation_pct: float
 ) -> Price | None:
-    """The consensus (gateway/consensus.py) as a Price: one provider's tick when only one
+    """The consensus (gateway/prices/consensus.py) as a Price: one provider's tick when only one
     counts, otherwise "consensus" with the median and the providers that agreed."""
     agreed = consensus(ticks, now, fresh_seconds=FRESH_SECONDS, max_deviation_pct=max_deviation_pct)
     if agreed is None:
@@ -423,8 +423,8 @@ def build_schema() -> strawberry.Schema:
     """The strawberry schema; its `_schema` is the graphql-core schema our engine executes."""
     from strawberry.tools import merge_types
 
-    from gateway.schema_market import MarketQuery
-    from gateway.schema_providers import ProviderMutation, ProviderQuery, ProviderSubscription
+    from gateway.api.schema.market import MarketQuery
+    from gateway.api.schema.providers import ProviderMutation, ProviderQuery, ProviderSubscription
 
     return strawberry.Schema(
         query=merge_types("Query", (Query, ProviderQuery, MarketQuery)),

@@ -20,7 +20,7 @@ import httpx
 import trio
 from trio_websocket import open_websocket_url
 
-from tests.upstream.simulator import Fault, Simulator, run_simulator
+from tests.simulator.rest import Fault, Simulator, run_simulator
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import main
-from gateway.keystore import KEY_PATTERN, hash_key
+from gateway.store.api_keys import KEY_PATTERN, hash_key
 
 REPO = Path(__file__).resolve().parent.parent
 NO_UPSTREAMS = REPO / "tests" / "data" / "no-providers.toml"

@@ -35,18 +35,18 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Final
 
-from gateway.assets import binance_pair, normalize_symbol, symbol_for_binance_pair
 from gateway.config import ProviderConfig
 from gateway.errors import UpstreamPayloadError
 from gateway.models import Candle, PriceTick, utc_now
-from gateway.sources import (
+from gateway.sources import candles as cdl
+from gateway.sources.base import (
     PollingCollector,
     epoch_millis,
     is_valid_price,
     number_or_none,
     optional_number,
 )
-from gateway.sources import candles as cdl
+from gateway.symbols import binance_pair, normalize_symbol, symbol_for_binance_pair
 from gateway.upstream import UpstreamClient
 
 __all__ = [

@@ -33,7 +33,6 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Final
 
-from gateway.assets import binance_pair, symbol_for_binance_pair
 from gateway.errors import UpstreamPayloadError
 from gateway.models import PriceTick
 from gateway.sources.streams import (
@@ -45,6 +44,7 @@ from gateway.sources.streams import (
     optional_finite,
     positive_price,
 )
+from gateway.symbols import binance_pair, symbol_for_binance_pair
 
 __all__ = [
     "DEFAULT_URL",

@@ -7,8 +7,8 @@ key)` answers the same question — the provider's own candles whose `open_time`
 * `start` and `end` are aware datetimes with `start < end`; `start` is rounded down to the
   interval grid. A window longer than `MAX_CANDLES` intervals is refused (ValueError): backfill
   asks in slices rather than making one call that runs for minutes.
-* `key` is the provider's API key (`gateway.secrets`), handed to the client; a fetcher whose
-  provider needs none ignores it.
+* `key` is the provider's API key (`gateway.providers.upstream_keys`), handed to the client;
+  a fetcher whose provider needs none ignores it.
 * `interval_seconds` must be one the provider serves; anything else is a ValueError naming the
   ones it does (see each module's `CANDLE_INTERVALS`). A symbol the provider does not list
   gives `[]` without a request, as collectors skip such symbols.
@@ -27,15 +27,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
+from gateway.config import ProviderConfig
 from gateway.errors import UpstreamPayloadError
 from gateway.models import Candle
-from gateway.sources import number_or_none
+from gateway.sources.base import number_or_none
+from gateway.upstream import UpstreamClient
 
 __all__ = [
     "MAX_CANDLES",
+    "CandleFetcher",
+    "CandleSource",
     "Fail",
     "align_down",
     "check_interval",
@@ -221,3 +226,28 @@ def select(candles: list[Candle], start: datetime, end: datetime) -> list[Candle
     overlap at their edges; the later copy wins, being the fresher figure)."""
     chosen = {c.open_time: c for c in candles if start <= c.open_time < end}
     return [chosen[t] for t in sorted(chosen)]
+
+
+class CandleFetcher(Protocol):
+    """`fetch_candles` of a source module; `key` is the provider's API key (None: keyless)."""
+
+    def __call__(
+        self,
+        client: UpstreamClient,
+        provider: ProviderConfig,
+        symbol: str,
+        interval_seconds: int,
+        start: datetime,
+        end: datetime,
+        *,
+        now: datetime | None = None,
+        key: str | None = None,
+    ) -> Awaitable[list[Candle]]: ...
+
+
+@dataclass(frozen=True)
+class CandleSource:
+    """A provider's candle fetcher and the candle lengths (seconds) it serves."""
+
+    fetch: CandleFetcher
+    intervals: frozenset[int]

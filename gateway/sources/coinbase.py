@@ -30,12 +30,12 @@ from typing import Any, Final
 import structlog
 import trio
 
-from gateway.assets import coinbase_product, normalize_symbol
 from gateway.config import ProviderConfig
 from gateway.errors import UpstreamError, UpstreamPayloadError, UpstreamRateLimited
 from gateway.models import Candle, PriceTick, utc_now
-from gateway.sources import PollingCollector, number_or_none
 from gateway.sources import candles as cdl
+from gateway.sources.base import PollingCollector, number_or_none
+from gateway.symbols import coinbase_product, normalize_symbol
 from gateway.upstream import UpstreamClient
 from gateway.upstream.client import NO_RETRY
 

@@ -23,7 +23,7 @@ A ticker is sent for every match (and once on subscribing)::
 change. `volume_24h` is in the base currency, so no USD volume is reported (we never make one
 up). The `heartbeat` channel (one message per product per second) is subscribed too: it keeps a
 quiet product's connection from looking silent to the watchdog. Product names come from the
-asset table (`gateway.assets.coinbase_product`); all are real USD markets.
+asset table (`gateway.symbols.coinbase_product`); all are real USD markets.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Final
 
-from gateway.assets import coinbase_product, symbol_for_coinbase_product
 from gateway.errors import UpstreamPayloadError
 from gateway.models import PriceTick
 from gateway.sources.streams import (
@@ -44,6 +43,7 @@ from gateway.sources.streams import (
     positive_price,
     rfc3339,
 )
+from gateway.symbols import coinbase_product, symbol_for_coinbase_product
 
 __all__ = [
     "CHANNELS",

@@ -25,17 +25,17 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Final
 
-from gateway.assets import coincap_id, symbol_for_coincap_id
 from gateway.errors import UpstreamPayloadError
 from gateway.models import PriceTick
-from gateway.sources import (
+from gateway.sources import candles as cdl
+from gateway.sources.base import (
     PollingCollector,
     epoch_millis,
     is_valid_price,
     number_or_none,
     optional_number,
 )
-from gateway.sources import candles as cdl
+from gateway.symbols import coincap_id, symbol_for_coincap_id
 
 __all__ = [
     "ENDPOINT",

@@ -20,10 +20,10 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from gateway.assets import coingecko_id, symbol_for_coingecko_id
 from gateway.errors import UpstreamPayloadError
 from gateway.models import PriceTick
-from gateway.sources import PollingCollector, is_valid_price, number_or_none, optional_number
+from gateway.sources.base import PollingCollector, is_valid_price, number_or_none, optional_number
+from gateway.symbols import coingecko_id, symbol_for_coingecko_id
 
 __all__ = [
     "ENDPOINT",

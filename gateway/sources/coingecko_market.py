@@ -3,8 +3,8 @@
 Docs: https://docs.coingecko.com/v3.0.1/reference/trending-search, .../crypto-global and
 .../coins-id-ohlc. These are fetched when asked for, not polled; they share the `coingecko`
 provider entry (and its rate limit) with the price collector, and send the same optional demo
-key: each fetch takes the provider's `key` (from `gateway.secrets`), which the client puts in
-the `x-cg-demo-api-key` header as providers.toml's `auth` says.
+key: each fetch takes the provider's `key` (from `gateway.providers.upstream_keys`), which the
+client puts in the `x-cg-demo-api-key` header as providers.toml's `auth` says.
 
 * `GET /search/trending` answers `{"coins": [{"item": {"id": "pepe", "name": "Pepe",
   "symbol": "PEPE", "market_cap_rank": 32, "score": 0, ...}}, ...], "nfts": [...], ...}`,
@@ -26,13 +26,13 @@ import math
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from gateway.assets import coingecko_id, normalize_symbol, symbol_for_coingecko_id
 from gateway.config import ProviderConfig
 from gateway.errors import UpstreamPayloadError
 from gateway.market_models import MarketOverview, TrendingCoin
 from gateway.models import Candle, utc_now
 from gateway.sources import candles as cdl
-from gateway.sources import number_or_none
+from gateway.sources.base import number_or_none
+from gateway.symbols import coingecko_id, normalize_symbol, symbol_for_coingecko_id
 from gateway.upstream import UpstreamClient
 
 __all__ = [

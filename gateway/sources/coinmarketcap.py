@@ -36,11 +36,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Final
 
-from gateway.assets import asset, normalize_symbol
 from gateway.errors import UpstreamPayloadError
 from gateway.models import PriceTick
-from gateway.sources import PollingCollector, is_valid_price, number_or_none, optional_number
 from gateway.sources import candles as cdl
+from gateway.sources.base import PollingCollector, is_valid_price, number_or_none, optional_number
+from gateway.symbols import asset, normalize_symbol
 
 __all__ = [
     "ENDPOINT",

@@ -34,12 +34,12 @@ import math
 from datetime import datetime
 from typing import Any, Final
 
-from gateway.assets import coinpaprika_id, normalize_symbol, symbol_for_coinpaprika_id
 from gateway.config import ProviderConfig
 from gateway.errors import UpstreamPayloadError
 from gateway.models import Candle, PriceTick, utc_now
-from gateway.sources import PollingCollector, optional_number
 from gateway.sources import candles as cdl
+from gateway.sources.base import PollingCollector, optional_number
+from gateway.symbols import coinpaprika_id, normalize_symbol, symbol_for_coinpaprika_id
 from gateway.upstream import UpstreamClient
 
 __all__ = [

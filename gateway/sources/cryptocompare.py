@@ -42,12 +42,12 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Final
 
-from gateway.assets import asset, normalize_symbol
 from gateway.config import ProviderConfig
 from gateway.errors import UpstreamPayloadError
 from gateway.models import Candle, PriceTick, utc_now
-from gateway.sources import PollingCollector, is_valid_price, number_or_none, optional_number
 from gateway.sources import candles as cdl
+from gateway.sources.base import PollingCollector, is_valid_price, number_or_none, optional_number
+from gateway.symbols import asset, normalize_symbol
 from gateway.upstream import UpstreamClient
 
 __all__ = [

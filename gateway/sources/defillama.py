@@ -29,13 +29,13 @@ from datetime import datetime
 from typing import Any, Final
 from urllib.parse import quote
 
-from gateway.assets import defillama_coin, symbol_for_defillama_coin
 from gateway.config import ProviderConfig
 from gateway.errors import UpstreamPayloadError
 from gateway.market_models import DefiProtocol, TvlPoint
 from gateway.models import PriceTick
-from gateway.sources import PollingCollector, number_or_none
 from gateway.sources import candles as cdl
+from gateway.sources.base import PollingCollector, number_or_none
+from gateway.symbols import defillama_coin, symbol_for_defillama_coin
 from gateway.upstream import UpstreamClient
 
 __all__ = [

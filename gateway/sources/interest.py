@@ -26,8 +26,8 @@ from typing import Final
 
 from trio.lowlevel import ParkingLot
 
-from gateway.assets import normalize_symbol
 from gateway.errors import BadUserInput
+from gateway.symbols import normalize_symbol
 
 __all__ = ["DEFAULT_MAX_SYMBOLS", "InterestFull", "SymbolHold", "SymbolInterest"]
 

@@ -36,12 +36,12 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from gateway.assets import kraken_pair, normalize_symbol, symbol_for_kraken_pair
 from gateway.config import ProviderConfig
 from gateway.errors import UpstreamError, UpstreamPayloadError, UpstreamRateLimited
 from gateway.models import Candle, PriceTick, utc_now
-from gateway.sources import PollingCollector, number_or_none
 from gateway.sources import candles as cdl
+from gateway.sources.base import PollingCollector, number_or_none
+from gateway.symbols import kraken_pair, normalize_symbol, symbol_for_kraken_pair
 from gateway.upstream import UpstreamClient
 
 __all__ = [

@@ -24,7 +24,7 @@ change. `volume` is in the base currency and `vwap` is its volume-weighted avera
 about once a second when nothing else does, and `{"channel": "status", ...}` on connecting;
 the client also sends an application-level `ping` every `keepalive_interval`. v2 spells
 Bitcoin `BTC` (v1 and REST say `XBT`); the v2 names come from the asset table
-(`gateway.assets.kraken_ws_symbol`), all USD markets.
+(`gateway.symbols.kraken_ws_symbol`), all USD markets.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Final
 
-from gateway.assets import kraken_ws_symbol, symbol_for_kraken_ws
 from gateway.errors import UpstreamPayloadError
 from gateway.models import PriceTick
 from gateway.sources.streams import (
@@ -46,6 +45,7 @@ from gateway.sources.streams import (
     positive_price,
     rfc3339,
 )
+from gateway.symbols import kraken_ws_symbol, symbol_for_kraken_ws
 
 __all__ = [
     "DEFAULT_URL",

@@ -35,11 +35,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Final
 
-from gateway.assets import messari_slug, symbol_for_messari_slug
 from gateway.errors import UpstreamPayloadError
 from gateway.models import PriceTick
-from gateway.sources import PollingCollector, is_valid_price, number_or_none, optional_number
 from gateway.sources import candles as cdl
+from gateway.sources.base import PollingCollector, is_valid_price, number_or_none, optional_number
+from gateway.symbols import messari_slug, symbol_for_messari_slug
 
 __all__ = [
     "ENDPOINT",

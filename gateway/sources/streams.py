@@ -67,12 +67,12 @@ from trio_websocket import (
     open_websocket_url,
 )
 
-from gateway.assets import normalize_symbol
 from gateway.config import SECONDS, ProviderConfig
 from gateway.errors import UpstreamPayloadError
 from gateway.models import PriceTick, utc_now
-from gateway.sources import Publish, epoch_millis, is_valid_price, number_or_none
+from gateway.sources.base import Publish, epoch_millis, is_valid_price, number_or_none
 from gateway.sources.interest import SymbolInterest
+from gateway.symbols import normalize_symbol
 
 __all__ = [
     "HEALTH_REFRESH",
@@ -91,8 +91,6 @@ __all__ = [
     "positive_price",
     "reconnect_delay",
     "rfc3339",
-    "stream_for",
-    "stream_registry",
 ]
 
 log = structlog.get_logger(__name__)
@@ -869,27 +867,3 @@ def rfc3339(value: Any) -> datetime | None:
     except ValueError:
         return None
     return moment.astimezone(UTC)
-
-
-# -- registry -----------------------------------------------------------------------------
-
-
-def stream_registry() -> dict[str, type[StreamClient]]:
-    """providers.toml `collector` (or `id`) -> stream client class.
-
-    Imported here, not at module level, so an exchange module can be imported first.
-    """
-    from gateway.sources.binance_stream import BinanceStream
-    from gateway.sources.coinbase_stream import CoinbaseStream
-    from gateway.sources.kraken_stream import KrakenStream
-
-    return {
-        "binance-stream": BinanceStream,
-        "coinbase-stream": CoinbaseStream,
-        "kraken-stream": KrakenStream,
-    }
-
-
-def stream_for(provider: ProviderConfig) -> type[StreamClient] | None:
-    """The stream client class for a provider entry (by its `collector`, else its `id`)."""
-    return stream_registry().get(provider.collector or provider.id)

@@ -1,0 +1,392 @@
+"""The ASGI application: GraphQL over HTTP, GraphiQL, WebSocket, health and metrics.
+
+Routes:
+    GET/POST /graphql   GraphQL over HTTP (application/json and application/graphql-response+json)
+    GET      /graphql   GraphiQL, when a browser asks for HTML
+    WS       /graphql   graphql-transport-ws and legacy graphql-ws (ws.py)
+    GET      /healthz   the process is alive
+    GET      /readyz    the database answers and the supervisor has started everything
+    GET      /metrics   Prometheus text
+
+WebSocket traffic is dispatched to ws.py before Starlette sees it: the per-frame path stays
+free of framework layers, and Starlette never touches the socket.
+
+Around every HTTP request: gateway.api.http_policy (security headers, CORS, Origin check). On
+/graphql, before anything is parsed: the caller is authenticated (gateway.api.auth: 401
+UNAUTHENTICATED for a bad key, or for none while anonymous access is off) and the request is
+counted against its tier (429 RATE_LIMITED with Retry-After when over). A mutation the caller's
+role may not run is refused whole (FORBIDDEN) before any resolver runs. The ASGI lifespan runs
+`AccessControl.run` (revocation polling, usage saving) for as long as the server serves.
+
+Must never: execute a mutation from a GET, run an operation for a caller it did not
+authenticate, or let a failing request take the process down.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from importlib import resources
+from typing import Any
+
+import structlog
+import trio
+from graphql import ExecutionResult, OperationType
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from gateway.api.auth import (
+    AccessControl,
+    Principal,
+    RateLimited,
+    Unauthenticated,
+    credential_from_headers,
+    forbidden_result,
+    use_principal,
+)
+from gateway.api.context import RequestContext, Services
+from gateway.api.graphiql_assets import graphiql_assets_route
+from gateway.api.graphql_trio import (
+    GraphQLEngine,
+    PreparedOperation,
+    bad_request,
+    dumps,
+    loads,
+    result_to_dict,
+)
+from gateway.api.http_policy import HttpPolicy, inline_script_hashes, page_csp
+from gateway.api.metrics import HttpStats, render_metrics
+from gateway.api.query_limits import QueryLimits
+from gateway.api.ws import WebSocketOptions, serve_websocket
+from gateway.errors import GatewayError, StorageError
+
+__all__ = ["GatewayApp"]
+
+log = structlog.get_logger(__name__)
+
+JSON = "application/json"
+GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
+
+
+class _HttpError(Exception):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+def _graphiql_html() -> str:
+    return resources.files("gateway").joinpath("static/graphiql.html").read_text("utf-8")
+
+
+def _response_type(accept: str) -> str | None:
+    """The media type to answer with, or None when the client accepts neither JSON type."""
+    if not accept.strip():
+        return JSON
+    kinds = [part.split(";")[0].strip().lower() for part in accept.split(",")]
+    if GRAPHQL_RESPONSE_JSON in kinds:
+        return GRAPHQL_RESPONSE_JSON
+    if JSON in kinds or "application/*" in kinds or "*/*" in kinds:
+        return JSON
+    return None
+
+
+# For a response sent before the request body was read: the server will not read the rest, so
+# the connection cannot carry another request, and h11 closes it after the response. Saying so
+# stops a keep-alive client from sending its next request into a connection that is going away
+# (found by tests/test_fuzz.py: the request after a 413 failed with "Server disconnected").
+_CLOSE = {"Connection": "close"}
+
+
+def _has_body(request: Request) -> bool:
+    length = request.headers.get("content-length", "")
+    return "transfer-encoding" in request.headers or (length.isdecimal() and int(length) > 0)
+
+
+def _wants_html(request: Request) -> bool:
+    accept = request.headers.get("accept", "")
+    return "text/html" in accept and "query" not in request.query_params
+
+
+class GatewayApp:
+    """The whole ASGI app; `shutdown` is set by the supervisor to close WebSockets (1001)."""
+
+    def __init__(
+        self,
+        services: Services,
+        engine: GraphQLEngine,
+        *,
+        ws_options: WebSocketOptions,
+        upstream_counters: Callable[[], dict[tuple[str, str], int]] = dict,
+        supervisor_running: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self.services = services
+        self.engine = engine
+        # The query limits are shared by HTTP and both WebSocket protocols through the engine;
+        # applied here, so whoever builds the app gets them enforced.
+        engine.set_limits(QueryLimits.from_settings(services.settings))
+        self.ws_options = ws_options
+        self.shutdown = trio.Event()
+        self.http_stats = HttpStats()
+        self._upstream_counters = upstream_counters
+        self._supervisor_running = supervisor_running
+        if services.access is None:
+            services.access = AccessControl(services.settings, services.storage)
+        self.access: AccessControl = services.access
+        self.policy = HttpPolicy(services.settings)
+        self._max_body = services.settings.max_body_bytes
+        self._graphiql = _graphiql_html()
+        self._graphiql_scripts = inline_script_hashes(self._graphiql)
+        self._starlette = Starlette(
+            routes=[
+                Route("/graphql", self._graphql, methods=["GET", "POST"]),
+                Route("/healthz", self._healthz, methods=["GET"]),
+                Route("/readyz", self._readyz, methods=["GET"]),
+                Route("/metrics", self._metrics, methods=["GET"]),
+                graphiql_assets_route(),  # GET /graphiql/{name}: GraphiQL's vendored JS/CSS
+            ]
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            if scope["path"].rstrip("/") != "/graphql":
+                await send({"type": "websocket.close", "code": 4404})
+            elif not self.policy.websocket_origin_allowed(scope):
+                # Before accept, a close is an HTTP 403: a page of another origin may not use a
+                # visitor's browser to talk to us.
+                await send({"type": "websocket.close", "code": 4403})
+            else:
+                services = self.services
+                assert services.hub is not None
+                await serve_websocket(
+                    scope,
+                    receive,
+                    send,
+                    engine=self.engine,
+                    hub=services.hub,
+                    context_for=lambda principal: RequestContext(services, principal=principal),
+                    options=self.ws_options,
+                    stats=services.ws_stats,
+                    shutdown=self.shutdown,
+                    access=self.access,
+                    client=self.policy.client_address(scope),
+                    handshake_credential=credential_from_headers(scope.get("headers") or ()),
+                )
+            return
+        if scope["type"] == "http":
+            await self.policy.serve(
+                scope, receive, self._counting_send(scope, send), self._starlette
+            )
+            return
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        await self._starlette(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        """ASGI lifespan: access control's background work runs while the server serves."""
+        async with trio.open_nursery() as nursery:
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    try:
+                        await nursery.start(self.access.run)
+                    except GatewayError as exc:
+                        await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                        return
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    nursery.cancel_scope.cancel()  # access.run saves usage on its way out
+                    break
+        await send({"type": "lifespan.shutdown.complete"})
+
+    def _counting_send(self, scope: Scope, send: Send) -> Send:
+        async def counted(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                self.http_stats.requests[(scope["method"], int(message["status"]))] += 1
+            await send(message)
+
+        return counted
+
+    # -- health -------------------------------------------------------------------------------
+
+    async def _healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "alive", "version": self.services.version})
+
+    async def _readyz(self, request: Request) -> Response:
+        problems = []
+        if not (self.services.ready and self._supervisor_running()):
+            problems.append("supervisor not running")
+        try:
+            with trio.fail_after(2):
+                await self.services.storage.ping()
+        except Exception as exc:
+            problems.append(f"database: {exc}")
+        if problems:
+            return JSONResponse({"status": "not ready", "problems": problems}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    async def _metrics(self, request: Request) -> Response:
+        text = render_metrics(self.services, self.http_stats, self._upstream_counters())
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+
+    # -- GraphQL over HTTP --------------------------------------------------------------------
+
+    async def _graphql(self, request: Request) -> Response:
+        if request.method == "GET" and _wants_html(request):
+            csp = page_csp(self._graphiql_scripts, request.headers.get("host"))
+            return HTMLResponse(self._graphiql, headers={"Content-Security-Policy": csp})
+        media_type = _response_type(request.headers.get("accept", ""))
+        if media_type is None:
+            return PlainTextResponse(
+                f"Accept must allow {JSON} or {GRAPHQL_RESPONSE_JSON}",
+                status_code=406,
+                headers=_CLOSE if _has_body(request) else None,
+            )
+        try:
+            principal = await self._admit(request)
+        except Unauthenticated as refused:
+            headers = {"WWW-Authenticate": 'Bearer realm="gateway"'}
+            return _error_response(401, refused, media_type, request, headers)
+        except RateLimited as limited:
+            headers = {"Retry-After": str(limited.retry_after_seconds or 1)}
+            return _error_response(429, limited, media_type, request, headers)
+        except StorageError as exc:  # the key store is unreadable: say so, do not guess
+            log.warning("http_authentication_failed", error=str(exc))
+            unavailable = GatewayError("API keys cannot be checked right now; try again")
+            return _error_response(503, unavailable, media_type, request, {"Retry-After": "5"})
+        use_principal(principal)  # for resolvers' tier checks, in this task only
+        try:
+            params = await self._read_params(request)
+            result, context, request_error = await self._run(request, params, principal)
+        except _HttpError as error:
+            body = {
+                "errors": [{"message": error.message, "extensions": {"code": "BAD_USER_INPUT"}}]
+            }
+            return Response(dumps(body), error.status, error.headers, media_type)
+        if result is None:  # the client went away; nobody reads this
+            return Response(status_code=499)
+        payload = result_to_dict(result)
+        if context is not None and context.warnings:
+            payload["extensions"] = {"warnings": context.warnings}
+        status = 200
+        if request_error and media_type == GRAPHQL_RESPONSE_JSON:
+            status = 400
+        return Response(dumps(payload), status, media_type=media_type)
+
+    async def _read_params(self, request: Request) -> dict[str, Any]:
+        if request.method == "GET":
+            query = request.query_params
+            params: dict[str, Any] = {
+                "query": query.get("query"),
+                "operationName": query.get("operationName") or None,
+                "variables": None,
+            }
+            if query.get("variables"):
+                params["variables"] = _parse_json_param(query["variables"], "variables")
+            return params
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        declared = request.headers.get("content-length", "")
+        limit = self._max_body
+        if declared.isdecimal() and int(declared) > limit:
+            raise _HttpError(413, f"request body over {limit} bytes", _CLOSE)
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise _HttpError(413, f"request body over {limit} bytes", _CLOSE)
+        if content_type == "application/graphql":
+            return {
+                "query": body.decode("utf-8", "replace"),
+                "variables": None,
+                "operationName": None,
+            }
+        if content_type not in {JSON, ""}:
+            raise _HttpError(415, f"Content-Type must be {JSON}")
+        try:
+            params = loads(body)
+        except ValueError:
+            raise _HttpError(400, "the request body is not valid JSON") from None
+        if not isinstance(params, dict):
+            raise _HttpError(400, "the request body must be a JSON object")
+        return params
+
+    async def _admit(self, request: Request) -> Principal:
+        """Authenticate the caller and count the request; raises Unauthenticated, RateLimited."""
+        credential = credential_from_headers(request.scope.get("headers") or ())
+        client = self.policy.client_address(request.scope)
+        principal = await self.access.authenticate(credential, client)
+        self.access.admit(principal)
+        return principal
+
+    async def _run(
+        self, request: Request, params: dict[str, Any], principal: Principal
+    ) -> tuple[ExecutionResult | None, RequestContext | None, bool]:
+        """Execute; returns (result, context, whether it was a request error)."""
+        variables = params.get("variables")
+        if variables is not None and not isinstance(variables, dict):
+            return bad_request("'variables' must be an object"), None, True
+        prepared = self.engine.prepare(params.get("query"), params.get("operationName"), variables)
+        if isinstance(prepared, ExecutionResult):
+            return prepared, None, True
+        self._check_method(request, prepared)
+        forbidden = forbidden_result(principal, prepared)
+        if forbidden is not None:
+            return forbidden, None, False
+        context = RequestContext(self.services, principal=principal)
+        result = await self._execute_until_disconnect(request, prepared, variables, context)
+        return result, context, False
+
+    def _check_method(self, request: Request, prepared: PreparedOperation) -> None:
+        if prepared.kind is OperationType.SUBSCRIPTION:
+            raise _HttpError(400, "subscriptions are served over WebSocket at this same URL")
+        if prepared.kind is OperationType.MUTATION and request.method == "GET":
+            raise _HttpError(405, "mutations must be sent with POST", {"Allow": "POST"})
+
+    async def _execute_until_disconnect(
+        self,
+        request: Request,
+        prepared: PreparedOperation,
+        variables: dict[str, Any] | None,
+        context: RequestContext,
+    ) -> ExecutionResult | None:
+        """Execute, cancelling every resolver if the client disconnects first."""
+        result: ExecutionResult | None = None
+        async with trio.open_nursery() as nursery:
+
+            async def watch_disconnect() -> None:
+                while True:
+                    message = await request.receive()
+                    if message["type"] == "http.disconnect":
+                        nursery.cancel_scope.cancel()
+                        return
+
+            nursery.start_soon(watch_disconnect)
+            result = await self.engine.execute(prepared, variables=variables, context=context)
+            nursery.cancel_scope.cancel()
+        return result
+
+
+def _error_response(
+    status: int,
+    error: GatewayError,
+    media_type: str,
+    request: Request,
+    headers: dict[str, str],
+) -> Response:
+    """A refusal before anything was parsed, as a GraphQL response with one error."""
+    extensions = {k: v for k, v in error.extensions().items() if v is not None}
+    body = {"errors": [{"message": str(error), "extensions": {**extensions, "code": error.code}}]}
+    if _has_body(request):
+        headers = {**headers, **_CLOSE}
+    return Response(dumps(body), status, headers, media_type)
+
+
+def _parse_json_param(raw: str, name: str) -> Any:
+    try:
+        return loads(raw)
+    except ValueError:
+        raise _HttpError(400, f"'{name}' is not valid JSON") from None

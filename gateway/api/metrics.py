@@ -1,0 +1,174 @@
+"""Prometheus text exposition of the gateway's counters and gauges.
+
+The numbers live where they are produced (the bus, the hub, the WebSocket stats, storage, the
+upstream client); this module only reads them at scrape time, so counting costs an integer
+increment on the hot path and nothing else.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+
+from gateway.api.context import Services
+
+__all__ = ["HttpStats", "render_metrics"]
+
+
+class HttpStats:
+    """HTTP requests by method and status, counted by the app."""
+
+    def __init__(self) -> None:
+        self.requests: Counter[tuple[str, int]] = Counter()
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _labels(labels: dict[str, str]) -> str:
+    if not labels:
+        return ""
+    inner = ",".join(f'{key}="{_escape(value)}"' for key, value in labels.items())
+    return "{" + inner + "}"
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def metric(
+        self,
+        name: str,
+        kind: str,
+        help_text: str,
+        samples: Iterable[tuple[dict[str, str], float]],
+    ) -> None:
+        self.lines.append(f"# HELP {name} {help_text}")
+        self.lines.append(f"# TYPE {name} {kind}")
+        for labels, value in samples:
+            self.lines.append(f"{name}{_labels(labels)} {value:g}")
+
+    def one(self, name: str, kind: str, help_text: str, value: float) -> None:
+        self.metric(name, kind, help_text, [({}, value)])
+
+
+def render_metrics(
+    services: Services, http: HttpStats, upstream_counters: dict[tuple[str, str], int]
+) -> str:
+    """The whole exposition, newline-terminated."""
+    w = _Writer()
+    w.one("gateway_up", "gauge", "1 while the gateway serves.", 1)
+    w.one("gateway_uptime_seconds", "gauge", "Seconds since start.", services.uptime_seconds)
+    w.metric(
+        "gateway_http_requests_total",
+        "counter",
+        "HTTP requests by method and status.",
+        (
+            ({"method": method, "status": str(status)}, count)
+            for (method, status), count in sorted(http.requests.items())
+        ),
+    )
+    ws = services.ws_stats
+    w.one("gateway_ws_connections", "gauge", "Open GraphQL WebSocket connections.", ws.connections)
+    w.one(
+        "gateway_ws_connections_total",
+        "counter",
+        "WebSocket connections accepted.",
+        ws.connections_total,
+    )
+    w.one(
+        "gateway_ws_operations_total",
+        "counter",
+        "Operations started over WebSocket.",
+        ws.operations,
+    )
+    w.one("gateway_ws_frames_sent_total", "counter", "WebSocket frames written.", ws.frames_sent)
+    w.one(
+        "gateway_ws_frames_dropped_total",
+        "counter",
+        "Subscription frames dropped because a client read too slowly (oldest first).",
+        ws.frames_dropped,
+    )
+    w.one(
+        "gateway_ws_slow_consumer_closes_total",
+        "counter",
+        "Connections closed (4413) for falling too far behind.",
+        ws.slow_consumer_closes,
+    )
+    hub = services.hub
+    if hub is not None:
+        w.one(
+            "gateway_subscription_groups",
+            "gauge",
+            "Distinct shared subscriptions.",
+            hub.group_count,
+        )
+        w.one(
+            "gateway_subscription_members",
+            "gauge",
+            "Operations attached to them.",
+            hub.member_count,
+        )
+        w.one(
+            "gateway_subscription_executions_total",
+            "counter",
+            "GraphQL executions of subscription events (one per event per group).",
+            hub.executions,
+        )
+        w.one(
+            "gateway_subscription_deliveries_total",
+            "counter",
+            "Payloads handed to subscribers.",
+            hub.deliveries,
+        )
+    topics = services.bus.topics
+    w.metric(
+        "gateway_bus_published_total",
+        "counter",
+        "Events published.",
+        (({"topic": t.name}, t.published) for t in topics),
+    )
+    w.metric(
+        "gateway_bus_dropped_total",
+        "counter",
+        "Events an internal subscriber lost to its full buffer.",
+        (({"topic": t.name}, t.dropped) for t in topics),
+    )
+    w.metric(
+        "gateway_bus_subscribers",
+        "gauge",
+        "Internal subscribers.",
+        (({"topic": t.name}, t.subscriber_count) for t in topics),
+    )
+    w.one(
+        "gateway_storage_commits_total",
+        "counter",
+        "Write transactions committed.",
+        services.storage.commits,
+    )
+    w.one(
+        "gateway_database_bytes",
+        "gauge",
+        "SQLite files on disk.",
+        services.storage.database_bytes(),
+    )
+    w.metric(
+        "gateway_upstream_requests_total",
+        "counter",
+        "Upstream requests by provider and outcome.",
+        (({"provider": p, "outcome": o}, n) for (p, o), n in sorted(upstream_counters.items())),
+    )
+    w.metric(
+        "gateway_provider_up",
+        "gauge",
+        "1 when the provider's recent requests succeed (ONLINE or DEGRADED).",
+        (
+            (
+                {"provider": pid, "state": record.state()},
+                1 if record.state() in {"ONLINE", "DEGRADED"} else 0,
+            )
+            for pid, record in sorted(services.status_board.records.items())
+        ),
+    )
+    return "\n".join(w.lines) + "\n"

@@ -1,0 +1,1 @@
+"""The test suite; it mirrors gateway/ folder by folder, and simulator/ plays the upstreams."""

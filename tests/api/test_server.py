@@ -1,0 +1,91 @@
+"""gateway/api/server.py's replacement for hypercorn's `TCPServer.protocol_send`, against a real
+socket pair: whole writes never interleave, a full buffer falls back to the awaited path, a
+stalled peer is cut off, a vanished one is reported closed."""
+
+from __future__ import annotations
+
+import socket as stdlib_socket
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+import trio.lowlevel
+from hypercorn.events import Closed, RawData
+
+from gateway.api.server import _protocol_send
+
+
+@dataclass
+class _Config:
+    gateway_send_stall_timeout: float = 2.0
+
+
+@dataclass
+class _Protocol:
+    events: list[Any] = field(default_factory=list)
+
+    async def handle(self, event: Any) -> None:
+        self.events.append(event)
+
+
+@dataclass
+class _Server:
+    """The attributes of hypercorn's TCPServer that protocol_send uses."""
+
+    stream: trio.SocketStream
+    config: _Config = field(default_factory=_Config)
+    protocol: _Protocol = field(default_factory=_Protocol)
+    send_lock: trio.Lock = field(default_factory=trio.Lock)
+
+
+async def _pair() -> tuple[_Server, trio.SocketStream]:
+    a, b = trio.socket.socketpair()
+    for sock in (a, b):
+        sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_SNDBUF, 16 * 1024)
+        sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_RCVBUF, 16 * 1024)
+    return _Server(trio.SocketStream(a)), trio.SocketStream(b)
+
+
+async def _send(server: _Server, data: bytes) -> None:
+    await _protocol_send(server, RawData(data))  # type: ignore[arg-type]
+
+
+async def test_concurrent_writes_bigger_than_the_buffer_never_interleave() -> None:
+    server, peer = await _pair()
+    payloads = [bytes([n]) * 300_000 for n in range(1, 5)] + [b"\x09" * 50]
+    received = bytearray()
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            for payload in payloads:
+                nursery.start_soon(_send, server, payload)
+            while len(received) < sum(map(len, payloads)):
+                received += await peer.receive_some(7_000)
+                await trio.lowlevel.checkpoint()  # a slow reader: writers fill the buffer and wait
+    # each payload arrives whole, in one piece, whatever the order
+    pieces, at = [], 0
+    while at < len(received):
+        end = at
+        while end < len(received) and received[end] == received[at]:
+            end += 1
+        pieces.append(bytes(received[at:end]))
+        at = end
+    assert sorted(pieces) == sorted(payloads)
+    assert server.protocol.events == []
+
+
+async def test_a_peer_that_stops_reading_is_cut_off_after_the_stall_timeout() -> None:
+    server, peer = await _pair()
+    server.config.gateway_send_stall_timeout = 0.3
+    with trio.fail_after(5):
+        await _send(server, b"x" * 2_000_000)  # far more than both buffers hold
+    assert [type(e) for e in server.protocol.events] == [Closed]
+    await peer.aclose()
+
+
+async def test_a_vanished_peer_is_reported_closed() -> None:
+    server, peer = await _pair()
+    await peer.aclose()
+    with trio.fail_after(5):
+        await _send(server, b"hello")
+        await _send(server, b"again")
+    assert Closed in {type(e) for e in server.protocol.events}

@@ -1,0 +1,106 @@
+"""`priceTicks(symbols, since)`: stored ticks first, then live ones, with no gap and no
+duplicate at the seam, even for a tick that is on its way to the store while the client
+subscribes (gateway/schema.py `_price_ticks`, `Storage.committed`, nursery's ingest)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+from typing import Any
+
+import trio
+from trio_websocket import WebSocketConnection, open_websocket_url
+
+from gateway.models import PriceTick, utc_now
+from gateway.nursery import RunningGateway, _make_ingest
+from gateway.prices.consensus import OutlierWatch
+from tests.conftest import StartGateway, wait_members
+
+QUERY = (
+    "subscription($s: DateTime) "
+    '{ priceTicks(symbols: ["BTC"], since: $s) { usd provider observedAt } }'
+)
+
+
+def ingest_for(running: RunningGateway) -> Any:
+    services = running.services
+    return _make_ingest(services.bus, services.storage, services.status_board, OutlierWatch())
+
+
+@asynccontextmanager
+async def replaying(running: RunningGateway, since: datetime) -> AsyncIterator[WebSocketConnection]:
+    url = running.urls[0].replace("http://", "ws://") + "/graphql"
+    async with open_websocket_url(url, subprotocols=["graphql-transport-ws"]) as ws:
+        await ws.send_message(json.dumps({"type": "connection_init"}))
+        await ws.get_message()
+        payload = {"query": QUERY, "variables": {"s": since.isoformat()}}
+        await ws.send_message(json.dumps({"type": "subscribe", "id": "r", "payload": payload}))
+        yield ws
+
+
+async def received(ws: WebSocketConnection, count: int) -> list[float]:
+    prices = []
+    for _ in range(count):
+        message = json.loads(await ws.get_message())
+        assert message["type"] == "next", message
+        prices.append(message["payload"]["data"]["priceTicks"]["usd"])
+    return prices
+
+
+async def test_a_tick_still_being_committed_when_a_client_subscribes_is_replayed(
+    start_gateway: StartGateway,
+) -> None:
+    # Commits wait 0.5 s, so the tick is queued (and was published live) but not yet stored
+    # when the subscription starts: it is in neither the live buffer nor the store yet.
+    running = await start_gateway(storage_batch_seconds=0.5)
+    ingest = ingest_for(running)
+    since = utc_now() - timedelta(minutes=1)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ingest, [PriceTick("BTC", 101.0, "p", since + timedelta(seconds=1))])
+        await trio.sleep(0.05)  # queued and published, the commit still 0.45 s away
+        async with replaying(running, since) as ws:
+            with trio.fail_after(5):
+                assert await received(ws, 1) == [101.0]
+            with trio.move_on_after(0.7):  # and only once
+                extra = await ws.get_message()
+                raise AssertionError(f"unexpected message {extra}")
+
+
+async def test_replay_then_live_without_gap_or_duplicate(start_gateway: StartGateway) -> None:
+    running = await start_gateway(storage_batch_seconds=0.05)
+    ingest = ingest_for(running)
+    t0 = utc_now() - timedelta(minutes=5)
+    stored = [PriceTick("BTC", 100.0 + n, "p", t0 + timedelta(seconds=n)) for n in range(5)]
+    await ingest(stored)
+    async with replaying(running, t0 + timedelta(seconds=1)) as ws:  # after the tick at t0+1
+        with trio.fail_after(5):
+            assert await received(ws, 3) == [102.0, 103.0, 104.0]
+            await wait_members(running, 1)
+            live = [
+                PriceTick("BTC", 200.0 + n, "p", utc_now() + timedelta(seconds=n)) for n in range(3)
+            ]
+            await ingest(live)
+            assert await received(ws, 3) == [200.0, 201.0, 202.0]
+
+
+async def test_ingest_publishes_without_waiting_for_the_commit(
+    start_gateway: StartGateway,
+) -> None:
+    # A stream hands over one message at a time: if ingest waited for each commit (a whole
+    # batch window), one stream could publish only a few messages a second.
+    running = await start_gateway(storage_batch_seconds=1.0)
+    ingest = ingest_for(running)
+    storage = running.services.storage
+    base = utc_now()
+    with running.services.bus.prices.subscribe() as live:
+        started = trio.current_time()
+        for n in range(20):
+            await ingest([PriceTick("BTC", 100.0 + n, "p", base + timedelta(milliseconds=n))])
+        assert trio.current_time() - started < 0.5
+        assert live.pending == 20
+    assert await storage.tick_count() == 0  # still in the 1 s batch window
+    with trio.fail_after(3):
+        await storage.committed()
+    assert await storage.tick_count() == 20
