@@ -12,7 +12,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     GATEWAY_LOG_FORMAT=json
 
 WORKDIR /app
-COPY pyproject.toml README.md providers.toml ./
+# schema.graphql ships beside the code it describes (`gateway schema` prints the same text).
+COPY pyproject.toml README.md providers.toml schema.graphql ./
 COPY gateway ./gateway
 RUN pip install . \
     && useradd --create-home --uid 10001 gateway \

@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from gateway.gc_tuning import tune_gc  # noqa: E402
 from gateway.sources.defillama import parse_protocols  # noqa: E402
-from gateway.upstream.client import _decode_in_pieces  # noqa: E402
+from gateway.upstream.decoding import decode_in_pieces  # noqa: E402
 from tests.simulator import synthetic_protocols_body  # noqa: E402
 
 
@@ -68,7 +68,7 @@ async def main(body: bytes, runs: int) -> None:
         return await trio.to_thread.run_sync(lambda: parse_protocols(json.loads(body)))
 
     async def pieces() -> object:
-        return await trio.to_thread.run_sync(lambda: parse_protocols(_decode_in_pieces(body)))
+        return await trio.to_thread.run_sync(lambda: parse_protocols(decode_in_pieces(body)))
 
     for name, work in (("inline", inline), ("thread", thread), ("thread, in pieces", pieces)):
         results = [await measure(work) for _ in range(runs)]

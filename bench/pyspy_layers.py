@@ -24,10 +24,10 @@ LAYERS: tuple[tuple[str, str], ...] = (
     (r"contextlib\.py", "contextlib (@contextmanager helpers)"),
     (r"hypercorn/|collections/__init__|\(<string>\)", "hypercorn (ASGI send, h11/ws stream, events)"),
     (r"wsproto/", "wsproto framing"),
-    (r"gateway/ws\.py", "gateway/api/ws.py (queue, writer)"),
-    (r"gateway/bus\.py", "gateway/pubsub.py"),
+    (r"gateway/api/ws/", "gateway/api/ws/ (queue, writer)"),
+    (r"gateway/pubsub\.py", "gateway/pubsub.py"),
     (
-        r"gateway/fanout\.py|graphql/|strawberry/|gateway/schema\.py|graphql_trio|json/",
+        r"gateway/api/shared_subscriptions\.py|graphql/|strawberry/|gateway/api/schema/|graphql_trio|json/",
         "GraphQL execution, JSON, hub",
     ),
     (r"asyncio/", "asyncio"),

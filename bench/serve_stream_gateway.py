@@ -3,7 +3,7 @@
 Starts `gateway.nursery.Gateway` with a providers file of a single entry, `binance-stream`,
 whose `base_url` points at the bench's simulated exchange (`--upstream`), so every tick a
 subscriber sees came in over the real stream path: trio-websocket client, Binance parser,
-`StreamClient`, ingest (outlier watch, bus, storage), the subscription hub, `gateway/api/ws.py`,
+`StreamClient`, ingest (outlier watch, bus, storage), the subscription hub, `gateway/api/ws/`,
 hypercorn. No REST collector runs (none is configured), the interest is BTC only, the database
 is a throwaway, logging is at warning, and the GC is tuned as `gateway serve` tunes it.
 

@@ -16,6 +16,11 @@ notices a revocation within `auth_revocation_poll` seconds. `create` prints the 
 once, and nothing else there (the details go to stderr), so `KEY=$(gateway keys create …)`
 works; the key is stored only as a hash and cannot be shown again. Exit codes: 0 done, 2 bad
 arguments, 1 no such key or an unusable database.
+
+`gateway schema` prints the GraphQL schema the gateway serves, as SDL, and exits 0. It is
+built from the code alone (no database, providers file or environment), so it works in CI and
+on a fresh checkout; `schema.graphql` at the repository root is its output, kept current by a
+test. Exit codes: 0 printed, 2 bad arguments.
 """
 
 from __future__ import annotations
@@ -34,10 +39,10 @@ from gateway import __version__
 from gateway.config import load_providers, settings_from_env
 from gateway.errors import ConfigError, GatewayError, UnknownSymbol
 from gateway.log import configure_logging
-from gateway.models import INTERVAL_SECONDS
+from gateway.vocabulary import INTERVAL_SECONDS
 
 if TYPE_CHECKING:
-    from gateway.store.api_keys import KeyRecord
+    from gateway.storage import KeyRecord
 
 __all__ = ["main"]
 
@@ -90,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_keys_parser(commands)
     _add_backfill_parser(commands)
+    commands.add_parser(
+        "schema",
+        help="print the GraphQL schema (SDL) the gateway serves",
+        description="Print the served GraphQL schema as SDL on stdout, the same text as "
+        "schema.graphql in the repository. Needs no database, providers file or environment.",
+    )
     return parser
 
 
@@ -158,8 +169,7 @@ def _backfill(args: argparse.Namespace) -> int:
         window,
     )
     from gateway.providers.upstream_keys import Secrets
-    from gateway.storage import Storage
-    from gateway.store.candles import CandleStore
+    from gateway.storage import CandleStore, Storage
     from gateway.symbols import known_symbols, normalize_symbol
     from gateway.upstream import UpstreamClient
 
@@ -231,6 +241,18 @@ def _backfill(args: argparse.Namespace) -> int:
         return _fail(EXIT_START_FAILED, str(exc))
 
 
+def _schema() -> int:
+    """Run `gateway schema`: the SDL on stdout, ending in exactly one newline."""
+    # Imported here so the other commands do not pay for building the schema module, and so
+    # nothing but the code is read: no settings, no providers file, no database.
+    from strawberry.printer import print_schema
+
+    from gateway.schema import build_schema
+
+    sys.stdout.write(print_schema(build_schema()).rstrip("\n") + "\n")
+    return 0
+
+
 def _key_name(text: str) -> str:
     if not text.strip() or len(text) > 100 or not text.isprintable():
         raise argparse.ArgumentTypeError("a name is 1 to 100 printable characters")
@@ -248,7 +270,7 @@ def _key_id(text: str) -> int:
 
 
 def _add_keys_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from gateway.store.api_keys import ROLES, TIER_NAMES
+    from gateway.vocabulary import ROLES, TIER_NAMES
 
     keys = commands.add_parser(
         "keys",
@@ -292,8 +314,7 @@ def _when(moment: datetime | None) -> str:
 
 def _keys(args: argparse.Namespace) -> int:
     """Run one `gateway keys` action against the database; returns the exit code."""
-    from gateway.storage import Storage
-    from gateway.store.api_keys import KeyStore
+    from gateway.storage import KeyStore, Storage
 
     try:
         settings = settings_from_env().with_overrides(db_path=args.db)
@@ -381,6 +402,8 @@ def main(argv: list[str] | None = None) -> int:
         return _keys(args)
     if args.command == "backfill":
         return _backfill(args)
+    if args.command == "schema":
+        return _schema()
     try:
         settings = settings_from_env().with_overrides(
             host=args.host,

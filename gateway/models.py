@@ -11,10 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
-__all__ = ["INTERVAL_SECONDS", "Candle", "PriceTick", "epoch_ms", "from_epoch_ms", "utc_now"]
+__all__ = ["Candle", "PriceTick", "epoch_ms", "from_epoch_ms", "utc_now"]
 
-# The candle widths of the public API (its `Interval` enum), in seconds.
-INTERVAL_SECONDS: Final = {"M1": 60, "M5": 300, "M15": 900, "H1": 3600, "H4": 14_400, "D1": 86_400}
 
 
 def utc_now() -> datetime:

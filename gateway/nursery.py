@@ -38,6 +38,7 @@ from gateway.api.ws import WebSocketOptions, WebSocketStats
 from gateway.chains.heads import ChainHeads
 from gateway.config import SECONDS, ProviderConfig, ProvidersFile, Settings
 from gateway.gc_tuning import tune_gc
+from gateway.ingest import Ingest
 from gateway.models import PriceTick, utc_now
 from gateway.prices.consensus import OutlierWatch
 from gateway.prices.history import CandleHistory
@@ -49,9 +50,10 @@ from gateway.schema import build_schema
 from gateway.sources.base import Collector, CollectorContext
 from gateway.sources.interest import SymbolInterest
 from gateway.sources.registry import collector_for, stream_for
-from gateway.sources.streams import StreamClient, StreamGroup, StreamHealth, StreamSettings
-from gateway.storage import Storage
-from gateway.store.provider_records import ProviderStore
+from gateway.sources.stream_group import StreamGroup
+from gateway.sources.stream_state import StreamHealth, StreamSettings
+from gateway.sources.streams import StreamClient
+from gateway.storage import ProviderStore, Storage
 from gateway.upstream.client import UpstreamClient
 
 __all__ = ["Gateway", "RunningGateway", "run_gateway", "supervise"]
@@ -101,36 +103,6 @@ async def supervise(
         log.info("task.restarting", task=name, in_s=backoff, restarts=restarts[name])
         await trio.sleep(backoff)
         backoff = min(backoff * 2, max_backoff)
-
-
-def _make_ingest(
-    bus: EventBus, storage: Storage, board: ProviderStatusBoard, watch: OutlierWatch
-) -> Callable[[Sequence[PriceTick]], Awaitable[None]]:
-    def publish(ticks: Sequence[PriceTick]) -> None:
-        for tick in ticks:
-            deviation = watch.observe(tick)
-            if deviation is not None:
-                count = board.note_outlier(tick.provider)
-                if count == 1 or count % 100 == 0:
-                    log.warning(
-                        "consensus.outlier",
-                        provider=tick.provider,
-                        symbol=tick.symbol,
-                        usd=tick.usd,
-                        deviation_pct=round(deviation, 2),
-                        outliers=count,
-                    )
-            bus.prices.publish(tick)
-
-    async def ingest(ticks: Sequence[PriceTick]) -> None:
-        # Queue for the store, then publish live; the commit is not awaited, or a stream could
-        # handle only one message per batch window (the queue's bound still pushes back). A
-        # replaying subscriber (priceTicks with `since`) subscribes, waits for the queue to
-        # drain (Storage.committed), then reads: a tick it did not see live was queued before
-        # it subscribed, so it is in the store by then.
-        await storage.queue_ticks(ticks, queued=partial(publish, ticks))
-
-    return ingest
 
 
 class Gateway:
@@ -250,7 +222,7 @@ class Gateway:
         the REST collectors' ticks keep `priceTicks` flowing.
         """
         watch = OutlierWatch(max_deviation_pct=self.settings.consensus_max_deviation_pct)
-        ingest = _make_ingest(services.bus, services.storage, registry.board, watch)
+        ingest = Ingest(services.storage, services.bus, registry.board, watch)
         client = registry.client
         assert services.interest is not None and services.streams is not None
         for provider in self.providers.providers:

@@ -6,8 +6,8 @@ subscriber falls behind the oldest event in *its* buffer is dropped and counted.
 reader therefore costs a fixed amount of memory and slows nobody else.
 
 The subscribers here are internal consumers (a shared GraphQL subscription, the storage feed),
-not sockets: per-socket buffering is the WebSocket connection's job (ws.py), so a thousand
-clients of one subscription are still one subscriber here.
+not sockets: per-socket buffering is the WebSocket connection's job (api/ws/queue.py), so a
+thousand clients of one subscription are still one subscriber here.
 
 Must never: block a publisher, or hold more than `buffer` events for any subscriber.
 """

@@ -61,6 +61,27 @@ def test_bad_values_exit_2_with_one_line(
     assert "Traceback" not in result.stderr
 
 
+def test_schema_prints_the_sdl_and_needs_nothing_else(tmp_path: Path) -> None:
+    # No environment and a bare working directory: no providers.toml, no database to open.
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "schema"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        env={"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(REPO)},
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "type Query {" in result.stdout and "type Subscription {" in result.stdout
+    assert result.stdout.endswith("}\n") and not result.stdout.endswith("\n\n")
+    assert result.stderr == ""
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_schema_is_listed_in_help() -> None:
+    assert "schema" in gateway("--help").stdout
+
+
 def test_unopenable_database_exits_1(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")

@@ -1,21 +1,27 @@
 """`priceTicks(symbols, since)`: stored ticks first, then live ones, with no gap and no
 duplicate at the seam, even for a tick that is on its way to the store while the client
-subscribes (gateway/schema.py `_price_ticks`, `Storage.committed`, nursery's ingest)."""
+subscribes (gateway/api/schema/prices.py `_price_ticks`, `Storage.committed`, gateway/ingest.py)."""
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
-from typing import Any
 
+import pytest
 import trio
 from trio_websocket import WebSocketConnection, open_websocket_url
 
+from gateway.config import ProviderConfig, ProvidersFile
+from gateway.ingest import Ingest
 from gateway.models import PriceTick, utc_now
-from gateway.nursery import RunningGateway, _make_ingest
+from gateway.nursery import RunningGateway
 from gateway.prices.consensus import OutlierWatch
+from gateway.providers.status import ProviderStatusBoard
+from gateway.pubsub import EventBus
+from gateway.storage import Storage
 from tests.conftest import StartGateway, wait_members
 
 QUERY = (
@@ -24,9 +30,9 @@ QUERY = (
 )
 
 
-def ingest_for(running: RunningGateway) -> Any:
+def ingest_for(running: RunningGateway) -> Ingest:
     services = running.services
-    return _make_ingest(services.bus, services.storage, services.status_board, OutlierWatch())
+    return Ingest(services.storage, services.bus, services.status_board, OutlierWatch())
 
 
 @asynccontextmanager
@@ -104,3 +110,58 @@ async def test_ingest_publishes_without_waiting_for_the_commit(
     with trio.fail_after(3):
         await storage.committed()
     assert await storage.tick_count() == 20
+
+
+# -- the ingest path itself ---------------------------------------------------------------------
+
+
+def _ingest_parts(storage: Storage) -> tuple[Ingest, EventBus, ProviderStatusBoard]:
+    entries = tuple(
+        ProviderConfig(id=p, name=p, categories=("MARKET_DATA",), base_url="https://x.test")
+        for p in ("a", "b", "c")
+    )
+    bus = EventBus(16)
+    board = ProviderStatusBoard(ProvidersFile(entries))
+    return Ingest(storage, bus, board, OutlierWatch(max_deviation_pct=5)), bus, board
+
+
+async def test_ingest_queues_before_it_publishes(running_storage: Storage) -> None:
+    ingest, bus, _board = _ingest_parts(running_storage)
+    queued_when_published: list[int] = []
+    real_publish = bus.prices.publish
+
+    def publish(tick: PriceTick) -> None:
+        queued_when_published.append(running_storage.queued_rows)
+        real_publish(tick)
+
+    bus.prices.publish = publish  # type: ignore[method-assign]
+    with trio.fail_after(5), bus.prices.subscribe() as live:
+        await ingest([PriceTick("BTC", 67_000.0, "a", utc_now())])
+        # Published while its row was already in the writer's queue (not yet committed).
+        assert queued_when_published == [1]
+        assert (await live.__anext__()).usd == 67_000.0
+        await running_storage.committed()
+        assert await running_storage.tick_count() == 1
+
+
+async def test_a_batch_with_an_invalid_tick_is_neither_stored_nor_published(
+    running_storage: Storage,
+) -> None:
+    ingest, bus, _board = _ingest_parts(running_storage)
+    now = utc_now()
+    with trio.fail_after(5):
+        with pytest.raises(ValueError, match="not a number"):
+            await ingest([PriceTick("BTC", 1.0, "a", now), PriceTick("ETH", math.nan, "a", now)])
+        await running_storage.committed()
+    assert bus.prices.published == 0
+    assert await running_storage.tick_count() == 0
+
+
+async def test_an_outlier_is_counted_on_its_provider(running_storage: Storage) -> None:
+    ingest, _bus, board = _ingest_parts(running_storage)
+    now = utc_now()
+    with trio.fail_after(5):
+        await ingest([PriceTick("BTC", 67_000.0, "a", now), PriceTick("BTC", 67_010.0, "b", now)])
+        await ingest([PriceTick("BTC", 90_000.0, "c", now)])
+    assert board.records["c"].outliers == 1
+    assert board.records["a"].outliers == board.records["b"].outliers == 0

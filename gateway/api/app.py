@@ -3,12 +3,12 @@
 Routes:
     GET/POST /graphql   GraphQL over HTTP (application/json and application/graphql-response+json)
     GET      /graphql   GraphiQL, when a browser asks for HTML
-    WS       /graphql   graphql-transport-ws and legacy graphql-ws (ws.py)
+    WS       /graphql   graphql-transport-ws and legacy graphql-ws (ws/)
     GET      /healthz   the process is alive
     GET      /readyz    the database answers and the supervisor has started everything
     GET      /metrics   Prometheus text
 
-WebSocket traffic is dispatched to ws.py before Starlette sees it: the per-frame path stays
+WebSocket traffic is dispatched to ws/ before Starlette sees it: the per-frame path stays
 free of framework layers, and Starlette never touches the socket.
 
 Around every HTTP request: gateway.api.http_policy (security headers, CORS, Origin check). On
@@ -97,7 +97,7 @@ def _response_type(accept: str) -> str | None:
 # For a response sent before the request body was read: the server will not read the rest, so
 # the connection cannot carry another request, and h11 closes it after the response. Saying so
 # stops a keep-alive client from sending its next request into a connection that is going away
-# (found by tests/test_fuzz.py: the request after a 413 failed with "Server disconnected").
+# (found by tests/api/test_fuzz.py: the request after a 413 failed with "Server disconnected").
 _CLOSE = {"Connection": "close"}
 
 

@@ -3,9 +3,9 @@
 `Services` is built once by the supervisor; `RequestContext` is made for every HTTP request,
 every WebSocket connection and every shared subscription group, so request-scoped things
 (warnings for the response's `extensions`, the caller's identity) never leak between clients.
-`RequestContext.principal` is the caller (gateway.api.auth); None only in the gateway's own
-contexts (the subscription hub's), where resolvers learn the caller from
-`gateway.api.auth.current_principal()`.
+`RequestContext.principal` is the caller (gateway.api.auth.principal); None only in the
+gateway's own contexts (the subscription hub's), where resolvers learn the caller from
+`gateway.api.auth.principal.current_principal()`.
 """
 
 from __future__ import annotations
@@ -18,17 +18,17 @@ from gateway import __version__
 
 if TYPE_CHECKING:
     from gateway.api.auth import AccessControl, Principal
-    from gateway.api.schema.market import MarketCache
     from gateway.api.shared_subscriptions import SubscriptionHub
     from gateway.api.ws import WebSocketStats
     from gateway.chains.heads import ChainHeads
     from gateway.config import ProvidersFile, Settings
+    from gateway.market.cache import MarketCache
     from gateway.prices.history import CandleHistory
     from gateway.providers.registry import ProviderRegistry
     from gateway.providers.status import ProviderStatusBoard
     from gateway.pubsub import EventBus
     from gateway.sources.interest import SymbolInterest
-    from gateway.sources.streams import StreamGroup
+    from gateway.sources.stream_group import StreamGroup
     from gateway.storage import Storage
 
 __all__ = ["RequestContext", "Services"]

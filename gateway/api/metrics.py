@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Iterable
 
 from gateway.api.context import Services
+from gateway.vocabulary import ProviderState
 
 __all__ = ["HttpStats", "render_metrics"]
 
@@ -166,7 +167,7 @@ def render_metrics(
         (
             (
                 {"provider": pid, "state": record.state()},
-                1 if record.state() in {"ONLINE", "DEGRADED"} else 0,
+                1 if record.state() in {ProviderState.ONLINE, ProviderState.DEGRADED} else 0,
             )
             for pid, record in sorted(services.status_board.records.items())
         ),

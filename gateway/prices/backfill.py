@@ -30,8 +30,7 @@ from gateway.models import from_epoch_ms, utc_now
 from gateway.prices.history import SLICE_INTERVALS, CandleHistory, FillReport, closed_grid, holes
 from gateway.providers.registry import restore_usage
 from gateway.providers.upstream_keys import Secrets
-from gateway.storage import Storage
-from gateway.store.provider_records import ProviderStore
+from gateway.storage import ProviderStore, Storage
 from gateway.upstream import UpstreamClient
 
 __all__ = [

@@ -36,8 +36,7 @@ from gateway.errors import UpstreamError, UpstreamRateLimited
 from gateway.models import Candle, epoch_ms, from_epoch_ms, utc_now
 from gateway.sources.candles import CandleSource
 from gateway.sources.registry import candle_source_for
-from gateway.storage import Storage
-from gateway.store.candles import CandleStore, Span, merge_spans, subtract_spans
+from gateway.storage import CandleStore, Span, Storage, merge_spans, subtract_spans
 from gateway.upstream import UpstreamClient
 
 __all__ = [

@@ -16,7 +16,7 @@ One bucket's life: seeded from the store on subscribe and sent at once if it hol
 updated by each live tick of its provider, sent whenever the candle changes. A timer at the
 bucket's end (not the next tick: a quiet symbol still gets its close) starts a short settle, long
 enough for the storage writer to commit what was published before the boundary (ticks are published
-once queued for the store, before their commit: see `nursery._make_ingest`). The bucket is then
+once queued for the store, before their commit: see `gateway.ingest`). The bucket is then
 read back from the store and sent once more (even if unchanged: it is the close) as final: the
 stored candle, what `Storage.candles` (behind priceHistory) returns for that interval, unless the
 store picks another provider for it than the live series has (then the live candle is final,
@@ -46,7 +46,8 @@ from gateway.errors import StorageError
 from gateway.models import Candle, PriceTick, epoch_ms, from_epoch_ms, utc_now
 
 if TYPE_CHECKING:
-    from gateway.api.context import Services
+    from gateway.pubsub import EventBus
+    from gateway.sources.interest import SymbolInterest
     from gateway.storage import Storage
 
 __all__ = ["OpenCandle", "bucket_start", "live_candles", "wall_clock"]
@@ -230,7 +231,7 @@ async def _final(storage: Storage, bucket: OpenCandle, now_ms: int) -> Candle | 
 
 
 def _usable(tick: PriceTick) -> bool:
-    # What the store would refuse (gateway.storage._row) is no part of a candle either.
+    # What the store would refuse (gateway.store.ticks.tick_row) is no part of a candle either.
     return isfinite(tick.usd) and tick.observed_at.tzinfo is not None
 
 
@@ -242,17 +243,24 @@ def _fold(tick: PriceTick, buckets: Iterable[OpenCandle | None]) -> OpenCandle |
 
 
 async def live_candles(
-    services: Services, symbol: str, interval_seconds: int
+    storage: Storage,
+    bus: EventBus,
+    symbol: str,
+    interval_seconds: int,
+    *,
+    batch_seconds: float,
+    interest: SymbolInterest | None = None,
 ) -> AsyncGenerator[Candle, None]:
     """Candles of `symbol` (canonical) at `interval_seconds`, as described in the module
     docstring; ends when the bus closes (shutdown). Raises StorageError if the seed cannot be
-    read: a candle without the bucket's stored start would state a wrong open."""
-    storage = services.storage
+    read: a candle without the bucket's stored start would state a wrong open.
+
+    `batch_seconds` is the storage writer's batch window (the settle before a final read);
+    `interest`, when given, makes the live exchange streams subscribe to `symbol` meanwhile."""
     width = interval_seconds * 1000
-    settle_ms = round((services.settings.storage_batch_seconds + _COMMIT_MARGIN) * 1000)
-    # While anyone watches this symbol, the live exchange streams subscribe to it too.
-    interest = services.interest.hold([symbol]) if services.interest is not None else nullcontext()
-    with interest, services.bus.prices.subscribe() as live:
+    settle_ms = round((batch_seconds + _COMMIT_MARGIN) * 1000)
+    held = interest.hold([symbol]) if interest is not None else nullcontext()
+    with held, bus.prices.subscribe() as live:
         # Subscribed before reading the store, so ticks published during the read are buffered;
         # those that the read also saw fold in a second time without effect.
         # Ingest queues a tick for the store before publishing it: once the queue has drained,

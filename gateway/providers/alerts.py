@@ -14,7 +14,7 @@ import structlog
 
 from gateway.models import AlertRecord, utc_now
 from gateway.pubsub import EventBus
-from gateway.store.provider_records import ProviderStore
+from gateway.storage import ProviderStore
 
 __all__ = ["SEVERITIES", "AlertCenter"]
 

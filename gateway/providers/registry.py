@@ -32,9 +32,11 @@ from gateway.providers.health import HealthChecker, ProbeResult
 from gateway.providers.status import ProviderStatusBoard
 from gateway.providers.upstream_keys import Secrets
 from gateway.pubsub import EventBus
-from gateway.store.provider_records import PoolRecord, ProviderStore
-from gateway.upstream.client import Attempt, UpstreamClient
-from gateway.upstream.pool import Pool, PoolMember, RotationEvent, Strategy
+from gateway.storage import PoolRecord, ProviderStore
+from gateway.upstream.attempts import Attempt
+from gateway.upstream.client import UpstreamClient
+from gateway.upstream.pool import Pool, PoolMember, RotationEvent
+from gateway.vocabulary import ProviderState, RotationStrategy
 
 __all__ = ["ProviderRegistry", "make_probe"]
 
@@ -237,7 +239,7 @@ class ProviderRegistry:
             pool_id,
             name.strip(),
             category,
-            Strategy(strategy),
+            RotationStrategy(strategy),
             guards=self.client,
             is_configured=self.secrets.is_configured,
             on_rotation=lambda event: self._emit("rotation", event),
@@ -330,14 +332,17 @@ class ProviderRegistry:
                 record.last_checked_at if record else None,
                 record.last_error if record else None,
             )
-            if change.new_state == "OFFLINE":
+            if change.new_state == ProviderState.OFFLINE:
                 await self.alerts.raise_alert(
                     "HIGH",
                     "provider_offline",
                     f"{change.provider} is offline: {change.reason}",
                     change.provider,
                 )
-            elif change.old_state == "OFFLINE" and change.new_state in {"ONLINE", "DEGRADED"}:
+            elif change.old_state == ProviderState.OFFLINE and change.new_state in {
+                ProviderState.ONLINE,
+                ProviderState.DEGRADED,
+            }:
                 await self.alerts.raise_alert(
                     "LOW", "provider_recovered", f"{change.provider} answers again", change.provider
                 )

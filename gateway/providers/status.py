@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from gateway.config import ProviderConfig, ProvidersFile
+from gateway.vocabulary import ProviderState
 
 __all__ = ["REPORTED_STATES", "ProviderRecord", "ProviderStatusBoard"]
 
@@ -37,7 +38,7 @@ StateChange = Callable[[str, str, str, str], None]
 
 # What a directly observed provider (a stream) may report; UNCONFIGURED and UNKNOWN are not
 # observations.
-REPORTED_STATES = frozenset({"ONLINE", "DEGRADED", "OFFLINE"})
+REPORTED_STATES = frozenset({ProviderState.ONLINE, ProviderState.DEGRADED, ProviderState.OFFLINE})
 
 
 @dataclass
@@ -65,20 +66,20 @@ class ProviderRecord:
 
     def state(self, offline_after: int = 3) -> str:
         if not self.enabled or not self.configured:
-            return "UNCONFIGURED"
+            return ProviderState.UNCONFIGURED
         if self.reported is not None:
             return self.reported
         if self.circuit_open:
-            return "OFFLINE"
+            return ProviderState.OFFLINE
         if not self.recent:
-            return "UNKNOWN"
+            return ProviderState.UNKNOWN
         tail = list(self.recent)[-offline_after:]
         if len(tail) == offline_after and not any(tail):
-            return "OFFLINE"
+            return ProviderState.OFFLINE
         if not self.recent[-1]:
-            return "DEGRADED" if any(self.recent) else "OFFLINE"
+            return ProviderState.DEGRADED if any(self.recent) else ProviderState.OFFLINE
         slow = self.last_latency_ms is not None and self.last_latency_ms > self.degraded_after_ms
-        return "DEGRADED" if slow or not all(self.recent) else "ONLINE"
+        return ProviderState.DEGRADED if slow or not all(self.recent) else ProviderState.ONLINE
 
     @property
     def success_rate(self) -> float | None:
@@ -168,7 +169,7 @@ class ProviderStatusBoard:
             record.recent.append(False)
             record.failures += 1
             record.last_error = reason
-        elif state == "ONLINE" and before != "ONLINE":
+        elif state == ProviderState.ONLINE and before != ProviderState.ONLINE:
             record.recent.append(True)
             record.successes += 1
         after = record.state()
@@ -204,16 +205,16 @@ class ProviderStatusBoard:
 
     def state(self, provider_id: str) -> str:
         record = self.records.get(provider_id)
-        return record.state() if record is not None else "UNKNOWN"
+        return record.state() if record is not None else ProviderState.UNKNOWN
 
     def counts(self) -> dict[str, int]:
         states = [record.state() for record in self.records.values()]
         return {
             "total": len(states),
-            "online": states.count("ONLINE"),
-            "degraded": states.count("DEGRADED"),
-            "offline": states.count("OFFLINE"),
-            "unconfigured": states.count("UNCONFIGURED"),
+            "online": states.count(ProviderState.ONLINE),
+            "degraded": states.count(ProviderState.DEGRADED),
+            "offline": states.count(ProviderState.OFFLINE),
+            "unconfigured": states.count(ProviderState.UNCONFIGURED),
         }
 
 

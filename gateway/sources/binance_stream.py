@@ -35,15 +35,15 @@ from typing import Any, Final
 
 from gateway.errors import UpstreamPayloadError
 from gateway.models import PriceTick
-from gateway.sources.streams import (
+from gateway.sources.base import epoch_millis
+from gateway.sources.stream_parsing import (
     IGNORED,
     Frame,
-    StreamClient,
     decode_json,
-    epoch_millis,
     optional_finite,
     positive_price,
 )
+from gateway.sources.streams import StreamClient
 from gateway.symbols import binance_pair, symbol_for_binance_pair
 
 __all__ = [

@@ -35,14 +35,8 @@ from typing import Any, Final
 
 from gateway.errors import UpstreamPayloadError
 from gateway.models import PriceTick
-from gateway.sources.streams import (
-    IGNORED,
-    Frame,
-    StreamClient,
-    decode_json,
-    positive_price,
-    rfc3339,
-)
+from gateway.sources.stream_parsing import IGNORED, Frame, decode_json, positive_price, rfc3339
+from gateway.sources.streams import StreamClient
 from gateway.symbols import coinbase_product, symbol_for_coinbase_product
 
 __all__ = [

@@ -36,15 +36,15 @@ from typing import Any, Final
 
 from gateway.errors import UpstreamPayloadError
 from gateway.models import PriceTick
-from gateway.sources.streams import (
+from gateway.sources.stream_parsing import (
     IGNORED,
     Frame,
-    StreamClient,
     decode_json,
     optional_finite,
     positive_price,
     rfc3339,
 )
+from gateway.sources.streams import StreamClient
 from gateway.symbols import kraken_ws_symbol, symbol_for_kraken_ws
 
 __all__ = [

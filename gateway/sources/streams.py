@@ -6,8 +6,8 @@ changes with subscribe / unsubscribe messages, turns each message into `PriceTic
 exchange's **pure** parser and hands them to `publish` (the same callable collectors get).
 
 An exchange module subclasses it with four small pieces: how a symbol is named upstream, the
-subscribe and unsubscribe messages, and the parser (message -> `Frame`). Everything else is
-here, written once:
+subscribe and unsubscribe messages, and the parser (message -> `Frame`, with the helpers of
+`gateway.sources.stream_parsing`). Everything else is here, written once:
 
 * **Connect** with `open_websocket_url`, bounded by `connect_timeout`; every close (ours, the
   exchange's, one during shutdown) is bounded by `close_timeout`.
@@ -16,16 +16,17 @@ here, written once:
   every `keepalive_interval`.
 * **Silence watchdog**: no message at all (data, heartbeat, ack) within `silence_timeout` means
   the feed is dead even if TCP is not; the connection is dropped and made again.
-* **Reconnect** with doubling backoff (`backoff_initial` up to `backoff_max`); a connection that
-  stayed up for `healthy_after` seconds and carried messages resets it. Every reconnect
-  subscribes to the interest *of that moment*.
+* **Reconnect** with doubling backoff (`backoff_initial` up to `backoff_max`, `reconnect_delay`
+  in `gateway.sources.stream_state`) on a lost connection (`gateway.sources.stream_trouble`
+  says what counts as one); a connection that stayed up for `healthy_after` seconds and
+  carried messages resets it. Every reconnect subscribes to the interest *of that moment*.
 * **Malformed frames** (not JSON, wrong shape, a price that is not a positive number) are
   counted in `malformed` and skipped; the connection stays. A frame is accepted whole or not
   at all, so nothing half-parsed is published.
 * **Bounded**: trio-websocket's queue of one message gives backpressure (a slow `publish` slows
   the socket); `max_message_bytes` caps a frame; `min_publish_interval` coalesces a busy
-  symbol to its latest tick (one pending tick per symbol at most); `max_subscriptions` caps
-  what one connection carries.
+  symbol to its latest tick (one pending tick per symbol at most; `TickThrottle` in
+  `gateway.sources.stream_throttle`); `max_subscriptions` caps what one connection carries.
 * **No interest, no connection**: while the interest set has nothing this exchange lists, the
   client stays disconnected (Coinbase drops a connection that does not subscribe within 5 s).
 * **Health** (`on_health`, fed to the provider status board): ONLINE once a connection delivers
@@ -38,8 +39,9 @@ here, written once:
 `run()` reports started at once and never raises for upstream trouble; only bugs escape, for
 the supervisor to restart it. The state it exposes (`connected`, `last_message_at`,
 `reconnects`, `malformed`, `is_live(symbol)`, `health_state`, `status()`) is what health,
-metrics and the REST fallback read: `StreamGroup.is_live(symbol)` is False exactly when no
-stream serves the symbol.
+metrics and the REST fallback read, one client at a time or all together through
+`gateway.sources.stream_group.StreamGroup`. Settings, health reports and status snapshots are
+the values of `gateway.sources.stream_state`.
 
 Must never: publish a value the exchange did not send, hold an unbounded buffer, or let an
 upstream failure escape `run()`.
@@ -47,72 +49,41 @@ upstream failure escape `run()`.
 
 from __future__ import annotations
 
-import json
 import math
-import re
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, ClassVar, Final
 from urllib.parse import urlsplit
 
 import structlog
 import trio
 from trio.lowlevel import ParkingLot
-from trio_websocket import (
-    ConnectionClosed,
-    HandshakeError,
-    WebSocketConnection,
-    open_websocket_url,
-)
+from trio_websocket import WebSocketConnection, open_websocket_url
 
 from gateway.config import SECONDS, ProviderConfig
 from gateway.errors import UpstreamPayloadError
 from gateway.models import PriceTick, utc_now
-from gateway.sources.base import Publish, epoch_millis, is_valid_price, number_or_none
+from gateway.sources.base import Publish
 from gateway.sources.interest import SymbolInterest
+from gateway.sources.stream_parsing import Frame
+from gateway.sources.stream_state import (
+    HealthReport,
+    StreamHealth,
+    StreamSettings,
+    StreamStatus,
+    reconnect_delay,
+)
+from gateway.sources.stream_throttle import TickThrottle
+from gateway.sources.stream_trouble import CONNECTION_TROUBLE, SendStalled, describe_trouble
 from gateway.symbols import normalize_symbol
 
-__all__ = [
-    "HEALTH_REFRESH",
-    "IGNORED",
-    "Connect",
-    "Frame",
-    "HealthReport",
-    "StreamClient",
-    "StreamGroup",
-    "StreamHealth",
-    "StreamSettings",
-    "StreamStatus",
-    "decode_json",
-    "epoch_millis",
-    "optional_finite",
-    "positive_price",
-    "reconnect_delay",
-    "rfc3339",
-]
+__all__ = ["HEALTH_REFRESH", "Connect", "StreamClient"]
 
 log = structlog.get_logger(__name__)
 
 Connect = Callable[..., AbstractAsyncContextManager[WebSocketConnection]]
 
-
-class _SendStalled(Exception):
-    """A send did not complete in time: the exchange stopped reading."""
-
-
-# What a lost connection looks like from trio-websocket: a refused or timed-out handshake (which
-# includes a close that timed out: DisconnectionTimeout), a close by either side, a broken or
-# reset socket, a failed name resolution; and a send that stalled.
-_TROUBLE: Final = (
-    _SendStalled,
-    HandshakeError,
-    ConnectionClosed,
-    trio.BrokenResourceError,
-    trio.ClosedResourceError,
-    OSError,
-)
 
 # Requests whose answer we still wait for, per connection; older ones are forgotten.
 _MAX_PENDING_REQUESTS: Final = 64
@@ -120,124 +91,6 @@ _MAX_PENDING_REQUESTS: Final = 64
 # While ONLINE, the status board's "last success" is refreshed at most this often (not once per
 # message: a busy feed sends hundreds a second).
 HEALTH_REFRESH: Final = 5 * SECONDS
-
-
-@dataclass(frozen=True)
-class StreamSettings:
-    """Timeouts and bounds of one stream client. Attribute values are the defaults."""
-
-    connect_timeout: float = 10 * SECONDS
-    close_timeout: float = 2 * SECONDS
-    # Every public feed here sends something at least every few seconds (Kraken and Coinbase
-    # heartbeats each second, Binance a mini-ticker per symbol each second while it trades).
-    silence_timeout: float = 30 * SECONDS
-    backoff_initial: float = 1 * SECONDS
-    backoff_max: float = 60 * SECONDS
-    healthy_after: float = 60 * SECONDS
-    # Interest changes are applied this long after the first one, so a burst of subscriptions
-    # costs one message (Binance allows 5 incoming messages per second per connection).
-    resubscribe_delay: float = 0.5 * SECONDS
-    keepalive_interval: float = 20 * SECONDS
-    # At most one tick per symbol this often (the latest wins); 0 publishes every tick.
-    min_publish_interval: float = 1 * SECONDS
-    max_subscriptions: int = 200
-    max_message_bytes: int = 1024 * 1024
-    # Connections in a row that end without delivering a tick (refused, timed out, silent,
-    # dropped) before the stream is reported OFFLINE rather than DEGRADED.
-    offline_after: int = 3
-
-    def __post_init__(self) -> None:
-        for name in (
-            "connect_timeout",
-            "close_timeout",
-            "silence_timeout",
-            "backoff_initial",
-            "backoff_max",
-            "keepalive_interval",
-        ):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be above zero")
-        if self.backoff_max < self.backoff_initial:
-            raise ValueError("backoff_max must be at least backoff_initial")
-        if min(self.healthy_after, self.resubscribe_delay, self.min_publish_interval) < 0:
-            raise ValueError("healthy_after, resubscribe_delay, min_publish_interval >= 0")
-        if self.max_subscriptions < 1 or self.max_message_bytes < 1024:
-            raise ValueError("max_subscriptions >= 1 and max_message_bytes >= 1024")
-        if self.offline_after < 1:
-            raise ValueError("offline_after must be at least 1")
-
-
-def reconnect_delay(failures: int, initial: float, cap: float) -> float:
-    """Seconds before reconnecting after `failures` consecutive failed connections (>= 1).
-
-    `initial`, then doubling (2x, 4x, ...) up to `cap`.
-    """
-    if failures <= 1:
-        return min(initial, cap)
-    return min(initial * 2.0 ** min(failures - 1, 32), cap)
-
-
-@dataclass(frozen=True, slots=True)
-class Frame:
-    """What one upstream message means to the client; parsers return one per message.
-
-    `ticks`: prices the message carries (canonical symbols). `error`: the exchange reported an
-    error (counted and logged). `refused`: upstream ids it refused to stream, when it names
-    them. `request_id`: the client request this message answers, when it says (an error that
-    answers a subscribe request refuses that request's ids). `reconnect`: the exchange is
-    about to close the connection and asks clients to connect again.
-    """
-
-    ticks: tuple[PriceTick, ...] = ()
-    error: str | None = None
-    refused: tuple[str, ...] = ()
-    request_id: int | None = None
-    reconnect: bool = False
-
-
-IGNORED: Final = Frame()
-
-
-@dataclass(frozen=True, slots=True)
-class StreamHealth:
-    """What a stream tells the provider status board (`ProviderStatusBoard.report`).
-
-    `state`: ONLINE, DEGRADED or OFFLINE; `reason`: why, for people; `failed`: this report is a
-    lost or refused connection (counted as a failure); `last_success_at`: the last message.
-    """
-
-    provider: str
-    state: str
-    reason: str
-    at: datetime
-    last_success_at: datetime | None
-    failed: bool = False
-
-
-HealthReport = Callable[[StreamHealth], None]
-
-
-@dataclass(frozen=True, slots=True)
-class StreamStatus:
-    """A snapshot of one stream for health pages and metrics. Symbols are canonical."""
-
-    provider: str
-    connected: bool
-    connected_since: datetime | None
-    last_message_at: datetime | None
-    subscribed: tuple[str, ...]
-    live: tuple[str, ...]
-    refused: tuple[str, ...]
-    connects: int
-    reconnects: int
-    failures: int
-    malformed: int
-    silences: int
-    upstream_errors: int
-    ticks: int
-    last_error: str | None
-    state: str | None = None  # ONLINE | DEGRADED | OFFLINE; None before the first report
-    state_reason: str | None = None
 
 
 class StreamClient:
@@ -302,8 +155,7 @@ class StreamClient:
         self._got_message = False
         self._idle = False
         self._end_reason: str | None = None
-        self._published_at: dict[str, float] = {}
-        self._pending: dict[str, PriceTick] = {}
+        self._throttle = TickThrottle(self.settings.min_publish_interval)
         self._capped_warned = False
         self._changed = ParkingLot()
         # Called (synchronously) on every state change; StreamGroup listens this way.
@@ -500,8 +352,8 @@ class StreamClient:
                         nursery.start_soon(self._guard, scope, self._keep_alive, ws)
                     if self.settings.min_publish_interval > 0:
                         nursery.start_soon(self._guard, scope, self._flush_pending)
-        except _TROUBLE as exc:
-            self._end(_describe(exc))
+        except CONNECTION_TROUBLE as exc:
+            self._end(describe_trouble(exc))
         finally:
             self._down()
         if self._end_reason and not self._idle:
@@ -517,8 +369,8 @@ class StreamClient:
         connection ends (the first reason is kept)."""
         try:
             reason = await task(*args)
-        except _TROUBLE as exc:
-            reason = _describe(exc)
+        except CONNECTION_TROUBLE as exc:
+            reason = describe_trouble(exc)
         self._end(str(reason))
         scope.cancel()
 
@@ -566,8 +418,7 @@ class StreamClient:
         self.connected_since = utc_now()
         self.connects += 1
         self._seen.clear()
-        self._published_at.clear()
-        self._pending.clear()
+        self._throttle.reset()
         self._log.info("stream.connected", symbols=sorted(self._subscribed.values()))
         self._notify()
 
@@ -576,7 +427,7 @@ class StreamClient:
         self.connected = False
         self.connected_since = None
         self._seen.clear()
-        self._pending.clear()
+        self._throttle.drop_pending()
         if was:
             self._notify()
 
@@ -655,19 +506,8 @@ class StreamClient:
         return ticks
 
     async def _emit(self, ticks: list[PriceTick]) -> None:
-        interval = self.settings.min_publish_interval
-        if interval > 0:
-            now = trio.current_time()
-            ready: list[PriceTick] = []
-            for tick in ticks:
-                last = self._published_at.get(tick.symbol)
-                if last is None or now - last >= interval:
-                    self._published_at[tick.symbol] = now
-                    self._pending.pop(tick.symbol, None)
-                    ready.append(tick)
-                else:
-                    self._pending[tick.symbol] = tick  # the latest wins
-            ticks = ready
+        if self.settings.min_publish_interval > 0:
+            ticks = self._throttle.admit(ticks, trio.current_time())
         if ticks:
             await self._deliver(ticks)
 
@@ -675,24 +515,15 @@ class StreamClient:
         self.ticks += len(ticks)
         try:
             await self._publish(ticks)
-        except _TROUBLE as exc:
+        except CONNECTION_TROUBLE as exc:
             # Not the exchange's fault (storage, say): escape as a bug, not a reconnect.
             raise RuntimeError(f"publish failed: {exc!r}") from exc
 
     async def _flush_pending(self) -> str:
         """Publish coalesced ticks once their symbol's interval has passed."""
-        interval = self.settings.min_publish_interval
         while True:
-            await trio.sleep(interval / 2)
-            now = trio.current_time()
-            due = [
-                symbol
-                for symbol in self._pending
-                if now - self._published_at.get(symbol, -math.inf) >= interval
-            ]
-            ticks = [self._pending.pop(symbol) for symbol in due]
-            for symbol in due:
-                self._published_at[symbol] = now
+            await trio.sleep(self.settings.min_publish_interval / 2)
+            ticks = self._throttle.due(trio.current_time())
             if ticks:
                 await self._deliver(ticks)
 
@@ -742,7 +573,7 @@ class StreamClient:
         with trio.move_on_after(self.settings.connect_timeout) as scope:
             await ws.send_message(message)
         if scope.cancelled_caught:
-            raise _SendStalled(f"a send took over {self.settings.connect_timeout:g}s")
+            raise SendStalled(f"a send took over {self.settings.connect_timeout:g}s")
 
     async def _keep_alive(self, ws: WebSocketConnection) -> str:
         while True:
@@ -752,118 +583,6 @@ class StreamClient:
                 await self._send(ws, message)
 
 
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, ConnectionClosed) and exc.reason is not None:
-        reason = f" ({exc.reason.reason})" if exc.reason.reason else ""
-        return f"closed with {exc.reason.code} {exc.reason.name}{reason}"
-    if isinstance(exc, HandshakeError) and exc.__cause__ is not None:
-        return f"{type(exc).__name__}: {exc.__cause__!r}"
-    return repr(exc)
-
-
 def _excerpt(message: str | bytes, limit: int = 200) -> str:
     text = message if isinstance(message, str) else repr(message)
     return text if len(text) <= limit else text[:limit] + "…"
-
-
-class StreamGroup:
-    """Every running stream, asked together: is anyone streaming this symbol?
-
-    One client per provider: `put` replaces the previous client of the same provider (the
-    supervisor makes a fresh client on every restart).
-    """
-
-    def __init__(self, clients: Iterable[StreamClient] = ()) -> None:
-        self._clients: dict[str, StreamClient] = {}
-        self._changed = ParkingLot()
-        for client in clients:
-            self.put(client)
-
-    @property
-    def clients(self) -> list[StreamClient]:
-        return list(self._clients.values())
-
-    def put(self, client: StreamClient) -> None:
-        old = self._clients.get(client.provider_id)
-        if old is not None:
-            old.listeners.remove(self._on_change)
-        self._clients[client.provider_id] = client
-        client.listeners.append(self._on_change)
-        self._on_change()
-
-    def _on_change(self) -> None:
-        self._changed.unpark_all()
-
-    async def wait_changed(self) -> None:
-        """Return at the next change of any stream's connection or liveness."""
-        await self._changed.park()
-
-    def is_live(self, symbol: str) -> bool:
-        """True if at least one stream delivers `symbol` now."""
-        return any(client.is_live(symbol) for client in self._clients.values())
-
-    def live_providers(self, symbol: str) -> list[str]:
-        return [c.provider_id for c in self._clients.values() if c.is_live(symbol)]
-
-    def down_symbols(self, symbols: Iterable[str]) -> list[str]:
-        """The symbols no stream delivers now: what a REST fallback should poll."""
-        return [s for s in map(normalize_symbol, symbols) if not self.is_live(s)]
-
-    def statuses(self) -> list[StreamStatus]:
-        return [client.status() for client in self.clients]
-
-
-# -- helpers for the pure parsers ----------------------------------------------------------
-
-
-def decode_json(message: str | bytes, provider: str, endpoint: str) -> Any:
-    """The JSON value of a message, or UpstreamPayloadError (NaN/Infinity are refused too)."""
-
-    def refuse(constant: str) -> Any:
-        raise ValueError(f"{constant} is not JSON")
-
-    try:
-        return json.loads(message, parse_constant=refuse)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise UpstreamPayloadError(
-            f"not JSON: {exc}", provider=provider, endpoint=endpoint
-        ) from None
-
-
-def positive_price(value: Any) -> float | None:
-    """A JSON number or numeric string that is a finite price above zero, else None."""
-    price = number_or_none(value, strings=True)
-    return price if is_valid_price(price) else None
-
-
-def optional_finite(value: Any) -> tuple[bool, float | None]:
-    """(ok, number): absent/null -> (True, None); a finite number or numeric string -> (True, x);
-    anything else -> (False, None)."""
-    if value is None:
-        return True, None
-    number = number_or_none(value, strings=True)
-    if number is None or not math.isfinite(number):
-        return False, None
-    return True, number
-
-
-_RFC3339 = re.compile(
-    r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d+))?(Z|z|[+-]\d{2}:\d{2})$"
-)
-
-
-def rfc3339(value: Any) -> datetime | None:
-    """An aware UTC datetime from an RFC 3339 string (any number of fraction digits)."""
-    if not isinstance(value, str):
-        return None
-    match = _RFC3339.match(value.strip())
-    if match is None:
-        return None
-    day, clock, fraction, zone = match.groups()
-    micros = (fraction or "")[:6].ljust(6, "0")
-    offset = "+00:00" if zone in ("Z", "z") else zone
-    try:
-        moment = datetime.fromisoformat(f"{day}T{clock}.{micros}{offset}")
-    except ValueError:
-        return None
-    return moment.astimezone(UTC)

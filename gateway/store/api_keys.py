@@ -12,14 +12,14 @@ fast each guess is, so slowness buys nothing. It would cost something, though: e
 that presents a key (a bogus one included) would pay the KDF, which turns authentication into
 a CPU-exhaustion target. Hashes are compared with `hmac.compare_digest`.
 
-Tables (migration 3 in storage.py): `api_keys` (one row per key; revoked keys stay, with
+Tables (migration 3 in migrations.py): `api_keys` (one row per key; revoked keys stay, with
 `revoked_ms`, so `list` shows them and an id is never reused) and `api_key_usage` (requests per
-key per UTC day, saved periodically by gateway.api.auth). Times are epoch milliseconds.
+key per UTC day, saved periodically by gateway.api.auth.control). Times are epoch milliseconds.
 
 The synchronous functions take any connection with `execute` (sqlite3 or sqlite-utils) and are
 what both the server (`KeyStore`, through `Storage`, off the event loop) and the `gateway keys`
 CLI use, so the server and the CLI can share one database file: SQLite's WAL lets the CLI write
-while the server runs, and the server notices revocations by polling (gateway.api.auth).
+while the server runs, and the server notices revocations by polling (gateway.api.auth.control).
 
 Must never: store, return (after `create`) or log a plain key; compare secrets with `==`.
 """
@@ -38,11 +38,10 @@ from typing import Any, Final, Protocol
 from gateway.errors import BadUserInput
 from gateway.models import epoch_ms, from_epoch_ms, utc_now
 from gateway.store.database import Storage
+from gateway.vocabulary import ROLES, TIER_NAMES
 
 __all__ = [
     "KEY_PATTERN",
-    "ROLES",
-    "TIER_NAMES",
     "KeyRecord",
     "KeyStore",
     "create_key",
@@ -52,8 +51,6 @@ __all__ = [
     "revoke_key",
 ]
 
-ROLES: Final = ("viewer", "admin")
-TIER_NAMES: Final = ("free", "pro", "enterprise")
 
 KEY_PREFIX: Final = "gw_"
 # The whole key; `SecretMasker` (gateway.log) masks anything of this shape in log lines.

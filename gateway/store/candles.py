@@ -1,6 +1,6 @@
 """Providers' own candles in SQLite, and the coverage that says which ranges are held.
 
-Two tables (migration 5 in storage.py): `upstream_candles`, one row per closed candle per
+Two tables (migration 5 in migrations.py): `upstream_candles`, one row per closed candle per
 (symbol, interval, provider), and `candle_coverage`, the merged `[start, end)` ranges of each
 (symbol, interval, provider) series that the provider has already answered for. A range in
 coverage is held *as the provider reported it*: an interval it did not report (no trades, or

@@ -1,7 +1,7 @@
 """Persistence of everything the gateway learns about its providers.
 
 Connection attempts, failures, rate-limit usage, provider states, pools and their members,
-rotation history and state, and alerts — the tables of migration 2 in storage.py. All writes
+rotation history and state, and alerts — the tables of migration 2 in migrations.py. All writes
 go through the Storage writer (batched, flushed on shutdown); all reads through its read-only
 pool, off the event loop. Times are stored as epoch milliseconds.
 

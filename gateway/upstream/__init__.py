@@ -5,28 +5,26 @@ Sources import from here, never from httpx directly, so that every upstream requ
 size-capped, rate-limited, circuit-broken, classified and recorded the same way.
 """
 
+from gateway.upstream.attempts import OUTCOMES, Attempt, Outcome
 from gateway.upstream.breaker import BreakerState, CircuitBreaker
 from gateway.upstream.client import (
-    DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_USER_AGENT,
     NO_RETRY,
-    OUTCOMES,
-    Attempt,
     BreakerChangeCallback,
-    Outcome,
     RetryPolicy,
     UpstreamClient,
-    parse_retry_after,
 )
+from gateway.upstream.decoding import DEFAULT_MAX_RESPONSE_BYTES
 from gateway.upstream.pool import (
     Guards,
     Pool,
     PoolMember,
     RotationEvent,
     RotationReason,
-    Strategy,
 )
 from gateway.upstream.ratelimit import RateLimiter, ThresholdCallback, WindowUsage
+from gateway.upstream.status_errors import parse_retry_after
+from gateway.vocabulary import RotationStrategy
 
 __all__ = [
     "DEFAULT_MAX_RESPONSE_BYTES",
@@ -45,7 +43,7 @@ __all__ = [
     "RetryPolicy",
     "RotationEvent",
     "RotationReason",
-    "Strategy",
+    "RotationStrategy",
     "ThresholdCallback",
     "UpstreamClient",
     "WindowUsage",

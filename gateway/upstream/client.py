@@ -12,16 +12,21 @@ exception from the `UpstreamError` family, with the provider, endpoint and HTTP 
     transport_error  refused, reset, DNS failure, bad URL        UpstreamError
     malformed        body not JSON, undecodable, or too large    UpstreamPayloadError
 
+(`gateway.upstream.status_errors` classifies a non-2xx answer; `gateway.upstream.attempts`
+holds the outcome names and the `Attempt` record.)
+
 Around each attempt, `request_json` applies the provider's policy, in this order:
 
-1. **Configuration**: a disabled provider, or one whose required API key was not given, raises
-   `UpstreamUnconfigured` and is never contacted. The key is injected as `provider.auth` says
-   (query parameter, header with prefix, or the `{key}` segment of base_url) and is masked as
-   `***` in every `Attempt.endpoint` and exception message this module produces.
-2. **Coalescing**: identical concurrent idempotent requests (provider, method, URL, params,
-   body, headers, key) share one upstream exchange; every caller gets its result or exception.
-   The shared JSON value must be treated as read-only. If the caller doing the work is
-   cancelled, a waiting caller takes over; nobody else sees the cancellation.
+1. **Configuration** (`gateway.upstream.request`): a disabled provider, or one whose required
+   API key was not given, raises `UpstreamUnconfigured` and is never contacted. The key is
+   injected as `provider.auth` says (query parameter, header with prefix, or the `{key}` segment
+   of base_url) and is masked as `***` (`gateway.upstream.masking`) in every `Attempt.endpoint`
+   and exception message the client produces.
+2. **Coalescing** (`gateway.upstream.coalescing`): identical concurrent idempotent requests
+   (provider, method, URL, params, body, headers, key) share one upstream exchange; every caller
+   gets its result or exception. The shared JSON value must be treated as read-only. If the
+   caller doing the work is cancelled, a waiting caller takes over; nobody else sees the
+   cancellation.
 3. **Circuit breaker** (`gateway.upstream.breaker`): when open, `CircuitOpenError` is raised
    without a request. Each attempt's outcome updates it: timeouts, transport errors, 5xx and
    malformed bodies are failures; 4xx and rate limiting are neutral.
@@ -48,20 +53,13 @@ Resource rules: the *whole* exchange (connect, headers, body) runs under a Trio 
 dribbles bytes cannot hold a caller longer than that. The body is streamed and abandoned as
 soon as it passes the cap — the provider's `max_response_bytes` (providers.toml) or else the
 client's (5 MiB by default) — so a misbehaving upstream cannot make us buffer an unbounded
-response.
+response. A body of `LARGE_BODY_BYTES` or more is decoded, and then parsed, in a worker thread,
+not on the event loop (`gateway.upstream.decoding` says why and how).
 
-A body of `LARGE_BODY_BYTES` or more is decoded, and then parsed, in a worker thread, not on the
-event loop. Measured with bench/large_body.py (6,000 DefiLlama-shaped protocols, 5.5 MB, the
-gateway's GC settings, a shared 2-core machine): `json.loads` + `parse_protocols` took 95-190 ms
-and stopped the loop for all of it. `json.loads` never releases the GIL, so merely moving it to
-a thread still stopped the loop for 50-110 ms; a top-level array is therefore decoded element
-by element (`_decode_in_pieces`), which lets the GIL change hands between elements: the longest
-stall fell to 17-26 ms, for 25-35 % more CPU. Smaller bodies keep the faster inline path.
-
-Every attempt that reaches an outcome is recorded in `attempts` (a bounded deque, newest last),
-counted in `counters[(provider, outcome)]` for metrics, and passed to the optional `on_attempt`
-hook (provider health). An attempt cancelled from outside (shutdown) is not an upstream outcome
-and is not recorded.
+Every attempt that reaches an outcome is recorded in `attempts` (a bounded deque of
+`gateway.upstream.attempts.Attempt`, newest last), counted in `counters[(provider, outcome)]`
+for metrics, and passed to the optional `on_attempt` hook (provider health). An attempt
+cancelled from outside (shutdown) is not an upstream outcome and is not recorded.
 
 This module must never log or record secrets: request headers are not recorded, and the key is
 masked wherever a URL or an upstream's error text is quoted.
@@ -70,18 +68,11 @@ masked wherever a URL or an upstream's error text is quoted.
 from __future__ import annotations
 
 import collections
-import json as jsonlib
-import math
 import random
-import re
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from types import TracebackType
-from typing import Any, Final, Literal, TypeVar
-from urllib.parse import quote
+from typing import Any, Final, TypeVar
 
 import httpx
 import trio
@@ -92,106 +83,32 @@ from gateway.errors import (
     UpstreamError,
     UpstreamPayloadError,
     UpstreamRateLimited,
-    UpstreamUnconfigured,
 )
-from gateway.models import utc_now
+from gateway.upstream.attempts import ATTEMPTS_KEPT, Attempt, AttemptCall, Outcome
 from gateway.upstream.breaker import BreakerState, CircuitBreaker
+from gateway.upstream.coalescing import Coalescer
+from gateway.upstream.decoding import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    LARGE_BODY_BYTES,
+    decode_json_body,
+    read_capped,
+)
 from gateway.upstream.ratelimit import RateLimiter, ThresholdCallback
+from gateway.upstream.request import UpstreamRequest, build_request
+from gateway.upstream.status_errors import status_error
 
 __all__ = [
-    "DEFAULT_MAX_RESPONSE_BYTES",
     "DEFAULT_USER_AGENT",
-    "LARGE_BODY_BYTES",
     "NO_RETRY",
-    "OUTCOMES",
-    "Attempt",
     "BreakerChangeCallback",
-    "Outcome",
     "RetryPolicy",
     "UpstreamClient",
-    "parse_retry_after",
 ]
 
 T = TypeVar("T")
 
-Outcome = Literal["ok", "http_error", "timeout", "rate_limited", "malformed", "transport_error"]
-OUTCOMES: Final[tuple[Outcome, ...]] = (
-    "ok",
-    "http_error",
-    "timeout",
-    "rate_limited",
-    "malformed",
-    "transport_error",
-)
-
 DEFAULT_USER_AGENT: Final = "crypto-data-hub-gateway/0.1"
-DEFAULT_MAX_RESPONSE_BYTES: Final = 5 * 1024 * 1024
-# Bodies this big or bigger are decoded and parsed off the event loop (see the docstring).
-LARGE_BODY_BYTES: Final = 1024 * 1024
-ATTEMPTS_KEPT: Final = 1000
 CLOSE_TIMEOUT: Final = 5 * SECONDS
-# How much of an error response body is quoted in the exception message.
-ERROR_SNIPPET_BYTES: Final = 300
-
-# 429 is always a rate limit. 503 means "overloaded, come back later" only when the server says
-# when; Binance answers 418 with Retry-After when an IP is banned for ignoring earlier 429s.
-_RATE_LIMIT_STATUSES: Final = frozenset({429})
-_RATE_LIMIT_IF_RETRY_AFTER: Final = frozenset({418, 503})
-
-
-@dataclass(frozen=True, slots=True)
-class Attempt:
-    """One request to an upstream and how it ended.
-
-    `endpoint` is the path below the provider's base URL, without the query string.
-    `error_type` is None for a success, otherwise the outcome name (`timeout`, `http_error`, ...).
-    `status` is the HTTP status when one was received.
-    """
-
-    provider: str
-    endpoint: str
-    status: int | None
-    latency_ms: float
-    error_type: str | None
-    at: datetime
-    message: str | None = None  # what went wrong, secrets masked (None for a success)
-
-    @property
-    def ok(self) -> bool:
-        return self.error_type is None
-
-
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds to wait according to a Retry-After header, or None if absent or unreadable.
-
-    RFC 9110 allows either a number of seconds or an HTTP-date; a date in the past means 0.
-    """
-    if value is None:
-        return None
-    value = value.strip()
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        pass
-    else:
-        return seconds if math.isfinite(seconds) and seconds >= 0 else None
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:  # RFC 5322 "-0000": treat as UTC, as HTTP-dates always are
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or utc_now())).total_seconds())
-
-
-# What a secret is replaced with in messages and recorded endpoints.
-MASK: Final = "***"
-# Secrets shorter than this are not masked: replacing every "a" in a message helps nobody, and a
-# real API key is never this short.
-MIN_MASKED_SECRET: Final = 4
-IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 
 BreakerChangeCallback = Callable[[str, BreakerState, BreakerState], None]
 """`on_breaker_change(provider_id, old, new)`."""
@@ -214,106 +131,6 @@ class RetryPolicy:
 
 
 NO_RETRY: Final = RetryPolicy(max_retries=0)
-
-
-@dataclass(frozen=True, slots=True)
-class _Request:
-    """Everything needed to send one request, auth already applied."""
-
-    provider: ProviderConfig
-    method: str
-    url: str  # the real URL: may contain the key (path auth); never quoted anywhere
-    endpoint: str  # the path below base_url, masked: what Attempt and errors show
-    params: tuple[tuple[str, str], ...]
-    body: Any
-    headers: tuple[tuple[str, str], ...]
-    secrets: tuple[str, ...]
-    idempotent: bool
-    text: bool = False  # return the body as text (RSS/Atom feeds) instead of decoded JSON
-
-    def coalesce_key(self, parse: object) -> tuple[Any, ...]:
-        body = None if self.body is None else jsonlib.dumps(self.body, sort_keys=True)
-        return (
-            self.provider.id,
-            self.method,
-            self.url,
-            tuple(sorted(self.params)),
-            body,
-            tuple(sorted(self.headers)),
-            parse,
-            self.text,
-        )
-
-
-def _masker(secrets: tuple[str, ...]) -> Callable[[str], str]:
-    def mask(text: str) -> str:
-        for secret in secrets:
-            text = text.replace(secret, MASK)
-        return text
-
-    return mask
-
-
-class _Call:
-    """Mutable bookkeeping for one attempt while it is in flight."""
-
-    __slots__ = (
-        "endpoint",
-        "mask",
-        "message",
-        "outcome",
-        "provider",
-        "size",
-        "started",
-        "status",
-    )
-
-    def __init__(
-        self, provider: ProviderConfig, endpoint: str, secrets: tuple[str, ...] = ()
-    ) -> None:
-        self.provider = provider
-        self.mask = _masker(secrets)
-        self.endpoint = self.mask(endpoint)
-        self.started = time.perf_counter()
-        self.status: int | None = None
-        self.outcome: Outcome | None = None
-        self.message: str | None = None
-        self.size = 0  # bytes of the body received
-
-    def fail(self, outcome: Outcome, message: str) -> UpstreamError:
-        """Note the outcome and build the matching error (the caller raises it)."""
-        self.outcome = outcome
-        self.message = self.mask(message)
-        cls = UpstreamPayloadError if outcome == "malformed" else UpstreamError
-        return cls(
-            self.mask(message),
-            provider=self.provider.id,
-            endpoint=self.endpoint,
-            status=self.status,
-        )
-
-    def counts_against_breaker(self) -> bool | None:
-        """True: a provider failure; False: a success; None: neither (4xx, rate limited)."""
-        if self.outcome == "ok":
-            return False
-        if self.outcome in ("timeout", "transport_error", "malformed"):
-            return True
-        if self.outcome == "http_error" and self.status is not None and self.status >= 500:
-            return True
-        return None
-
-
-class _Flight:
-    """One upstream exchange that several identical concurrent requests are waiting for."""
-
-    __slots__ = ("abandoned", "done", "error", "result", "waiters")
-
-    def __init__(self) -> None:
-        self.done = trio.Event()
-        self.result: Any = None
-        self.error: Exception | None = None
-        self.abandoned = False
-        self.waiters = 0
 
 
 class _Budget:
@@ -377,7 +194,7 @@ class UpstreamClient:
         self._rng = rng or random.Random()
         self._limiters: dict[str, RateLimiter] = {}
         self._breakers: dict[str, CircuitBreaker] = {}
-        self._flights: dict[tuple[Any, ...], _Flight] = {}
+        self._coalescer = Coalescer()
         for provider in providers:
             self.limiter_for(provider)
             self.breaker_for(provider)
@@ -502,7 +319,7 @@ class UpstreamClient:
         client's policy for this call. See the module docstring for everything that can be
         raised.
         """
-        request = self._build(provider, path, method, params, json, headers, idempotent, key)
+        request = build_request(provider, path, method, params, json, headers, idempotent, key)
         return await self._perform(request, retry or self.retry, None)
 
     async def request_text(
@@ -517,7 +334,7 @@ class UpstreamClient:
     ) -> str:
         """GET with the full policy, returning the body as text (for RSS/Atom feeds and other
         non-JSON endpoints); undecodable bytes are replaced, never fatal."""
-        request = self._build(provider, path, "GET", params, None, headers, None, key)
+        request = build_request(provider, path, "GET", params, None, headers, None, key)
         request = replace(request, text=True)
         result: str = await self._perform(request, retry or self.retry, None)
         return result
@@ -539,107 +356,28 @@ class UpstreamClient:
         """`request_json`, then `parse(payload)` inside the same attempt, so that a parser's
         `UpstreamPayloadError` counts as that attempt's failure in the breaker (it is not
         retried). Identical concurrent calls coalesce only when `parse` is the same object."""
-        request = self._build(provider, path, method, params, json, headers, idempotent, key)
+        request = build_request(provider, path, method, params, json, headers, idempotent, key)
         result: T = await self._perform(request, retry or self.retry, parse)
         return result
 
-    def _build(
-        self,
-        provider: ProviderConfig,
-        path: str,
-        method: str,
-        params: Mapping[str, str] | None,
-        body: Any,
-        headers: Mapping[str, str] | None,
-        idempotent: bool | None,
-        key: str | None,
-    ) -> _Request:
-        """Apply auth and normalise; raises UpstreamUnconfigured before anything is sent."""
-        method = method.upper()
-        if not provider.enabled:
-            raise UpstreamUnconfigured("provider is disabled", provider=provider.id, endpoint=path)
-        auth = provider.auth
-        all_params = dict(params or {})
-        all_headers = dict(headers or {})
-        base = provider.base_url
-        secret = (key or auth.default) if auth.kind != "none" else None
-        if auth.kind != "none" and not secret and auth.required:
-            where = f" (set {auth.env})" if auth.env else ""
-            raise UpstreamUnconfigured(
-                f"API key not configured{where}", provider=provider.id, endpoint=path
-            )
-        secrets: tuple[str, ...] = ()
-        if secret:
-            if len(secret) >= MIN_MASKED_SECRET:
-                secrets = tuple(dict.fromkeys((secret, quote(secret, safe=""))))
-            mask = _masker(secrets)
-            if auth.kind == "query" and auth.name:
-                all_params[auth.name] = secret
-            elif auth.kind == "header" and auth.name:
-                all_headers[auth.name] = auth.prefix + secret
-            elif auth.kind == "path" and "{key}" in base:
-                base = base.replace("{key}", quote(secret, safe=""))
-            else:
-                raise UpstreamUnconfigured(
-                    f"auth kind {auth.kind!r} cannot be applied (name {auth.name!r})",
-                    provider=provider.id,
-                    endpoint=mask(path),
-                )
-        elif "{key}" in base:
-            if auth.required:
-                raise UpstreamUnconfigured(
-                    "base_url needs a {key} but no key is configured",
-                    provider=provider.id,
-                    endpoint=path,
-                )
-            base = provider.base_url_with_key(None)  # the keyless public endpoint (e.g. Ankr)
-        return _Request(
-            provider=provider,
-            method=method,
-            url=base + path,
-            endpoint=path,
-            params=tuple(all_params.items()),
-            body=body,
-            headers=tuple(all_headers.items()),
-            secrets=secrets,
-            idempotent=method in IDEMPOTENT_METHODS if idempotent is None else idempotent,
-        )
-
     async def _perform(
-        self, request: _Request, policy: RetryPolicy, parse: Callable[[Any], Any] | None
+        self, request: UpstreamRequest, policy: RetryPolicy, parse: Callable[[Any], Any] | None
     ) -> Any:
         if not request.idempotent:
             return await self._with_retries(request, policy, parse)
-        key = request.coalesce_key(parse)
-        while True:
-            flight = self._flights.get(key)
-            if flight is None:
-                break
-            flight.waiters += 1
-            await flight.done.wait()
-            if flight.abandoned:
-                continue  # the caller doing the work was cancelled: one of us takes over
-            self.coalesced[request.provider.id] += 1
-            if flight.error is not None:
-                raise flight.error
-            return flight.result
-        # Registered before the first checkpoint, so concurrent identical calls find it.
-        flight = self._flights[key] = _Flight()
-        try:
-            flight.result = await self._with_retries(request, policy, parse)
-            return flight.result
-        except Exception as exc:
-            flight.error = exc
-            raise
-        except BaseException:
-            flight.abandoned = True
-            raise
-        finally:
-            del self._flights[key]
-            flight.done.set()
+        provider_id = request.provider.id
+
+        def shared() -> None:
+            self.coalesced[provider_id] += 1
+
+        return await self._coalescer.run(
+            request.coalesce_key(parse),
+            lambda: self._with_retries(request, policy, parse),
+            shared,
+        )
 
     async def _with_retries(
-        self, request: _Request, policy: RetryPolicy, parse: Callable[[Any], Any] | None
+        self, request: UpstreamRequest, policy: RetryPolicy, parse: Callable[[Any], Any] | None
     ) -> Any:
         timeout = request.provider.timeout_seconds
         budget = _Budget(timeout * policy.budget_factor)
@@ -685,7 +423,7 @@ class UpstreamClient:
 
     async def _guarded_attempt(
         self,
-        request: _Request,
+        request: UpstreamRequest,
         time_limit: float,
         budget: _Budget,
         parse: Callable[[Any], Any] | None,
@@ -700,7 +438,7 @@ class UpstreamClient:
         failed: bool | None = None  # the breaker's verdict: None means neither way
         try:
             await self.limiter_for(provider).acquire()
-            call = _Call(provider, request.endpoint, request.secrets)
+            call = AttemptCall(provider, request.endpoint, request.secrets)
             started = trio.current_time()
             try:
                 payload = await self._attempt(call, request, time_limit)
@@ -736,7 +474,7 @@ class UpstreamClient:
         headers: Mapping[str, str] | None,
     ) -> Any:
         """Exactly one GET, recorded; no auth, limiter, breaker or retry."""
-        request = _Request(
+        request = UpstreamRequest(
             provider=provider,
             method="GET",
             url=provider.base_url + path,
@@ -747,9 +485,9 @@ class UpstreamClient:
             secrets=(),
             idempotent=True,
         )
-        return await self._attempt(_Call(provider, path), request, provider.timeout_seconds)
+        return await self._attempt(AttemptCall(provider, path), request, provider.timeout_seconds)
 
-    async def _attempt(self, call: _Call, request: _Request, time_limit: float) -> Any:
+    async def _attempt(self, call: AttemptCall, request: UpstreamRequest, time_limit: float) -> Any:
         """Exactly one request, recorded. The retry policy is a loop around this method."""
         try:
             body = await self._exchange(call, request, time_limit)
@@ -758,10 +496,7 @@ class UpstreamClient:
                 call.outcome = "ok"
                 return body.decode("utf-8", errors="replace")
             try:
-                if call.size >= LARGE_BODY_BYTES:
-                    payload = await trio.to_thread.run_sync(_decode_in_pieces, body)
-                else:
-                    payload = jsonlib.loads(body)
+                payload = await decode_json_body(body)
             except (ValueError, RecursionError):
                 raise call.fail("malformed", "response body is not valid JSON") from None
             call.outcome = "ok"
@@ -770,7 +505,9 @@ class UpstreamClient:
             if call.outcome is not None:
                 self._record(call)
 
-    async def _exchange(self, call: _Call, request: _Request, time_limit: float) -> bytes:
+    async def _exchange(
+        self, call: AttemptCall, request: UpstreamRequest, time_limit: float
+    ) -> bytes:
         """Send the request and return the raw 2xx body, under the attempt's deadline."""
         timeout = time_limit
         body = b""
@@ -788,8 +525,9 @@ class UpstreamClient:
                 ) as response:
                     call.status = response.status_code
                     if not response.is_success:
-                        raise await self._status_error(call, response)
-                    body = await self._read_capped(call, response)
+                        raise await status_error(call, response)
+                    limit = call.provider.max_response_bytes or self.max_response_bytes
+                    body = await read_capped(call, response, limit)
             except httpx.TimeoutException as exc:
                 error = call.fail("timeout", f"timed out after {timeout:g}s")
                 raise error from (None if hide else exc)
@@ -807,107 +545,10 @@ class UpstreamClient:
             raise call.fail("timeout", f"timed out after {timeout:g}s")
         return body
 
-    async def _status_error(self, call: _Call, response: httpx.Response) -> UpstreamError:
-        status = response.status_code
-        retry_after_header = response.headers.get("retry-after")
-        if status in _RATE_LIMIT_STATUSES or (
-            status in _RATE_LIMIT_IF_RETRY_AFTER and retry_after_header is not None
-        ):
-            call.outcome = "rate_limited"
-            retry_after = parse_retry_after(retry_after_header)
-            hint = f", retry after {retry_after:g}s" if retry_after is not None else ""
-            call.message = f"rate limited (HTTP {status}{hint})"
-            return UpstreamRateLimited(
-                f"rate limited (HTTP {status}{hint})",
-                provider=call.provider.id,
-                endpoint=call.endpoint,
-                status=status,
-                retry_after=retry_after,
-            )
-        snippet = await _read_snippet(response)
-        return call.fail("http_error", f"HTTP {status}" + (f": {snippet}" if snippet else ""))
-
-    async def _read_capped(self, call: _Call, response: httpx.Response) -> bytes:
-        limit = call.provider.max_response_bytes or self.max_response_bytes
-        declared = response.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
-            raise call.fail(
-                "malformed", f"response of {declared} bytes exceeds the {limit}-byte limit"
-            )
-        body = bytearray()
-        async for chunk in response.aiter_bytes():
-            body += chunk
-            if len(body) > limit:
-                raise call.fail("malformed", f"response exceeds the {limit}-byte limit")
-        return bytes(body)
-
-    def _record(self, call: _Call) -> None:
+    def _record(self, call: AttemptCall) -> None:
         assert call.outcome is not None
-        attempt = Attempt(
-            provider=call.provider.id,
-            endpoint=call.endpoint,
-            status=call.status,
-            latency_ms=(time.perf_counter() - call.started) * 1000.0,
-            error_type=None if call.outcome == "ok" else call.outcome,
-            at=utc_now(),
-            message=None if call.outcome == "ok" else (call.message or call.outcome),
-        )
+        attempt = call.to_attempt()
         self.attempts.append(attempt)
         self.counters[(call.provider.id, call.outcome)] += 1
         if self.on_attempt is not None:
             self.on_attempt(attempt)
-
-
-_WHITESPACE: Final = re.compile(r"[ \t\n\r]*")
-_DECODER: Final = jsonlib.JSONDecoder()
-
-
-def _skip(text: str, at: int) -> int:
-    """The index of the first non-whitespace character at or after `at` (JSON whitespace)."""
-    match = _WHITESPACE.match(text, at)
-    return match.end() if match is not None else at
-
-
-def _decode_in_pieces(body: bytes) -> Any:
-    """`json.loads(body)`, but a top-level array one element at a time.
-
-    For a worker thread: `json.loads` holds the GIL for the whole document, so the event loop
-    would stop for all of it anyway; between elements here, the GIL can change hands. Same
-    result and same errors (ValueError) as `json.loads`.
-    """
-    text = body.decode(jsonlib.detect_encoding(body), "surrogatepass")
-    end = len(text)
-    at = _skip(text, 0)
-    if at >= end or text[at] != "[":
-        return jsonlib.loads(text)
-    items: list[Any] = []
-    at = _skip(text, at + 1)
-    if at < end and text[at] == "]":
-        return _finish(text, at + 1, items)
-    while True:
-        item, at = _DECODER.raw_decode(text, at)
-        items.append(item)
-        at = _skip(text, at)
-        if at < end and text[at] == ",":
-            at = _skip(text, at + 1)
-        elif at < end and text[at] == "]":
-            return _finish(text, at + 1, items)
-        else:
-            raise jsonlib.JSONDecodeError("Expecting ',' delimiter", text, at)
-
-
-def _finish(text: str, at: int, value: list[Any]) -> list[Any]:
-    if _skip(text, at) != len(text):
-        raise jsonlib.JSONDecodeError("Extra data", text, at)
-    return value
-
-
-async def _read_snippet(response: httpx.Response) -> str:
-    """The start of an error body, on one line, for the exception message."""
-    data = bytearray()
-    async for chunk in response.aiter_bytes():
-        data += chunk
-        if len(data) >= ERROR_SNIPPET_BYTES:
-            break
-    text = bytes(data[:ERROR_SNIPPET_BYTES]).decode("utf-8", errors="replace")
-    return " ".join(text.split())

@@ -1,7 +1,7 @@
 """Provider pools: several providers that can answer the same question, with failover.
 
-A `Pool` holds members (providers plus running statistics) and a `Strategy` that orders them
-for each call. `await pool.call(fn)` tries members in that order, calling `fn(provider)`, and
+A `Pool` holds members (providers plus running statistics) and a `RotationStrategy` that orders
+them for each call. `await pool.call(fn)` tries members in that order, calling `fn(provider)`, and
 fails over to the next member *within the same call* when one raises an `UpstreamError`::
 
     ROUND_ROBIN       each call starts one member further along (config order)
@@ -31,7 +31,6 @@ This module never sleeps itself and never retries a member within a call.
 
 from __future__ import annotations
 
-import enum
 import math
 import random
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -52,6 +51,7 @@ from gateway.errors import (
 from gateway.models import utc_now
 from gateway.upstream.breaker import CircuitBreaker
 from gateway.upstream.ratelimit import RateLimiter
+from gateway.vocabulary import RotationStrategy
 
 __all__ = [
     "LATENCY_EWMA_ALPHA",
@@ -60,7 +60,6 @@ __all__ = [
     "PoolMember",
     "RotationEvent",
     "RotationReason",
-    "Strategy",
 ]
 
 T = TypeVar("T")
@@ -72,14 +71,6 @@ LATENCY_EWMA_ALPHA: Final = 0.3
 MAX_BACKOFF_REMEMBERED: Final = 3600.0
 
 RotationReason = Literal["failure", "rate_limit", "circuit_open", "manual", "scheduled"]
-
-
-class Strategy(enum.StrEnum):
-    ROUND_ROBIN = "ROUND_ROBIN"
-    PRIORITY = "PRIORITY"
-    WEIGHTED_RANDOM = "WEIGHTED_RANDOM"
-    LEAST_USED = "LEAST_USED"
-    FASTEST_RESPONSE = "FASTEST_RESPONSE"
 
 
 class Guards(Protocol):
@@ -153,7 +144,7 @@ class Pool:
         id: str,
         name: str,
         category: str,
-        strategy: Strategy | str,
+        strategy: RotationStrategy | str,
         members: Iterable[PoolMember | ProviderConfig] = (),
         *,
         guards: Guards | None = None,
@@ -164,7 +155,7 @@ class Pool:
         self.id = id
         self.name = name
         self.category = category
-        self.strategy = Strategy(strategy)
+        self.strategy = RotationStrategy(strategy)
         self.guards = guards
         self.is_configured = is_configured or (lambda provider: True)
         self.on_rotation = on_rotation
@@ -215,15 +206,15 @@ class Pool:
         if not members:
             return []
         strategy = self.strategy
-        if strategy is Strategy.ROUND_ROBIN:
+        if strategy is RotationStrategy.ROUND_ROBIN:
             start = self._cursor % len(members)
             self._cursor = start + 1
             ordered = members[start:] + members[:start]
-        elif strategy is Strategy.PRIORITY:
+        elif strategy is RotationStrategy.PRIORITY:
             ordered = sorted(members, key=lambda m: m.priority or 0)  # stable: config order
-        elif strategy is Strategy.WEIGHTED_RANDOM:
+        elif strategy is RotationStrategy.WEIGHTED_RANDOM:
             ordered = self._weighted_shuffle(members)
-        elif strategy is Strategy.LEAST_USED:
+        elif strategy is RotationStrategy.LEAST_USED:
             ordered = sorted(members, key=lambda m: m.uses)
         else:  # FASTEST_RESPONSE: unmeasured first (config order), then fastest
             ordered = sorted(

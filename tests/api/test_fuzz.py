@@ -9,7 +9,8 @@ Properties, whatever is sent:
     response (`errors`: a non-empty list of objects with a string `message` and a string
     `extensions.code`; or `data`);
   - WebSocket: every message received is valid protocol JSON for the negotiated protocol, and
-    every close code received is one that ws.py documents (never 1011 "internal error");
+    every close code received is one that gateway/api/ws/protocols.py documents (never 1011
+    "internal error");
   - the server logs no error (hypercorn's "Error in ASGI Framework", our resolver_failed,
     ws_operation_failed, …): an unexpected exception anywhere fails the test even when the
     client saw a tidy answer;
@@ -58,7 +59,7 @@ from tests.conftest import StartGateway
 TIMEOUT = 5.0
 TICKS = 'subscription { priceTicks(symbols: [\\"BTC\\"]) { symbol usd } }'  # JSON-escaped
 
-# ws.py's documented close codes (4406 is only ever sent before accept, as an HTTP 403).
+# gateway/api/ws/protocols.py's documented close codes (4406 is only ever sent before accept, as an HTTP 403).
 WS_CLOSE_CODES = {1000, 1001, 1009, 4400, 4401, 4403, 4408, 4409, 4413, 4429}
 TRANSPORT_SERVER_TYPES = {"connection_ack", "ping", "pong", "next", "error", "complete"}
 LEGACY_SERVER_TYPES = {"connection_ack", "ka", "data", "error", "complete", "connection_error"}

@@ -44,7 +44,7 @@ from gateway.api.query_limits import (
     uses_introspection,
 )
 from gateway.api.shared_subscriptions import SubscriptionHub
-from gateway.api.ws import WebSocketOptions, WebSocketStats, _Connection
+from gateway.api.ws import Connection, WebSocketOptions, WebSocketStats
 from gateway.config import Settings
 from gateway.nursery import RunningGateway
 from gateway.schema import build_schema as build_gateway_schema
@@ -628,7 +628,7 @@ class _Subscription:
 
 
 class _Harness:
-    """One `_Connection` over memory channels: what it sends, when (under autojump_clock)."""
+    """One `Connection` over memory channels: what it sends, when (under autojump_clock)."""
 
     def __init__(self, nursery: trio.Nursery, **options: Any) -> None:
         engine = GraphQLEngine(strawberry.Schema(query=_Query, subscription=_Subscription)._schema)
@@ -636,7 +636,7 @@ class _Harness:
         self.inbound, receive_channel = trio.open_memory_channel[dict[str, Any]](16)
         self.sent: list[tuple[float, dict[str, Any]]] = []
         self.closed = trio.Event()
-        self.connection = _Connection(
+        self.connection = Connection(
             legacy=False,
             receive=receive_channel.receive,
             send=self._record,

@@ -1,6 +1,7 @@
-"""gateway/api/server.py's replacement for hypercorn's `TCPServer.protocol_send`, against a real
-socket pair: whole writes never interleave, a full buffer falls back to the awaited path, a
-stalled peer is cut off, a vanished one is reported closed."""
+"""The replacement for hypercorn's `TCPServer.protocol_send` (gateway/api/hypercorn_patches.py,
+installed by gateway/api/server.py), against a real socket pair: whole writes never interleave,
+a full buffer falls back to the awaited path, a stalled peer is cut off, a vanished one is
+reported closed."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import trio
 import trio.lowlevel
 from hypercorn.events import Closed, RawData
 
-from gateway.api.server import _protocol_send
+from gateway.api.hypercorn_patches import protocol_send
 
 
 @dataclass
@@ -47,7 +48,7 @@ async def _pair() -> tuple[_Server, trio.SocketStream]:
 
 
 async def _send(server: _Server, data: bytes) -> None:
-    await _protocol_send(server, RawData(data))  # type: ignore[arg-type]
+    await protocol_send(server, RawData(data))  # type: ignore[arg-type]
 
 
 async def test_concurrent_writes_bigger_than_the_buffer_never_interleave() -> None:

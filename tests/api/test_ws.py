@@ -343,7 +343,7 @@ async def test_a_client_that_falls_too_far_behind_is_closed_4413() -> None:
     """Drive one connection with a socket that accepts nothing until released."""
     from gateway.api.graphql_trio import GraphQLEngine
     from gateway.api.shared_subscriptions import SubscriptionHub
-    from gateway.api.ws import WebSocketOptions, WebSocketStats, _Connection
+    from gateway.api.ws import Connection, WebSocketOptions, WebSocketStats
     from gateway.schema import build_schema
 
     release = trio.Event()
@@ -356,7 +356,7 @@ async def test_a_client_that_falls_too_far_behind_is_closed_4413() -> None:
 
     stats = WebSocketStats()
     engine = GraphQLEngine(build_schema()._schema)
-    connection = _Connection(
+    connection = Connection(
         legacy=False,
         receive=inbound_receive.receive,
         send=blocked_send,
@@ -405,13 +405,13 @@ async def test_stale_frames_are_dropped_so_a_lagging_client_gets_fresh_data(
 
 
 async def test_a_close_is_sent_before_pending_data() -> None:
-    from gateway.api.ws import _Close
+    from gateway.api.ws import CloseFrame
 
     queue = OutboundQueue(limit=10)
     queue.put("error-for-op")
     for n in range(5):
         queue.put(f"data{n}", droppable=True)
-    close = _Close(1001, "server shutting down")
+    close = CloseFrame(1001, "server shutting down")
     queue.put_close(close)
     assert [frame for _, frame in queue._items] == ["error-for-op", close]
 
@@ -455,8 +455,9 @@ async def _wedged_client(running: RunningGateway) -> trio.SocketStream:
 async def test_a_client_that_stops_reading_entirely_is_cut_off_and_cannot_hold_shutdown(
     start_gateway: StartGateway,
 ) -> None:
-    # hypercorn writes under a shielded scope with no deadline: before gateway/api/server.py
-    # bounded it, this client held its connection, and the shutdown, for as long as it lived.
+    # hypercorn writes under a shielded scope with no deadline: before
+    # gateway/api/hypercorn_patches.py bounded it, this client held its connection, and the
+    # shutdown, for as long as it lived.
     running = await start_gateway(send_stall_timeout=0.5, ws_send_queue=8)
     stats = running.services.ws_stats
     wedged = await _wedged_client(running)

@@ -1,7 +1,7 @@
 """The `candles` subscription (gateway/prices/live_candles.py): the open candle, live, then its close.
 
 `OpenCandle` is tested directly. The subscription runs against a real gateway on loopback,
-with ticks fed the way `nursery._make_ingest` feeds them (published on the bus, then written).
+with ticks fed through `gateway.ingest.Ingest`, as collectors feed them.
 A candle boundary is at least a minute away, so those tests shift the wall clock that
 live_candles places boundaries by: each starts a couple of seconds before a boundary.
 """
@@ -19,9 +19,11 @@ import pytest
 import trio
 from trio_websocket import WebSocketConnection, open_websocket_url
 
+from gateway.ingest import Ingest
 from gateway.models import Candle, PriceTick, utc_now
 from gateway.nursery import RunningGateway
 from gateway.prices import live_candles
+from gateway.prices.consensus import OutlierWatch
 from gateway.prices.live_candles import OpenCandle
 from tests.conftest import StartGateway, wait_members
 
@@ -129,11 +131,11 @@ def boundary() -> datetime:
 
 
 async def ingest(running: RunningGateway, *ticks: PriceTick) -> None:
-    """As nursery._make_ingest: publish on the bus first, then write."""
-    for tick in ticks:
-        running.services.bus.prices.publish(tick)
+    """Through the gateway's own ingest path, then wait until the ticks are committed."""
+    services = running.services
     with trio.fail_after(5):
-        await running.services.storage.write_ticks(list(ticks))
+        await Ingest(services.storage, services.bus, services.status_board, OutlierWatch())(ticks)
+        await services.storage.committed()
 
 
 @asynccontextmanager

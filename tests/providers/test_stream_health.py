@@ -2,7 +2,7 @@
 
 The gateway runs a Kraken stream against the WebSocket simulator. What it shows of the stream
 (`provider(id:)`, `providerStates`, alerts) is what the status board is told by the stream
-client; the finer cases (silence, counting failures) are in tests/test_streams.py.
+client; the finer cases (silence, counting failures) are in tests/sources/test_streams.py.
 """
 
 from __future__ import annotations

@@ -19,7 +19,8 @@ from gateway.sources.binance_stream import (
     subscription_message,
 )
 from gateway.sources.interest import SymbolInterest
-from gateway.sources.streams import IGNORED, Frame, StreamSettings
+from gateway.sources.stream_parsing import IGNORED, Frame
+from gateway.sources.stream_state import StreamSettings
 from tests.simulator.ws import TickRecorder, run_ws_simulator
 
 NOW = datetime(2024, 3, 25, 12, 0, tzinfo=UTC)

@@ -26,21 +26,19 @@ from trio_websocket import CloseReason, ConnectionClosed, ConnectionRejected
 from gateway.config import ProviderConfig, ProvidersFile
 from gateway.errors import BadUserInput, UpstreamPayloadError
 from gateway.providers.status import ProviderStatusBoard
+from gateway.sources.base import epoch_millis
 from gateway.sources.binance_stream import BinanceStream, parse_binance_message
 from gateway.sources.coinbase_stream import CoinbaseStream, parse_coinbase_message
 from gateway.sources.interest import InterestFull, SymbolInterest
 from gateway.sources.kraken_stream import KrakenStream, parse_kraken_message
 from gateway.sources.registry import STREAMS, stream_for
-from gateway.sources.streams import (
-    Frame,
+from gateway.sources.stream_group import StreamGroup
+from gateway.sources.stream_parsing import Frame, decode_json, rfc3339
+from gateway.sources.stream_state import (
     HealthReport,
-    StreamGroup,
     StreamHealth,
     StreamSettings,
-    decode_json,
-    epoch_millis,
     reconnect_delay,
-    rfc3339,
 )
 from tests.simulator.ws import TickRecorder, WsSimulator, run_ws_simulator
 

@@ -25,7 +25,8 @@ from gateway.config import Settings
 from gateway.errors import BadUserInput, StorageError
 from gateway.models import PriceTick
 from gateway.storage import Storage
-from gateway.store import database as storage_module
+from gateway.store import migrations, ticks
+from gateway.store import writer as store_writer
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 FAST = Settings(storage_batch_rows=500, storage_batch_seconds=0.01, storage_queue=10_000)
@@ -87,7 +88,7 @@ async def test_open_creates_folder_enables_wal_and_migrates(db_path: Path) -> No
         await store.aclose()
     assert await sql(db_path, "PRAGMA journal_mode") == [("wal",)]
     assert await sql(db_path, "SELECT version, name FROM schema_migrations") == [
-        (m.version, m.name) for m in storage_module._MIGRATIONS
+        (m.version, m.name) for m in migrations.MIGRATIONS
     ]
     indexes = await sql(db_path, "SELECT name FROM sqlite_master WHERE type = 'index'")
     assert ("price_ticks_symbol_time",) in indexes
@@ -99,11 +100,11 @@ async def test_opening_twice_applies_nothing_new(db_path: Path) -> None:
         first = await sql(db_path, "SELECT version, name, applied_at FROM schema_migrations")
         await (await Storage.open(db_path, FAST)).aclose()
     assert await sql(db_path, "SELECT version, name, applied_at FROM schema_migrations") == first
-    assert len(first) == len(storage_module._MIGRATIONS)
+    assert len(first) == len(migrations.MIGRATIONS)
 
 
 def test_migration_versions_count_up_from_one() -> None:
-    versions = [m.version for m in storage_module._MIGRATIONS]
+    versions = [m.version for m in migrations.MIGRATIONS]
     assert versions == list(range(1, len(versions) + 1))
 
 
@@ -130,9 +131,7 @@ async def test_recorded_migration_is_not_applied_again(db_path: Path) -> None:
         await (await Storage.open(db_path, FAST)).aclose()
     recorded = await sql(db_path, "SELECT version, name, applied_at FROM schema_migrations")
     assert recorded[0] == (1, "create price_ticks", "long ago")  # untouched
-    assert [version for version, _, _ in recorded] == [
-        m.version for m in storage_module._MIGRATIONS
-    ]
+    assert [version for version, _, _ in recorded] == [m.version for m in migrations.MIGRATIONS]
     created_indexes = "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
     assert ("price_ticks_symbol_time",) not in await sql(db_path, created_indexes)
 
@@ -296,7 +295,7 @@ async def test_shutdown_commits_what_was_queued(db_path: Path) -> None:
 async def test_writes_left_after_the_flush_deadline_fail_instead_of_hanging(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(storage_module, "_FLUSH_TIMEOUT", 0)
+    monkeypatch.setattr(store_writer, "FLUSH_TIMEOUT", 0)
     store = await Storage.open(db_path, Settings(storage_batch_seconds=60))
     errors: list[StorageError] = []
 
@@ -355,7 +354,7 @@ async def test_failed_commit_fails_its_callers_and_the_writer_carries_on(
         raise StorageError("disk on fire")
 
     with trio.fail_after(10):
-        monkeypatch.setattr(storage, "_insert_sync", broken)
+        monkeypatch.setattr(storage._writes, "_insert_sync", broken)
         with pytest.raises(StorageError, match="disk on fire"):
             await storage.write_ticks([tick(0)])
         monkeypatch.undo()
@@ -371,10 +370,9 @@ async def test_a_queued_write_that_fails_to_commit_is_logged(
         raise StorageError("disk on fire")
 
     with trio.fail_after(10), structlog.testing.capture_logs() as logs:
-        monkeypatch.setattr(storage, "_insert_sync", broken)
-        published: list[bool] = []
-        await storage.queue_ticks([tick(0)], queued=lambda: published.append(True))
-        assert published == [True]
+        monkeypatch.setattr(storage._writes, "_insert_sync", broken)
+        await storage.queue_ticks([tick(0)])
+        assert storage.queued_rows == 1  # queued on return, not committed
         await storage.committed()
     failures = [e for e in logs if e["event"] == "storage.commit_failed"]
     assert len(failures) == 1 and failures[0]["rows"] == 1
@@ -504,9 +502,9 @@ async def test_candles_reject_bad_arguments(storage: Storage) -> None:
 @pytest.mark.parametrize(
     ("query", "params", "time_range"),
     [
-        ("_CANDLES_SQL", {"symbol": "BTC", "start": 0, "end": 10**13, "width": 60_000}, True),
-        ("_SINCE_SQL", {"symbols": json.dumps(["BTC"]), "since": 0, "limit": 10}, True),
-        ("_LATEST_SQL", {"symbols": json.dumps(["BTC", "ETH"])}, False),  # min/max seeks
+        ("CANDLES_SQL", {"symbol": "BTC", "start": 0, "end": 10**13, "width": 60_000}, True),
+        ("SINCE_SQL", {"symbols": json.dumps(["BTC"]), "since": 0, "limit": 10}, True),
+        ("LATEST_SQL", {"symbols": json.dumps(["BTC", "ETH"])}, False),  # min/max seeks
     ],
 )
 async def test_queries_are_index_range_scans(
@@ -514,7 +512,7 @@ async def test_queries_are_index_range_scans(
 ) -> None:
     with trio.fail_after(10):
         await storage.write_ticks([tick(i, provider=p) for i in range(50) for p in ("a", "b")])
-        statement = "EXPLAIN QUERY PLAN " + getattr(storage_module, query)
+        statement = "EXPLAIN QUERY PLAN " + getattr(ticks, query)
         plan = [row[3] for row in await sql(db_path, statement, params)]
     searches = [step for step in plan if step.startswith("SEARCH price_ticks ")]
     assert searches, plan
@@ -539,7 +537,7 @@ async def test_batch_cancelled_before_reaching_sqlite_stays_queued(db_path: Path
             await trio.testing.wait_all_tasks_blocked()
             with trio.CancelScope() as scope:
                 scope.cancel()
-                await store._commit_batch()
+                await store._writes._commit_batch()
             assert scope.cancelled_caught
             assert store.queued_rows == 2
             assert store.commits == 0
@@ -562,7 +560,7 @@ async def test_count_ping_and_size(storage: Storage, db_path: Path) -> None:
 async def test_minute_candles_are_an_index_range_scan(storage: Storage, db_path: Path) -> None:
     with trio.fail_after(10):
         await storage.write_ticks([tick(i, provider=p) for i in range(50) for p in ("a", "b")])
-        statement = "EXPLAIN QUERY PLAN " + storage_module._CANDLES_FROM_MINUTES_SQL
+        statement = "EXPLAIN QUERY PLAN " + ticks.CANDLES_FROM_MINUTES_SQL
         params = {"symbol": "BTC", "start": 0, "end": 10**13, "width": 300_000}
         plan = [row[3] for row in await sql(db_path, statement, params)]
     assert not any(step.startswith("SCAN candles_1m") for step in plan), plan

@@ -39,6 +39,7 @@ from gateway.upstream import (
     parse_retry_after,
 )
 from gateway.upstream import client as client_module
+from gateway.upstream import decoding as decoding_module
 from tests.simulator import shipped_provider, synthetic_protocols_body
 from tests.simulator.rest import Fault, run_simulator
 
@@ -924,20 +925,20 @@ async def test_a_large_body_is_decoded_and_parsed_in_a_worker_thread(
 
     loop_thread = threading.get_ident()
     decoded_in: list[int] = []
-    real = client_module._decode_in_pieces
+    real = decoding_module.decode_in_pieces
 
     def spy(body: bytes) -> Any:
         decoded_in.append(threading.get_ident())
         return real(body)
 
-    monkeypatch.setattr(client_module, "_decode_in_pieces", spy)
+    monkeypatch.setattr(decoding_module, "decode_in_pieces", spy)
     parsed_in: list[int] = []
 
     def parse(payload: Any) -> int:
         parsed_in.append(threading.get_ident())
         return len(payload)
 
-    large = _strings(client_module.LARGE_BODY_BYTES + 10_000)
+    large = _strings(decoding_module.LARGE_BODY_BYTES + 10_000)
     async with mock_client(respond(200, large)) as client:
         assert await client.request_parsed(PROVIDER, "/large", parse) == len(large) // 1004
         assert decoded_in and parsed_in and loop_thread not in decoded_in + parsed_in
@@ -967,7 +968,7 @@ async def test_a_large_body_is_decoded_and_parsed_in_a_worker_thread(
     ],
 )
 def test_decoding_in_pieces_gives_what_json_loads_gives(body: bytes) -> None:
-    decoded = client_module._decode_in_pieces(body)
+    decoded = decoding_module.decode_in_pieces(body)
     assert json.dumps(decoded) == json.dumps(json.loads(body))
 
 
@@ -978,7 +979,7 @@ def test_decoding_in_pieces_refuses_what_json_loads_refuses(body: bytes) -> None
     with pytest.raises(ValueError):
         json.loads(body)
     with pytest.raises(ValueError):
-        client_module._decode_in_pieces(body)
+        decoding_module.decode_in_pieces(body)
 
 
 async def test_a_realistic_defillama_protocols_list_fits_the_shipped_cap() -> None:

@@ -26,7 +26,7 @@ from gateway.errors import (
 )
 from gateway.upstream import pool as pool_module
 from gateway.upstream.breaker import CircuitBreaker
-from gateway.upstream.pool import Pool, PoolMember, RotationEvent, Strategy
+from gateway.upstream.pool import Pool, PoolMember, RotationEvent, RotationStrategy
 from gateway.upstream.ratelimit import RateLimiter
 
 
@@ -79,7 +79,7 @@ def fail(pid: str, status: int | None = 500) -> UpstreamError:
 
 
 def make_pool(
-    strategy: Strategy, *members: ProviderConfig | PoolMember, **kwargs: Any
+    strategy: RotationStrategy, *members: ProviderConfig | PoolMember, **kwargs: Any
 ) -> tuple[Pool, list[RotationEvent]]:
     events: list[RotationEvent] = []
     pool = Pool(
@@ -109,7 +109,7 @@ def test_member_defaults_come_from_the_provider() -> None:
 
 async def test_priority_lowest_number_first_ties_in_config_order() -> None:
     pool, _ = make_pool(
-        Strategy.PRIORITY,
+        RotationStrategy.PRIORITY,
         provider("a", priority=3),
         provider("b", priority=1),
         provider("c", priority=2),
@@ -124,7 +124,7 @@ async def test_priority_lowest_number_first_ties_in_config_order() -> None:
 
 
 async def test_round_robin_takes_turns_and_reports_scheduled_rotations() -> None:
-    pool, events = make_pool(Strategy.ROUND_ROBIN, A, B, C)
+    pool, events = make_pool(RotationStrategy.ROUND_ROBIN, A, B, C)
     upstreams = Upstreams()
     served = [await pool.call(upstreams) for _ in range(5)]
     assert served == ["a", "b", "c", "a", "b"]
@@ -139,13 +139,13 @@ async def test_round_robin_takes_turns_and_reports_scheduled_rotations() -> None
 
 async def test_weighted_random_follows_weights_with_an_injected_rng() -> None:
     members = [provider("a", weight=1), provider("b", weight=3), provider("c", weight=0)]
-    pool, _ = make_pool(Strategy.WEIGHTED_RANDOM, *members, rng=random.Random(7))
+    pool, _ = make_pool(RotationStrategy.WEIGHTED_RANDOM, *members, rng=random.Random(7))
     firsts = collections.Counter(pool.order()[0].id for _ in range(4000))
     assert firsts["c"] == 0  # weight 0: only as a last resort
     assert 0.70 < firsts["b"] / 4000 < 0.80
     assert 0.20 < firsts["a"] / 4000 < 0.30
     # Same seed, same choices: tests (and incidents) can be replayed.
-    again, _ = make_pool(Strategy.WEIGHTED_RANDOM, *members, rng=random.Random(7))
+    again, _ = make_pool(RotationStrategy.WEIGHTED_RANDOM, *members, rng=random.Random(7))
     replay = collections.Counter(again.order()[0].id for _ in range(4000))
     assert replay == firsts
     # A zero-weight member is still tried when the others fail.
@@ -156,7 +156,7 @@ async def test_weighted_random_follows_weights_with_an_injected_rng() -> None:
 
 async def test_least_used_prefers_the_fewest_uses() -> None:
     pool, _ = make_pool(
-        Strategy.LEAST_USED, PoolMember(A, uses=5), PoolMember(B, uses=2), PoolMember(C, uses=5)
+        RotationStrategy.LEAST_USED, PoolMember(A, uses=5), PoolMember(B, uses=2), PoolMember(C, uses=5)
     )
     assert [m.id for m in pool.order()] == ["b", "a", "c"]
     upstreams = Upstreams()
@@ -166,7 +166,7 @@ async def test_least_used_prefers_the_fewest_uses() -> None:
 
 
 async def test_fastest_response_measures_unknowns_first(autojump_clock: trio.abc.Clock) -> None:
-    pool, _ = make_pool(Strategy.FASTEST_RESPONSE, PoolMember(A, latency_ms_ewma=100.0), B, C, D)
+    pool, _ = make_pool(RotationStrategy.FASTEST_RESPONSE, PoolMember(A, latency_ms_ewma=100.0), B, C, D)
     upstreams = Upstreams()
     upstreams.latency = {"a": 0.1, "b": 0.3, "c": 0.05, "d": 0.2}
     assert [m.id for m in pool.order()] == ["b", "c", "d", "a"]  # never measured come first
@@ -187,7 +187,7 @@ async def test_fastest_response_measures_unknowns_first(autojump_clock: trio.abc
 
 
 async def test_failover_within_the_call_and_failure_rotation() -> None:
-    pool, events = make_pool(Strategy.PRIORITY, A, B, C)
+    pool, events = make_pool(RotationStrategy.PRIORITY, A, B, C)
     upstreams = Upstreams()
     assert await pool.call(upstreams) == "a"
     assert events == []  # the first choice is not a rotation
@@ -209,7 +209,7 @@ async def test_failover_within_the_call_and_failure_rotation() -> None:
 async def test_rate_limited_member_rotates_with_reason_and_is_benched(
     autojump_clock: trio.abc.Clock,
 ) -> None:
-    pool, events = make_pool(Strategy.PRIORITY, A, B)
+    pool, events = make_pool(RotationStrategy.PRIORITY, A, B)
     upstreams = Upstreams()
     await pool.call(upstreams)
     upstreams.errors["a"] = UpstreamRateLimited("429", provider="a", retry_after=30)
@@ -226,7 +226,7 @@ async def test_rate_limited_member_rotates_with_reason_and_is_benched(
 async def test_open_circuits_are_skipped_without_a_call(autojump_clock: trio.abc.Clock) -> None:
     guards = FakeGuards()
     a = provider("a", breaker=BreakerSpec(failure_threshold=1, cooldown_seconds=60))
-    pool, events = make_pool(Strategy.PRIORITY, a, B, guards=guards)
+    pool, events = make_pool(RotationStrategy.PRIORITY, a, B, guards=guards)
     upstreams = Upstreams()
     await pool.call(upstreams)
     guards.breaker_for(a).record_failure()
@@ -238,7 +238,7 @@ async def test_open_circuits_are_skipped_without_a_call(autojump_clock: trio.abc
 
 
 async def test_circuit_open_raised_by_fn_counts_as_circuit_open() -> None:
-    pool, events = make_pool(Strategy.PRIORITY, A, B)
+    pool, events = make_pool(RotationStrategy.PRIORITY, A, B)
     upstreams = Upstreams()
     await pool.call(upstreams)
     upstreams.errors["a"] = CircuitOpenError(provider="a", retry_in=5)
@@ -249,7 +249,7 @@ async def test_circuit_open_raised_by_fn_counts_as_circuit_open() -> None:
 async def test_unconfigured_and_disabled_members_are_never_called() -> None:
     keyed = provider("keyed")
     off = provider("off", enabled=False)
-    pool, _ = make_pool(Strategy.PRIORITY, keyed, off, A, is_configured=lambda p: p.id != "keyed")
+    pool, _ = make_pool(RotationStrategy.PRIORITY, keyed, off, A, is_configured=lambda p: p.id != "keyed")
     upstreams = Upstreams()
     assert await pool.call(upstreams) == "a"
     assert upstreams.calls == ["a"]
@@ -261,7 +261,7 @@ async def test_members_without_budget_are_skipped_without_waiting(
     guards = FakeGuards()
     window = (RateLimitWindow(1, 60.0, "minute"),)
     a, b = provider("a", rate_limits=window), provider("b", rate_limits=window)
-    pool, events = make_pool(Strategy.PRIORITY, a, b, guards=guards)
+    pool, events = make_pool(RotationStrategy.PRIORITY, a, b, guards=guards)
     upstreams = Upstreams(guards)
     start = trio.current_time()
     assert await pool.call(upstreams) == "a"
@@ -279,7 +279,7 @@ async def test_waits_for_budget_when_the_members_with_budget_failed(
 ) -> None:
     guards = FakeGuards()
     a = provider("a", rate_limits=(RateLimitWindow(1, 10.0, "w"),))
-    pool, _ = make_pool(Strategy.PRIORITY, a, B, guards=guards)
+    pool, _ = make_pool(RotationStrategy.PRIORITY, a, B, guards=guards)
     upstreams = Upstreams(guards)
     await pool.call(upstreams)
     upstreams.errors["b"] = fail("b")
@@ -295,7 +295,7 @@ async def test_exhausted_pool_lists_every_providers_last_error(
     broken = provider("broken", breaker=BreakerSpec(failure_threshold=1))
     guards.breaker_for(broken).record_failure()
     pool, _ = make_pool(
-        Strategy.PRIORITY,
+        RotationStrategy.PRIORITY,
         A,
         B,
         C,
@@ -330,14 +330,14 @@ async def test_exhausted_pool_lists_every_providers_last_error(
 
 
 async def test_empty_pool_is_exhausted() -> None:
-    pool, _ = make_pool(Strategy.ROUND_ROBIN)
+    pool, _ = make_pool(RotationStrategy.ROUND_ROBIN)
     with pytest.raises(PoolExhausted, match="no providers") as info:
         await pool.call(Upstreams())
     assert info.value.extensions()["providers"] == []
 
 
 async def test_other_exceptions_propagate_without_failover() -> None:
-    pool, _ = make_pool(Strategy.PRIORITY, A, B)
+    pool, _ = make_pool(RotationStrategy.PRIORITY, A, B)
     calls: list[str] = []
 
     async def fn(p: ProviderConfig) -> str:
@@ -353,7 +353,7 @@ async def test_other_exceptions_propagate_without_failover() -> None:
 
 
 async def test_manual_rotation() -> None:
-    pool, events = make_pool(Strategy.PRIORITY, A, B, C)
+    pool, events = make_pool(RotationStrategy.PRIORITY, A, B, C)
     upstreams = Upstreams()
     assert await pool.call(upstreams) == "a"
     assert pool.rotate() == "b"
@@ -375,17 +375,17 @@ async def test_manual_rotation() -> None:
 
 
 async def test_rotate_before_any_call_and_round_robin_cursor() -> None:
-    pool, events = make_pool(Strategy.ROUND_ROBIN, A, B, C)
+    pool, events = make_pool(RotationStrategy.ROUND_ROBIN, A, B, C)
     assert pool.rotate() == "b"
     assert (events[0].from_provider, events[0].to_provider) == ("a", "b")
     upstreams = Upstreams()
     assert [await pool.call(upstreams) for _ in range(3)] == ["b", "c", "a"]
-    empty, _ = make_pool(Strategy.PRIORITY)
+    empty, _ = make_pool(RotationStrategy.PRIORITY)
     assert empty.rotate() is None
 
 
 async def test_members_can_be_added_and_removed_at_runtime() -> None:
-    pool, events = make_pool(Strategy.PRIORITY, A)
+    pool, events = make_pool(RotationStrategy.PRIORITY, A)
     upstreams = Upstreams()
     assert await pool.call(upstreams) == "a"
     added = pool.add_member(provider("z", priority=0))
@@ -403,7 +403,7 @@ async def test_members_can_be_added_and_removed_at_runtime() -> None:
 
 
 async def test_concurrent_calls_each_fail_over(autojump_clock: trio.abc.Clock) -> None:
-    pool, _ = make_pool(Strategy.ROUND_ROBIN, A, B, C)
+    pool, _ = make_pool(RotationStrategy.ROUND_ROBIN, A, B, C)
     upstreams = Upstreams()
     upstreams.errors["b"] = fail("b")
     upstreams.latency = {"a": 0.1, "c": 0.1}
@@ -419,7 +419,7 @@ async def test_concurrent_calls_each_fail_over(autojump_clock: trio.abc.Clock) -
 
 
 async def test_a_provider_the_client_refuses_rotates_as_manual() -> None:
-    pool, events = make_pool(Strategy.PRIORITY, A, B)
+    pool, events = make_pool(RotationStrategy.PRIORITY, A, B)
     upstreams = Upstreams()
     await pool.call(upstreams)
     upstreams.errors["a"] = UpstreamUnconfigured("API key not configured", provider="a")

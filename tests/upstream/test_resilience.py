@@ -20,7 +20,7 @@ from gateway.config import AuthSpec, BreakerSpec, ProviderConfig, RateLimitWindo
 from gateway.errors import CircuitOpenError, UpstreamPayloadError, UpstreamUnconfigured
 from gateway.models import PriceTick, utc_now
 from gateway.sources.coingecko import ENDPOINT, parse_simple_price, simple_price_params
-from gateway.upstream import Attempt, Pool, RotationEvent, Strategy, UpstreamClient
+from gateway.upstream import Attempt, Pool, RotationEvent, RotationStrategy, UpstreamClient
 from gateway.upstream.breaker import BreakerState
 from tests.simulator.rest import Fault, Simulator, run_simulator
 
@@ -209,7 +209,7 @@ async def test_unconfigured_provider_is_never_called() -> None:
                 "prices",
                 "Prices",
                 "MARKET_DATA",
-                Strategy.PRIORITY,
+                RotationStrategy.PRIORITY,
                 [coingecko, binance],
                 guards=client,
                 is_configured=lambda p: not p.requires_key or p.id in keys,
@@ -244,7 +244,7 @@ async def test_pool_fails_over_within_a_second_of_the_primary_failing(fault: Fau
                 "prices",
                 "Prices",
                 "MARKET_DATA",
-                Strategy.PRIORITY,
+                RotationStrategy.PRIORITY,
                 [primary, secondary],
                 guards=client,
                 on_rotation=events.append,

@@ -11,22 +11,21 @@ error says so (UPSTREAM_UNAVAILABLE); nothing is invented.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, cast
 
 import strawberry
-import trio
 from strawberry.types import Info
 
 from gateway.api.context import RequestContext
 from gateway.config import ProviderConfig, Settings
 from gateway.errors import BadUserInput, GatewayError, UpstreamUnconfigured
+from gateway.market.cache import MarketCache
 from gateway.models import utc_now
 from gateway.sources.coingecko_market import fetch_global, fetch_trending
 from gateway.sources.defillama import fetch_chain_tvl, fetch_protocols
 
-__all__ = ["MarketCache", "MarketQuery"]
+__all__ = ["MarketQuery"]
 
 T = TypeVar("T")
 
@@ -39,28 +38,6 @@ _AGE = "Seconds between observedAt and this response; grows while served from th
 
 def _age(observed_at: datetime) -> float:
     return max(0.0, (utc_now() - observed_at).total_seconds())
-
-
-class MarketCache:
-    """Answers by key, each kept for its TTL; expired answers are refetched, never served."""
-
-    def __init__(self) -> None:
-        self._entries: dict[str, tuple[float, datetime, Any]] = {}
-        self._locks: dict[str, trio.Lock] = {}
-
-    async def get(
-        self, key: str, ttl: float, fetch: Callable[[], Awaitable[T]]
-    ) -> tuple[T, datetime]:
-        """The cached value and when it was fetched, fetching it if absent or expired."""
-        lock = self._locks.setdefault(key, trio.Lock())
-        async with lock:  # one fetch at a time per key; waiters reuse its answer
-            entry = self._entries.get(key)
-            if entry is not None and trio.current_time() - entry[0] < ttl:
-                return cast(T, entry[2]), entry[1]
-            value = await fetch()
-            fetched_at = utc_now()
-            self._entries[key] = (trio.current_time(), fetched_at, value)
-            return value, fetched_at
 
 
 @strawberry.type(description="A coin people are searching for (CoinGecko's trending list).")

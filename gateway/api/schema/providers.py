@@ -2,9 +2,10 @@
 
 Queries read the registry (live state) and the provider store (history). Mutations change
 pools, acknowledge alerts and run provider checks; they are admin operations, refused with
-FORBIDDEN unless the caller's API key has the admin role (gateway.api.auth; for local development
-GATEWAY_ALLOW_ADMIN_MUTATIONS=1 makes everyone an admin). `apiKeyUsage` (admin) shows each API
-key's usage. Subscriptions stream state changes, rotations and alerts from the event bus.
+FORBIDDEN unless the caller's API key has the admin role (gateway.api.auth.access; for local
+development GATEWAY_ALLOW_ADMIN_MUTATIONS=1 makes everyone an admin). `apiKeyUsage` (admin)
+shows each API key's usage. Subscriptions stream state changes, rotations and alerts from the
+event bus.
 """
 
 from __future__ import annotations
@@ -25,34 +26,21 @@ from gateway.errors import BadUserInput, GatewayError
 from gateway.models import AlertRecord
 from gateway.models import ProviderStateChange as StateChangeRecord
 from gateway.providers.registry import ProviderRegistry
-from gateway.store.provider_records import RotationRecord as StoredRotation
+from gateway.storage import RotationRecord as StoredRotation
 from gateway.upstream.pool import Pool as PoolObject
 from gateway.upstream.pool import RotationEvent as RotationRecord
+from gateway.vocabulary import Category, ProviderState, RotationStrategy
 
 __all__ = ["ProviderMutation", "ProviderQuery", "ProviderSubscription"]
 
 MAX_LIMIT = 1000
 
 
-@strawberry.enum(description="What kind of data a provider serves.")
-class Category(enum.Enum):
-    MARKET_DATA = "MARKET_DATA"
-    EXPLORER = "EXPLORER"
-    RPC = "RPC"
-    NEWS = "NEWS"
-    SENTIMENT = "SENTIMENT"
-    WHALE_TRACKING = "WHALE_TRACKING"
-    ONCHAIN = "ONCHAIN"
-    DEFI = "DEFI"
-
-
-@strawberry.enum(description="A provider's health, from its recent requests.")
-class ProviderState(enum.Enum):
-    ONLINE = "ONLINE"
-    DEGRADED = "DEGRADED"
-    OFFLINE = "OFFLINE"
-    UNCONFIGURED = "UNCONFIGURED"
-    UNKNOWN = "UNKNOWN"
+# The vocabulary's own enums are the schema's (registered here, defined once in
+# gateway.vocabulary), so the API offers exactly the words providers.toml and the pools know.
+strawberry.enum(Category, description="What kind of data a provider serves.")
+strawberry.enum(ProviderState, description="A provider's health, from its recent requests.")
+strawberry.enum(RotationStrategy, description="How a pool orders its members for each request.")
 
 
 @strawberry.enum(description="A provider's circuit breaker.")
@@ -60,15 +48,6 @@ class CircuitState(enum.Enum):
     CLOSED = "CLOSED"
     OPEN = "OPEN"
     HALF_OPEN = "HALF_OPEN"
-
-
-@strawberry.enum(description="How a pool orders its members for each request.")
-class RotationStrategy(enum.Enum):
-    ROUND_ROBIN = "ROUND_ROBIN"
-    PRIORITY = "PRIORITY"
-    WEIGHTED_RANDOM = "WEIGHTED_RANDOM"
-    LEAST_USED = "LEAST_USED"
-    FASTEST_RESPONSE = "FASTEST_RESPONSE"
 
 
 @strawberry.enum(description="How urgent an alert is.")

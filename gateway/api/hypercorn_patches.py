@@ -1,0 +1,250 @@
+"""Every change the gateway makes to hypercorn, in one place, each written for hypercorn 0.18.
+
+`install()` applies them (idempotent); `gateway.api.ws` calls it at import, and so does
+`gateway.api.server`, so they are in place before hypercorn serves anything. It first runs
+`check()`, which raises RuntimeError, naming the installed and the expected versions, when the
+installed hypercorn is not the series in `WRITTEN_FOR` or when something a patch replaces or
+relies on is missing or has changed shape. Upgrading hypercorn means re-reading each patch
+below against the new hypercorn source (is the bug still there? does the replaced method still
+do what the replacement does?), then moving `WRITTEN_FOR`.
+
+1. `hypercorn.protocol.ws_stream.WebsocketBuffer.extend` (`buffer_extend`): make one oversized
+   WebSocket message cost its connection, not the whole server. Hypercorn answers a message
+   over `websocket_max_message_size` with close 1009 but leaves the partial message in the
+   connection's buffer; the client's next message is then appended to it, and a binary one
+   after a text one raises TypeError in hypercorn's read loop, which only expects OSError
+   there: the exception escapes the listener's nursery and stops the gateway (found by
+   tests/api/test_fuzz.py). Emptying the buffer when the limit trips keeps every later message
+   well-typed; the client has been told 1009 either way.
+
+2. `hypercorn.trio.tcp_server.TCPServer.protocol_send` (`protocol_send`): a stall deadline on
+   writes. Hypercorn writes every chunk under a *shielded* cancel scope with no deadline, so a
+   client that stops reading (its TCP window full) holds that write, the connection's send
+   lock and the task forever: nothing else can be sent to it (not our 4413 slow-consumer
+   close), and no cancellation reaches it, so the whole server's shutdown waited until such a
+   client went away (measured: still waiting after 20 s). Here each write of up to
+   `_STALL_CHUNK` bytes must finish within `send_stall_timeout` (Settings, carried on the
+   hypercorn Config as `gateway_send_stall_timeout`); a write that does not is abandoned, and
+   the connection is closed at once, as if the peer had gone. A client that reads even slowly
+   (over `_STALL_CHUNK` bytes in that time) is not affected.
+
+   While at it, the common case got cheaper: hypercorn's path costs two scheduler round trips
+   per write before any byte leaves (its uncontended `trio.Lock` and the socket's
+   checkpoints), so with 1,000 subscribers every writer ran before the first frame was sent.
+   Here an uncontended lock is taken without yielding and the bytes go straight into the
+   socket buffer (`_write_now`); only what does not fit takes the awaited path.
+   bench/stream_latency.py at 1,000 subscribers, 2 events/s: first delivery p50 51 -> 12 ms,
+   p99 126-181 -> 105 ms, server CPU 136-146 -> 85 µs per delivered message.
+
+Must never: patch hypercorn anywhere but here, patch a hypercorn it was not written for
+without saying so loudly, or change what hypercorn does for a server whose Config carries no
+`gateway_send_stall_timeout` (hypercorn's own `protocol_send` then runs unchanged).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import inspect
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import structlog
+import trio
+from hypercorn.events import Closed, Event, RawData
+from hypercorn.protocol import ws_stream
+from hypercorn.trio import tcp_server
+
+__all__ = [
+    "WRITTEN_FOR",
+    "buffer_extend",
+    "check",
+    "hypercorn_version",
+    "install",
+    "protocol_send",
+]
+
+log = structlog.get_logger(__name__)
+
+# The hypercorn series (major.minor) the patches were written and measured against.
+WRITTEN_FOR: Final = "0.18"
+
+# Writes are bounded per chunk of this many bytes, so a big response to a slow reader is fine.
+_STALL_CHUNK: Final = 64 * 1024
+
+# hypercorn's own methods as imported, before any patch: what the replacements delegate to
+# (None when missing: `check()` says so before anything is patched).
+_HYPERCORN_EXTEND: Final[Any] = getattr(ws_stream.WebsocketBuffer, "extend", None)
+_HYPERCORN_PROTOCOL_SEND: Final[Any] = getattr(tcp_server.TCPServer, "protocol_send", None)
+
+
+def buffer_extend(self: ws_stream.WebsocketBuffer, event: Any) -> None:
+    """hypercorn's `WebsocketBuffer.extend`, emptying the buffer when a message is too big
+    (patch 1 in the module docstring)."""
+    try:
+        _HYPERCORN_EXTEND(self, event)
+    except ws_stream.FrameTooLargeError:
+        self.clear()
+        raise
+
+
+async def protocol_send(self: tcp_server.TCPServer, event: Event) -> None:
+    """hypercorn's `TCPServer.protocol_send`, with a stall deadline on writes (patch 2 in the
+    module docstring)."""
+    stall = getattr(self.config, "gateway_send_stall_timeout", None)
+    if not isinstance(event, RawData) or stall is None:
+        await _HYPERCORN_PROTOCOL_SEND(self, event)
+        return
+    lock = self.send_lock
+    if lock.locked():
+        await lock.acquire()
+    else:
+        lock.acquire_nowait()  # uncontended: no scheduler round trip (see _write_now)
+    try:
+        data = memoryview(event.data)
+        try:
+            written = _write_now(self.stream, data)
+            if written == len(data):
+                await trio.lowlevel.cancel_shielded_checkpoint()  # after the bytes are out
+                return
+            data = data[written:]
+            for offset in range(0, max(len(data), 1), _STALL_CHUNK):
+                # Shielded like hypercorn's own write (a frame half-written by a cancellation
+                # would corrupt the stream), but never for longer than the stall timeout.
+                with trio.CancelScope(shield=True, deadline=trio.current_time() + stall) as scope:
+                    await self.stream.send_all(data[offset : offset + _STALL_CHUNK])
+                if scope.cancelled_caught:
+                    log.warning("http.send_stalled", seconds=stall, bytes=len(data))
+                    await trio.aclose_forcefully(self.stream)
+                    raise trio.ClosedResourceError("the peer stopped reading")
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            await self.protocol.handle(Closed())
+    finally:
+        lock.release()
+
+
+def _write_now(stream: object, data: memoryview) -> int:
+    """Write what the socket's buffer takes right now, without yielding; 0 when it is full or
+    the stream is not a plain socket (TLS). Raises trio.BrokenResourceError if the peer is
+    gone. The caller holds the send lock, so writes never interleave."""
+    if not isinstance(stream, trio.SocketStream) or not data:
+        return 0
+    try:
+        return os.write(stream.socket.fileno(), data)
+    except BlockingIOError:
+        return 0
+    except OSError as exc:
+        raise trio.BrokenResourceError(str(exc)) from exc
+
+
+@dataclass(frozen=True)
+class _Method:
+    """A hypercorn method a patch replaces or calls, and the shape the patch relies on."""
+
+    owner: type
+    name: str
+    parameters: tuple[str, ...]
+    coroutine: bool = False
+    replacement: Callable[..., Any] | None = None  # set for the methods a patch replaces
+    original: Any = None  # hypercorn's, as imported: what `check()` inspects once replaced
+
+    def where(self) -> str:
+        return f"{self.owner.__module__}.{self.owner.__qualname__}.{self.name}"
+
+    def problem(self) -> str | None:
+        method = getattr(self.owner, self.name, None)
+        if method is not None and method is self.replacement:
+            method = self.original
+        if not callable(method):
+            return f"{self.where()} is missing"
+        try:
+            parameters = tuple(inspect.signature(method).parameters)
+        except (TypeError, ValueError):
+            return f"{self.where()} has no inspectable signature"
+        if parameters != self.parameters:
+            return (
+                f"{self.where()} takes ({', '.join(parameters)}), "
+                f"the patch expects ({', '.join(self.parameters)})"
+            )
+        if inspect.iscoroutinefunction(method) != self.coroutine:
+            expected = "a coroutine function" if self.coroutine else "a plain function"
+            return f"{self.where()} is no longer {expected}"
+        return None
+
+
+_METHODS: Final = (
+    _Method(
+        ws_stream.WebsocketBuffer,
+        "extend",
+        ("self", "event"),
+        replacement=buffer_extend,
+        original=_HYPERCORN_EXTEND,
+    ),
+    _Method(ws_stream.WebsocketBuffer, "clear", ("self",)),
+    _Method(
+        tcp_server.TCPServer,
+        "protocol_send",
+        ("self", "event"),
+        coroutine=True,
+        replacement=protocol_send,
+        original=_HYPERCORN_PROTOCOL_SEND,
+    ),
+)
+
+# Instance attributes `protocol_send` reads, set by TCPServer.__init__ or TCPServer.run.
+_TCP_SERVER_ATTRIBUTES: Final = ("config", "protocol", "send_lock", "stream")
+
+
+def hypercorn_version() -> str:
+    """The installed hypercorn's version, from its distribution metadata."""
+    try:
+        return importlib.metadata.version("hypercorn")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def check() -> None:
+    """Raise RuntimeError unless the installed hypercorn is the series the patches were written
+    for and everything they replace or rely on still has the expected shape."""
+    installed = hypercorn_version()
+    problems: list[str] = []
+    if installed.split(".")[:2] != WRITTEN_FOR.split("."):
+        problems.append(f"hypercorn {installed} is installed, the patches expect {WRITTEN_FOR}.x")
+    problems.extend(problem for method in _METHODS if (problem := method.problem()) is not None)
+    frame_too_large = getattr(ws_stream, "FrameTooLargeError", None)
+    if not (isinstance(frame_too_large, type) and issubclass(frame_too_large, Exception)):
+        problems.append("hypercorn.protocol.ws_stream.FrameTooLargeError is missing")
+    problems.extend(
+        f"hypercorn.trio.tcp_server.TCPServer's __init__ and run no longer use self.{name}"
+        for name in _TCP_SERVER_ATTRIBUTES
+        if name not in _names_used_by(tcp_server.TCPServer, "__init__", "run")
+    )
+    if problems:
+        raise RuntimeError(
+            f"gateway.api.hypercorn_patches was written for hypercorn {WRITTEN_FOR} and the "
+            f"installed hypercorn is {installed}: " + "; ".join(problems) + ". Re-check each "
+            "patch listed in gateway/api/hypercorn_patches.py against the installed hypercorn's "
+            "source (is the bug still there? does the replaced method still do what the "
+            "replacement does?), then update WRITTEN_FOR, or install hypercorn "
+            f"{WRITTEN_FOR}.x."
+        )
+
+
+def _names_used_by(owner: type, *functions: str) -> set[str]:
+    """The attribute and global names the given methods' code refers to."""
+    names: set[str] = set()
+    for name in functions:
+        code = getattr(getattr(owner, name, None), "__code__", None)
+        if code is not None:
+            names.update(code.co_names)
+    return names
+
+
+def install() -> None:
+    """Check hypercorn (see `check`), then apply every patch not applied yet."""
+    check()
+    for method in _METHODS:
+        replacement = method.replacement
+        if replacement is not None and getattr(method.owner, method.name) is not replacement:
+            setattr(method.owner, method.name, replacement)

@@ -1,0 +1,25 @@
+"""GraphQL over WebSocket for /graphql, Trio-native: `graphql-transport-ws` and the legacy
+`graphql-ws`. `connection` holds one connection's tasks and the ASGI endpoint
+(`serve_websocket`), `protocols` what each protocol's messages mean (and the close codes),
+`operations` the operations a connection runs, `queue` its bounded outbound queue, `options`
+its limits and the shared counters. It serves the app's WebSocket route and reads the layers
+below only through the GraphQL engine, the subscription hub and access control it is given;
+nothing below the API may import it.
+"""
+
+from gateway.api.ws.connection import Connection, serve_websocket
+from gateway.api.ws.options import WebSocketOptions, WebSocketStats
+from gateway.api.ws.protocols import GRAPHQL_TRANSPORT_WS, GRAPHQL_WS, choose_subprotocol
+from gateway.api.ws.queue import CloseFrame, OutboundQueue
+
+__all__ = [
+    "GRAPHQL_TRANSPORT_WS",
+    "GRAPHQL_WS",
+    "CloseFrame",
+    "Connection",
+    "OutboundQueue",
+    "WebSocketOptions",
+    "WebSocketStats",
+    "choose_subprotocol",
+    "serve_websocket",
+]

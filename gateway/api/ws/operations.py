@@ -1,0 +1,249 @@
+"""The GraphQL operations one WebSocket connection runs, each in its own task.
+
+`Operations` starts an operation (within `max_operations` and the caller's tier limits), runs
+it (a query or mutation once through the engine; a subscription as a member of the shared
+execution in `gateway.api.shared_subscriptions`), and cancels it on complete/stop. Query limits
+(depth, cost, …) are the engine's, shared with HTTP; the tier limits (gateway.api.auth: requests
+per minute and day, open subscriptions, symbols, history) and a mutation the caller's role may
+not run (FORBIDDEN) are checked here: each refusal is an `error` message for that operation,
+and the connection stays.
+
+Everything it sends goes through its connection (`OperationHost`). Must never let one
+operation's failure end the connection, write to the socket, or run an operation of a client
+whose API key was revoked since connection_init (that closes 4403).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Protocol
+
+import structlog
+import trio
+from graphql import ExecutionResult, OperationType
+
+from gateway.api.auth import (
+    CLOSE_FORBIDDEN,
+    AccessControl,
+    Principal,
+    RateLimited,
+    forbidden_result,
+    use_principal,
+)
+from gateway.api.graphql_trio import GraphQLEngine, PreparedOperation, result_to_dict
+from gateway.api.shared_subscriptions import Membership, SubscriptionHub
+from gateway.api.ws.options import WebSocketOptions, WebSocketStats
+
+__all__ = ["OperationHost", "Operations"]
+
+log = structlog.get_logger(__name__)
+
+
+class OperationHost(Protocol):
+    """What an operation needs from its connection."""
+
+    @property
+    def legacy(self) -> bool:
+        """True for the legacy graphql-ws protocol (its `data`, `ka` and error shapes)."""
+        ...
+
+    @property
+    def principal(self) -> Principal | None: ...
+
+    @property
+    def context(self) -> Any:
+        """The GraphQL context the connection made once the client was known."""
+        ...
+
+    def queue_control(self, message: dict[str, Any]) -> None: ...
+
+    def queue_data(self, frame: str) -> None: ...
+
+    def close(self, code: int, reason: str) -> None: ...
+
+    def mark_active(self) -> None:
+        """An operation ended: the idle timeout counts from now."""
+        ...
+
+
+class _OperationSink:
+    """Delivers one operation's shared-subscription payloads into its connection's queue."""
+
+    __slots__ = ("_host", "_prefix", "done", "errors")
+
+    def __init__(self, host: OperationHost, prefix: str) -> None:
+        self._host = host
+        self._prefix = prefix
+        self.done = trio.Event()
+        self.errors: list[dict[str, Any]] | None = None
+
+    def deliver(self, payload: str) -> None:
+        self._host.queue_data(self._prefix + payload + "}")
+
+    def fail(self, errors: list[dict[str, Any]]) -> None:
+        self.errors = errors
+        self.done.set()
+
+    def finish(self) -> None:
+        self.done.set()
+
+
+class Operations:
+    """One connection's running operations, by id, each with the cancel scope that stops it."""
+
+    def __init__(
+        self,
+        host: OperationHost,
+        *,
+        engine: GraphQLEngine,
+        hub: SubscriptionHub,
+        access: AccessControl | None,
+        options: WebSocketOptions,
+        stats: WebSocketStats,
+    ) -> None:
+        self._host = host
+        self._engine = engine
+        self._hub = hub
+        self._access = access
+        self._options = options
+        self._stats = stats
+        self._running: dict[str, trio.CancelScope] = {}
+
+    def __len__(self) -> int:
+        return len(self._running)
+
+    def __contains__(self, op_id: str) -> bool:
+        return op_id in self._running
+
+    def start(self, nursery: trio.Nursery, op_id: str, payload: dict[str, Any]) -> None:
+        """Run `payload` as operation `op_id` in a task of `nursery`, or answer why not."""
+        maximum = self._options.max_operations
+        if len(self._running) >= maximum:
+            error = {
+                "message": f"this connection already runs {maximum} operations: "
+                "complete one before starting another",
+                "extensions": {"code": "RATE_LIMITED", "limit": "operations", "maximum": maximum},
+            }
+            self._send_errors(op_id, [error])
+            return
+        principal = self._host.principal
+        if self._access is not None and principal is not None:
+            try:
+                self._access.admit(principal)  # every operation is a request
+            except RateLimited as limited:
+                self._send_errors(op_id, [_rate_limited(limited)])
+                return
+        scope = trio.CancelScope()
+        self._running[op_id] = scope
+        self._stats.operations += 1
+        nursery.start_soon(self._run, op_id, payload, scope)
+
+    def cancel(self, op_id: str) -> None:
+        scope = self._running.pop(op_id, None)
+        if scope is not None:
+            scope.cancel()
+
+    def _send_errors(self, op_id: str, errors: list[dict[str, Any]]) -> None:
+        payload: Any = errors[0] if self._host.legacy and errors else errors
+        self._host.queue_control({"type": "error", "id": op_id, "payload": payload})
+
+    def _data_prefix(self, op_id: str) -> str:
+        kind = "data" if self._host.legacy else "next"
+        return '{"id":' + json.dumps(op_id) + ',"type":"' + kind + '","payload":'
+
+    async def _run(self, op_id: str, payload: dict[str, Any], scope: trio.CancelScope) -> None:
+        use_principal(self._host.principal)  # this task's (resolvers check the tier's limits)
+        try:
+            with scope:
+                completed = await self._operate(op_id, payload)
+                if completed:
+                    self._host.queue_control({"id": op_id, "type": "complete"})
+        except Exception as exc:  # an operation's failure is reported, never fatal
+            log.exception("ws_operation_failed", op_id=op_id, error=repr(exc))
+            self._send_errors(
+                op_id, [{"message": "internal error", "extensions": {"code": "INTERNAL"}}]
+            )
+        finally:
+            if self._running.get(op_id) is scope:
+                del self._running[op_id]
+            self._host.mark_active()
+
+    async def _operate(self, op_id: str, payload: dict[str, Any]) -> bool:
+        """Run one operation; True when a `complete` should follow."""
+        query: str = payload["query"]  # a string: checked by protocols.operation_fields
+        variables = payload.get("variables")
+        host = self._host
+        principal = host.principal
+        # A key revoked since the init (here or by `gateway keys revoke` elsewhere) stops now.
+        if (
+            self._access is not None
+            and principal is not None
+            and not await self._access.still_valid(principal)
+        ):
+            host.close(CLOSE_FORBIDDEN, "API key revoked")
+            return False
+        if variables is not None and not isinstance(variables, dict):
+            error = {"message": "'variables' must be an object"}
+            self._send_errors(op_id, [{**error, "extensions": {"code": "BAD_USER_INPUT"}}])
+            return False
+        prepared = self._engine.prepare(query, payload.get("operationName"), variables)
+        if isinstance(prepared, ExecutionResult):
+            self._send_errors(op_id, result_to_dict(prepared)["errors"])
+            return False
+        forbidden = forbidden_result(principal, prepared)
+        if forbidden is not None:
+            self._send_errors(op_id, result_to_dict(forbidden)["errors"])
+            return False
+        if prepared.kind is not OperationType.SUBSCRIPTION:
+            result = await self._engine.execute(prepared, variables=variables, context=host.context)
+            host.queue_control(
+                {
+                    "id": op_id,
+                    "type": "data" if host.legacy else "next",
+                    "payload": result_to_dict(result),
+                }
+            )
+            return True
+        if self._access is None or principal is None:
+            return await self._subscribe(op_id, query, prepared, variables, "")
+        try:
+            self._access.open_subscription(principal)
+        except RateLimited as limited:
+            self._send_errors(op_id, [_rate_limited(limited)])
+            return False
+        try:
+            return await self._subscribe(op_id, query, prepared, variables, principal.tier)
+        finally:
+            self._access.close_subscription(principal)
+
+    async def _subscribe(
+        self,
+        op_id: str,
+        query: str,
+        prepared: PreparedOperation,
+        variables: dict[str, Any] | None,
+        tier: str,
+    ) -> bool:
+        sink = _OperationSink(self._host, self._data_prefix(op_id))
+        # The hub shares one execution among identical subscriptions and keys its groups by the
+        # text it is given. Its resolvers see the tier of the client that started a group (they
+        # inherit this task's context), and tiers differ in what arguments they accept: so the
+        # tier is made part of the key, and clients of different tiers never share a group.
+        key = f"#tier:{tier}\n{query}" if tier else query
+        joined = await self._hub.join(key, prepared, variables, sink)
+        if not isinstance(joined, Membership):
+            self._send_errors(op_id, joined)
+            return False
+        try:
+            await sink.done.wait()
+        finally:
+            self._hub.leave(joined)
+        if sink.errors is not None:
+            self._send_errors(op_id, sink.errors)
+            return False
+        return True
+
+
+def _rate_limited(error: RateLimited) -> dict[str, Any]:
+    extensions = {k: v for k, v in error.extensions().items() if v is not None}
+    return {"message": str(error), "extensions": {**extensions, "code": error.code}}

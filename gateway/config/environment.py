@@ -1,0 +1,160 @@
+"""Settings from the environment: GATEWAY_* variables (and PORT) over the defaults of `Settings`.
+
+Each variable is parsed and checked on the way in, so a bad value is a `ConfigError` naming the
+variable (not the attribute it sets); the result is validated again as a whole by
+`Settings.validated`. This module must never hold a default of its own: an unset or empty
+variable leaves the attribute of `Settings` as it is.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from gateway.config.settings import (
+    ANONYMOUS_ACCESS,
+    TIER_LIMIT_NAMES,
+    TTL_CATEGORIES,
+    Settings,
+    parse_cors_origins,
+    parse_trusted_proxies,
+)
+from gateway.errors import ConfigError
+from gateway.vocabulary import TIER_NAMES
+
+__all__ = ["settings_from_env"]
+
+
+def _env_port(env: dict[str, str]) -> int | None:
+    for name in ("GATEWAY_PORT", "PORT"):
+        raw = env.get(name)
+        if raw is None or raw == "":
+            continue
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be an integer port, got {raw!r}") from None
+    return None
+
+
+def _env_flag(env: dict[str, str], name: str) -> bool | None:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return None
+    if raw.lower() in {"1", "true", "yes", "on"}:
+        return True
+    if raw.lower() in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{name} must be 1/true/yes/on or 0/false/no/off, got {raw!r}")
+
+
+def settings_from_env(env: dict[str, str] | None = None) -> Settings:
+    """Defaults overridden by GATEWAY_* variables (and PORT, for container platforms)."""
+    env = dict(os.environ) if env is None else env
+    base = Settings()
+    symbols = env.get("GATEWAY_SYMBOLS")
+    return base.with_overrides(
+        host=env.get("GATEWAY_HOST") or None,
+        port=_env_port(env),
+        db_path=Path(env["GATEWAY_DB"]) if env.get("GATEWAY_DB") else None,
+        providers_path=Path(env["GATEWAY_PROVIDERS"]) if env.get("GATEWAY_PROVIDERS") else None,
+        log_format=env.get("GATEWAY_LOG_FORMAT") or None,
+        log_level=env.get("GATEWAY_LOG_LEVEL") or None,
+        allow_admin_mutations=_env_flag(env, "GATEWAY_ALLOW_ADMIN_MUTATIONS"),
+        symbols=tuple(s.strip().upper() for s in symbols.split(",") if s.strip())
+        if symbols
+        else None,
+        stream_publish_interval=_env_seconds(env, "GATEWAY_STREAM_PUBLISH_INTERVAL"),
+        tick_retention_days=_env_seconds(env, "GATEWAY_TICK_RETENTION_DAYS"),
+        **_env_access(env),
+        **_env_ttls(env),
+    )
+
+
+def _env_seconds(env: dict[str, str], name: str) -> float | None:
+    """A duration (in the unit its name says): 0 or a positive, finite number; None if unset."""
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise ConfigError(f"{name} must be 0 or a positive number, got {raw!r}")
+    return seconds
+
+
+def _env_ttls(env: dict[str, str]) -> dict[str, float]:
+    """GATEWAY_TTL_<CATEGORY> in seconds: a positive, finite number."""
+    overrides: dict[str, float] = {}
+    for category in TTL_CATEGORIES:
+        name = f"GATEWAY_TTL_{category.upper()}"
+        raw = env.get(name)
+        if raw is None or not raw.strip():
+            continue
+        try:
+            seconds = float(raw)
+        except ValueError:
+            seconds = math.nan
+        if not (math.isfinite(seconds) and seconds > 0):
+            raise ConfigError(f"{name} must be a positive number of seconds, got {raw!r}")
+        overrides[f"ttl_{category}"] = seconds
+    return overrides
+
+
+def _env_list(env: dict[str, str], name: str) -> list[str] | None:
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return None
+    return [part.strip() for part in raw.split(",") if part.strip()]
+
+
+def _env_tier(env: dict[str, str], tier: str) -> dict[str, int]:
+    name = f"GATEWAY_TIER_{tier.upper()}"
+    overrides: dict[str, int] = {}
+    for item in _env_list(env, name) or []:
+        limit, _, value = item.partition("=")
+        limit = limit.strip()
+        if limit not in TIER_LIMIT_NAMES:
+            raise ConfigError(
+                f"{name}: unknown limit {limit!r} (one of {', '.join(TIER_LIMIT_NAMES)})"
+            )
+        try:
+            number = int(value.strip())
+        except ValueError:
+            number = -1
+        if number < 0:
+            raise ConfigError(f"{name}: {limit} must be an integer, 0 for unlimited; got {value!r}")
+        overrides[f"tier_{tier}_{limit}"] = number
+    return overrides
+
+
+def _env_access(env: dict[str, str]) -> dict[str, Any]:
+    """The access-control and HTTP-hygiene variables, checked."""
+    overrides: dict[str, Any] = {}
+    anonymous = env.get("GATEWAY_ANONYMOUS")
+    if anonymous:
+        if anonymous.lower() not in ANONYMOUS_ACCESS:
+            raise ConfigError(f"GATEWAY_ANONYMOUS must be read or off, got {anonymous!r}")
+        overrides["anonymous_access"] = anonymous.lower()
+    for tier in TIER_NAMES:
+        overrides.update(_env_tier(env, tier))
+    origins = _env_list(env, "GATEWAY_CORS_ORIGINS")
+    if origins is not None:
+        overrides["cors_origins"] = parse_cors_origins(origins, "GATEWAY_CORS_ORIGINS")
+    proxies = _env_list(env, "GATEWAY_TRUSTED_PROXIES")
+    if proxies is not None:
+        parse_trusted_proxies(proxies, "GATEWAY_TRUSTED_PROXIES")
+        overrides["trusted_proxies"] = tuple(proxies)
+    body = env.get("GATEWAY_MAX_BODY_BYTES")
+    if body:
+        try:
+            overrides["max_body_bytes"] = int(body)
+        except ValueError:
+            overrides["max_body_bytes"] = 0
+        if overrides["max_body_bytes"] < 1:
+            raise ConfigError(f"GATEWAY_MAX_BODY_BYTES must be a positive integer, got {body!r}")
+    return overrides

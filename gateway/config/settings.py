@@ -1,0 +1,273 @@
+"""Settings: every tunable of a running gateway, in one typed class whose attributes are the
+documented defaults.
+
+Values are validated here, once (`Settings.validated`, also for settings built in code by tests
+and benches), so the rest of the code never sees a bad port or queue size: a problem is a
+`ConfigError` whose message names the setting, which the CLI prints as one line and exits 2.
+Defaults are overridden by the environment (`gateway.config.environment`), then by command-line
+flags (`Settings.with_overrides`). This module must never read the environment (that is
+`environment`'s job) or the providers file.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from gateway.config.units import MINUTES, SECONDS
+from gateway.errors import ConfigError
+from gateway.vocabulary import TIER_NAMES
+
+__all__ = [
+    "ANONYMOUS_ACCESS",
+    "TIER_LIMIT_NAMES",
+    "TTL_CATEGORIES",
+    "Settings",
+    "parse_cors_origins",
+    "parse_trusted_proxies",
+]
+
+# The market categories with their own cache TTL (Settings.ttl_<category>).
+TTL_CATEGORIES = ("trending", "overview", "protocols", "tvl")
+
+# What anonymous_access may be, and the limits each tier has (Settings.tier_<tier>_<limit>).
+ANONYMOUS_ACCESS = ("read", "off")
+TIER_LIMIT_NAMES = ("per_minute", "per_day", "symbols", "history_days", "subscriptions")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every tunable of a running gateway. Attribute values are the defaults."""
+
+    host: str = "127.0.0.1"
+    port: int = 7860
+    db_path: Path = Path("data/gateway.db")
+    providers_path: Path = Path("providers.toml")
+    log_format: str = "auto"  # auto | console | json
+    log_level: str = "info"
+
+    # Live fan-out: each WebSocket connection's outbound queue holds at most this many frames.
+    # When full, the oldest data frame is dropped (counted in gateway_ws_dropped_frames_total).
+    ws_send_queue: int = 256
+    # A connection that has dropped this many frames in a row without its queue ever draining
+    # is closed with 4413 ("slow consumer"): it is not reading, and keeping it costs memory.
+    ws_slow_consumer_drops: int = 2048
+    # A subscription frame still unsent this long after it was queued is dropped (counted):
+    # a client that fell behind gets fresh data, and its latency stays bounded.
+    ws_max_frame_age: float = 2 * SECONDS
+    ws_init_timeout: float = 10 * SECONDS
+    ws_ping_interval: float = 20 * SECONDS
+    ws_max_message_bytes: int = 256 * 1024
+
+    # Storage: the single writer commits a batch when it holds this many rows or this much time
+    # has passed since the first pending row, whichever comes first.
+    storage_batch_rows: int = 500
+    storage_batch_seconds: float = 0.25 * SECONDS
+    storage_queue: int = 10_000
+    # Raw ticks older than this many days are deleted (hourly, in small transactions); the
+    # one-minute candles built from them are kept, so priceHistory/ohlcv still reach back.
+    # Streams store up to a tick per symbol per second: a month of 20 symbols is ~50M rows.
+    # 0 keeps every tick. GATEWAY_TICK_RETENTION_DAYS.
+    tick_retention_days: float = 30.0
+
+    # The event bus: each internal subscriber (fan-out group, storage feed) buffers this many.
+    bus_buffer: int = 1024
+
+    # Shutdown: in-flight work gets this long after SIGINT/SIGTERM before it is cancelled.
+    shutdown_grace: float = 3 * SECONDS
+    # A write to a client that makes no progress (64 KiB not taken) for this long is given up
+    # and the connection closed: a client that stops reading cannot hold its connection, or
+    # the shutdown, forever (gateway/api/hypercorn_patches.py).
+    send_stall_timeout: float = 4 * SECONDS
+
+    # A collector that raised is restarted after a doubling backoff capped here.
+    restart_backoff_initial: float = 1 * SECONDS
+    restart_backoff_max: float = 5 * MINUTES
+
+    # State-changing mutations (pools, alerts, provider checks) need an admin API key. For local
+    # development only, GATEWAY_ALLOW_ADMIN_MUTATIONS=1 makes anonymous clients and viewer keys
+    # admins too (see gateway/api/auth/access.py).
+    allow_admin_mutations: bool = False
+
+    # chainHeads answers are reused for this long, so polling clients do not multiply traffic.
+    chain_head_cache_seconds: float = 5 * SECONDS
+
+    # Market-wide answers (gateway/api/schema/market.py) are cached this long per category; the
+    # environment overrides them in seconds: GATEWAY_TTL_TRENDING, GATEWAY_TTL_OVERVIEW,
+    # GATEWAY_TTL_PROTOCOLS, GATEWAY_TTL_TVL. Answers say their age (`ageSeconds`).
+    ttl_trending: float = 5 * MINUTES
+    ttl_overview: float = 5 * MINUTES
+    ttl_protocols: float = 60 * MINUTES
+    ttl_tvl: float = 60 * MINUTES
+
+    # A live exchange stream publishes at most one tick per symbol this often (the latest
+    # wins), so a feed that pushes every trade costs subscribers and the store one tick per
+    # interval; 0 publishes every message. GATEWAY_STREAM_PUBLISH_INTERVAL, in seconds.
+    stream_publish_interval: float = 1 * SECONDS
+
+    # priceHistory/ohlcv fill holes from upstream candle endpoints for at most this long per
+    # request; what was stored by then stays stored, the rest is reported as missing.
+    history_fill_seconds: float = 8 * SECONDS
+
+    # Consensus: with three or more fresh sources, one deviating from their median by more than
+    # this many percent is excluded from the price and counted as an outlier on its provider.
+    consensus_max_deviation_pct: float = 2.0
+
+    # Symbols collected by every price collector unless a provider entry says otherwise.
+    symbols: tuple[str, ...] = ("BTC", "ETH", "SOL", "BNB", "XRP", "ADA", "DOGE")
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        """A copy with the given non-None values replaced, re-validated."""
+        changes = {k: v for k, v in overrides.items() if v is not None}
+        return replace(self, **changes).validated()
+
+    def validated(self) -> Settings:
+        """Check every value; raises ConfigError naming the first bad one."""
+        if not self.host.strip():
+            raise ConfigError("host must not be empty")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be between 0 and 65535, got {self.port}")
+        if self.log_format not in {"auto", "console", "json"}:
+            raise ConfigError(f"log format must be auto, console or json, got {self.log_format!r}")
+        if self.db_path.exists() and self.db_path.is_dir():
+            raise ConfigError(f"database path {self.db_path} is a directory")
+        for name in ("ws_send_queue", "storage_batch_rows", "storage_queue", "bus_buffer"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1")
+        if not (math.isfinite(self.tick_retention_days) and self.tick_retention_days >= 0):
+            raise ConfigError("tick_retention_days must be 0 (keep all) or a positive number")
+        if not (math.isfinite(self.stream_publish_interval) and self.stream_publish_interval >= 0):
+            raise ConfigError("stream_publish_interval must be 0 or a positive number of seconds")
+        for category in TTL_CATEGORIES:
+            ttl = getattr(self, f"ttl_{category}")
+            if not (math.isfinite(ttl) and ttl > 0):
+                raise ConfigError(f"ttl_{category} must be a positive number of seconds")
+        self._validate_access()
+        return self
+
+    def _validate_access(self) -> None:
+        """The access-control and HTTP-hygiene settings, also when set in code (tests, benches)
+        rather than through the environment, which `gateway.config.environment` checks on the
+        way in."""
+        if self.anonymous_access not in ANONYMOUS_ACCESS:
+            raise ConfigError(
+                f"anonymous_access must be read or off, got {self.anonymous_access!r}"
+            )
+        for tier in TIER_NAMES:
+            for limit in TIER_LIMIT_NAMES:
+                value = getattr(self, f"tier_{tier}_{limit}")
+                if not isinstance(value, int) or value < 0:
+                    raise ConfigError(f"tier_{tier}_{limit} must be an integer >= 0, got {value!r}")
+        parse_cors_origins(self.cors_origins)
+        parse_trusted_proxies(self.trusted_proxies)
+        if self.max_body_bytes < 1:
+            raise ConfigError(f"max_body_bytes must be at least 1, got {self.max_body_bytes}")
+        if self.cors_max_age < 0:
+            raise ConfigError(f"cors_max_age must not be negative, got {self.cors_max_age}")
+
+    # Query limits (gateway/api/query_limits.py), checked before anything executes, the same over
+    # HTTP and both WebSocket protocols. A violation is an error with extensions.code
+    # QUERY_TOO_COMPLEX (BAD_USER_INPUT for introspection while it is disabled). The defaults
+    # admit GraphiQL's introspection query and the largest query the schema serves.
+    query_max_document_bytes: int = 32 * 1024  # the query text, in UTF-8, before parsing
+    query_max_depth: int = 15  # field nesting, fragments expanded; `{ status { version } }` is 2
+    query_max_aliases: int = 30  # aliased fields in one document, as written
+    # Pairs of same-named fields (and of fragment spreads) that validation must compare; bounds
+    # graphql-core's quadratic overlapping-fields check (about 25 ms at the default).
+    query_max_overlap_pairs: int = 1_000
+    # Estimated cost: each field 1, a list field multiplies its sub-selection by its
+    # first/last/limit argument, else by `query_default_list_size` (formula in query_limits.py).
+    query_max_cost: int = 60_000
+    query_default_list_size: int = 10
+    allow_introspection: bool = True  # when False, __schema/__type are refused; __typename works
+
+    # WebSocket: operations one connection may run at once (one more is answered with an
+    # `error` message for it; the connection stays), and how long a connection with no message
+    # from the client (pongs aside) and no operation running stays open before it is closed
+    # with 4408 "Connection idle timeout".
+    ws_max_operations: int = 100
+    ws_idle_timeout: float = 10 * MINUTES
+
+    # Access control (gateway/api/auth/, gateway/store/api_keys.py). Keys are made with `gateway
+    # keys create`. A request without one is anonymous: with anonymous_access "read" it may read and
+    # run viewer mutations (viewer role, free tier, limits counted per client IP); with "off" it is
+    # refused (HTTP 401 UNAUTHENTICATED, WebSocket close 4401).
+    anonymous_access: str = "read"  # read | off
+    # Tier limits, per key (per client IP for anonymous clients); 0 means unlimited. Requests
+    # per minute (sliding window) and per UTC day: one more is RATE_LIMITED (HTTP 429 with
+    # Retry-After). Symbols in one request and days of history a query may reach back: more is
+    # BAD_USER_INPUT naming the limit. Subscriptions open at once: one more is RATE_LIMITED.
+    # GATEWAY_TIER_FREE="per_minute=30,per_day=1000,symbols=5,history_days=7,subscriptions=5"
+    # (and _PRO, _ENTERPRISE) override any of them.
+    tier_free_per_minute: int = 30
+    tier_free_per_day: int = 1_000
+    tier_free_symbols: int = 5
+    tier_free_history_days: int = 7
+    tier_free_subscriptions: int = 5
+    tier_pro_per_minute: int = 300
+    tier_pro_per_day: int = 50_000
+    tier_pro_symbols: int = 100
+    tier_pro_history_days: int = 90
+    tier_pro_subscriptions: int = 50
+    tier_enterprise_per_minute: int = 0
+    tier_enterprise_per_day: int = 0
+    tier_enterprise_symbols: int = 0
+    tier_enterprise_history_days: int = 0
+    tier_enterprise_subscriptions: int = 0
+    # A key revoked by `gateway keys revoke` (another process) stops working on its next HTTP
+    # request or WebSocket operation; its open WebSockets are closed (4403) within this long.
+    auth_revocation_poll: float = 2 * SECONDS
+    # A key's last-used time is written at most this often (never once per request).
+    auth_last_used_interval: float = 1 * MINUTES
+    # Each key's requests of the day are saved this often (and at shutdown), restored at start.
+    auth_usage_flush: float = 1 * MINUTES
+    # Anonymous clients whose usage is tracked at once; the least recently seen are forgotten.
+    auth_max_anonymous_clients: int = 10_000
+
+    # HTTP hygiene (gateway/api/http_policy.py). Browser origins (scheme://host[:port]) allowed to
+    # call the API cross-origin; "*" allows any. Same-origin pages (GraphiQL) need no entry.
+    # A request or WebSocket handshake to /graphql from another origin is refused with 403.
+    cors_origins: tuple[str, ...] = ()
+    cors_max_age: int = 600  # seconds a browser may cache a preflight answer
+    # Proxies (CIDRs) whose X-Forwarded-For / Forwarded headers are believed: the client is the
+    # rightmost address not in them. Without any, the TCP peer is the client.
+    trusted_proxies: tuple[str, ...] = ()
+    # Largest GraphQL request body accepted over HTTP (413 beyond it).
+    max_body_bytes: int = 1024 * 1024
+
+
+def parse_cors_origins(
+    values: list[str] | tuple[str, ...], name: str = "cors_origins"
+) -> tuple[str, ...]:
+    """Origins as browsers send them (scheme://host[:port], lower case), or "*"."""
+    origins = []
+    for value in values:
+        if value == "*":
+            origins.append(value)
+            continue
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.netloc or parts.path not in {"", "/"}:
+            raise ConfigError(
+                f"{name}: {value!r} is not an origin like https://app.example.com (or *)"
+            )
+        if parts.query or parts.fragment or "@" in parts.netloc:
+            raise ConfigError(f"{name}: {value!r} is not an origin like https://app.example.com")
+        origins.append(f"{parts.scheme}://{parts.netloc}".lower())
+    return tuple(origins)
+
+
+def parse_trusted_proxies(
+    values: list[str] | tuple[str, ...], name: str = "trusted_proxies"
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """CIDRs (or single addresses) of trusted proxies."""
+    networks = []
+    for value in values:
+        try:
+            networks.append(ipaddress.ip_network(value, strict=False))
+        except ValueError:
+            raise ConfigError(f"{name}: {value!r} is not an IP network like 10.0.0.0/8") from None
+    return tuple(networks)
