@@ -22,7 +22,10 @@ LAYERS: tuple[tuple[str, str], ...] = (
     (r"trio/_sync\.py", "trio.Lock (hypercorn send_lock)"),
     (r"\(trio/|outcome|attrs generated methods trio", "trio scheduler, cancel scopes, checkpoints"),
     (r"contextlib\.py", "contextlib (@contextmanager helpers)"),
-    (r"hypercorn/|collections/__init__|\(<string>\)", "hypercorn (ASGI send, h11/ws stream, events)"),
+    (
+        r"hypercorn/|collections/__init__|\(<string>\)",
+        "hypercorn (ASGI send, h11/ws stream, events)",
+    ),
     (r"wsproto/", "wsproto framing"),
     (r"gateway/api/ws/", "gateway/api/ws/ (queue, writer)"),
     (r"gateway/pubsub\.py", "gateway/pubsub.py"),

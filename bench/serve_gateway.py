@@ -84,11 +84,13 @@ class Publisher:
 
 async def serve(port: int, db_dir: Path, gc_stats: GCStats) -> None:
     # The load client is N users behind one loopback address: lift the anonymous tier's
-    # per-address limits (subscriptions, request rates), which would otherwise stop at 5.
+    # per-address limits (subscriptions, connections, request rates), which would otherwise
+    # stop at 5.
     settings = Settings(
         port=port,
         db_path=db_dir / "bench.db",
         tier_free_subscriptions=0,
+        tier_free_connections=0,  # sockets per address (gateway/api/ws/admission.py)
         tier_free_per_minute=0,
         tier_free_per_day=0,
     ).validated()

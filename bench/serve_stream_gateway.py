@@ -73,6 +73,7 @@ async def serve(
         db_path=db_dir / "bench.db",
         symbols=("BTC",),
         tier_free_subscriptions=0,
+        tier_free_connections=0,  # sockets per address (gateway/api/ws/admission.py)
         tier_free_per_minute=0,
         tier_free_per_day=0,
     ).validated()

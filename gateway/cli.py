@@ -42,6 +42,7 @@ from gateway.log import configure_logging
 from gateway.vocabulary import INTERVAL_SECONDS
 
 if TYPE_CHECKING:
+    from gateway.config import ProvidersFile
     from gateway.storage import KeyRecord
 
 __all__ = ["main"]
@@ -102,6 +103,16 @@ def build_parser() -> argparse.ArgumentParser:
         "schema.graphql in the repository. Needs no database, providers file or environment.",
     )
     return parser
+
+
+def _load_providers(path: Path) -> ProvidersFile:
+    """providers.toml, also checked against the sources registry: every `collector` names a
+    registered source, streams have ws(s):// URLs and everything else http(s)://. (The config
+    layer cannot see the registry, so it is handed the names here.)"""
+    from gateway.sources.registry import SOURCES
+
+    kinds = {name: entry.stream is not None for name, entry in SOURCES.items()}
+    return load_providers(path, sources=kinds)
 
 
 def _days(text: str) -> float:
@@ -177,14 +188,14 @@ def _backfill(args: argparse.Namespace) -> int:
         settings = settings_from_env().with_overrides(
             db_path=args.db, providers_path=args.providers
         )
-        providers = load_providers(settings.providers_path)
+        providers = _load_providers(settings.providers_path)
         symbol = None if args.status and args.symbol == "*" else normalize_symbol(args.symbol)
         if symbol is not None and symbol not in known_symbols():
             close = difflib.get_close_matches(symbol, sorted(known_symbols()), n=3)
             raise UnknownSymbol(args.symbol, close)
+        secrets = Secrets.from_environment(providers)
     except (ConfigError, GatewayError) as exc:
         return _fail(EXIT_CONFIG, str(exc))
-    secrets = Secrets.from_environment(providers)
     configure_logging(settings.log_format, "warning", secrets=secrets.all_values())
     interval = INTERVAL_SECONDS[args.interval]
     start, end = window(args.days, args.until)
@@ -404,6 +415,8 @@ def main(argv: list[str] | None = None) -> int:
         return _backfill(args)
     if args.command == "schema":
         return _schema()
+    from gateway.providers.upstream_keys import Secrets
+
     try:
         settings = settings_from_env().with_overrides(
             host=args.host,
@@ -412,16 +425,12 @@ def main(argv: list[str] | None = None) -> int:
             providers_path=args.providers,
             log_format=args.log_format,
         )
-        providers = load_providers(settings.providers_path)
+        providers = _load_providers(settings.providers_path)
+        secrets = Secrets.from_environment(providers)  # reads GATEWAY_ENV_FILE or ./.env
     except ConfigError as exc:
         return _fail(EXIT_CONFIG, str(exc))
-    from gateway.providers.upstream_keys import Secrets
 
-    configure_logging(
-        settings.log_format,
-        settings.log_level,
-        secrets=Secrets.from_environment(providers).all_values(),
-    )
+    configure_logging(settings.log_format, settings.log_level, secrets=secrets.all_values())
 
     from gateway.nursery import run_gateway
 

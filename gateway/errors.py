@@ -17,7 +17,9 @@ exactly what failed::
     │   ├── UpstreamPayloadError      the body was malformed or of the wrong shape
     │   ├── CircuitOpenError          the provider's circuit breaker is open; nothing was sent
     │   ├── UpstreamUnconfigured      disabled, or its API key is missing; nothing was sent
-    │   └── PoolExhausted             every provider of a pool failed; lists each one's error
+    │   ├── PoolExhausted             every provider of a pool failed; lists each one's error
+    │   └── StaleData                 code STALE_DATA: the newest data is past its hard age
+    │                                 limit; carries ageSeconds and maxAgeSeconds
     └── StorageError                  the database could not be read or written
 
 Never raise a bare Exception for a condition a user can cause or a provider can trigger.
@@ -36,6 +38,7 @@ __all__ = [
     "GatewayError",
     "PoolExhausted",
     "RateLimited",
+    "StaleData",
     "StorageError",
     "TierLimitExceeded",
     "Unauthenticated",
@@ -180,6 +183,38 @@ class PoolExhausted(UpstreamError):
                 {"provider": provider, "error": message, "httpStatus": status}
                 for provider, message, status in self.errors
             ],
+        }
+
+
+class StaleData(UpstreamError):
+    """The newest data there is for an answer is older than its category's hard age limit, so
+    it is refused rather than served as current (code STALE_DATA).
+
+    `age_seconds` is the data's age as the upstream dates it (its own timestamp where it gives
+    one, else when the gateway fetched it); `max_age_seconds` the limit it broke. Raised inside a
+    pool call it counts as that provider's failure, so the pool asks the next one.
+    """
+
+    code = "STALE_DATA"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        age_seconds: float,
+        max_age_seconds: float,
+        endpoint: str | None = None,
+    ) -> None:
+        super().__init__(message, provider=provider, endpoint=endpoint)
+        self.age_seconds = age_seconds
+        self.max_age_seconds = max_age_seconds
+
+    def extensions(self) -> dict[str, Any]:
+        return {
+            **super().extensions(),
+            "ageSeconds": round(self.age_seconds, 3),
+            "maxAgeSeconds": self.max_age_seconds,
         }
 
 

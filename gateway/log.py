@@ -62,6 +62,7 @@ class SecretMasker:
         return event
 
 
+# One for each name of gateway.vocabulary.LOG_LEVELS (GATEWAY_LOG_LEVEL).
 _LEVELS = {
     "debug": logging.DEBUG,
     "info": logging.INFO,
@@ -79,7 +80,9 @@ def configure_logging(
     that looks like a key; exceptions are rendered before masking so tracebacks are masked too.
     """
     stream = stream or sys.stderr
-    numeric = _LEVELS.get(level.lower(), logging.INFO)
+    numeric = _LEVELS.get(level.lower())
+    if numeric is None:
+        raise ValueError(f"log level must be one of {', '.join(_LEVELS)}, got {level!r}")
     console = fmt == "console" or (fmt == "auto" and getattr(stream, "isatty", lambda: False)())
     renderer: Any = (
         structlog.dev.ConsoleRenderer(colors=True)

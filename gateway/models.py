@@ -7,12 +7,12 @@ Times are timezone-aware UTC datetimes; money is USD.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
 __all__ = ["Candle", "PriceTick", "epoch_ms", "from_epoch_ms", "utc_now"]
-
 
 
 def utc_now() -> datetime:
@@ -37,6 +37,17 @@ class PriceTick:
     volume_24h_usd: float | None = None
     change_24h_pct: float | None = None
 
+    def check(self) -> None:
+        """ValueError for what no source may produce: a non-finite price or a naive time
+        (SQLite would store NaN as NULL and fail a whole batch; a naive time has no instant)."""
+        if not math.isfinite(self.usd):
+            raise ValueError(f"{self.provider} {self.symbol}: price {self.usd!r} is not a number")
+        if self.observed_at.tzinfo is None:
+            raise ValueError(
+                f"{self.provider} {self.symbol}: naive datetime {self.observed_at.isoformat()}: "
+                "use an aware UTC datetime"
+            )
+
 
 @dataclass(frozen=True, slots=True)
 class Candle:
@@ -58,6 +69,14 @@ class Candle:
     volume: float | None
     provider: str
     complete: bool
+    # The providers whose candles this one is the consensus of ("consensus" in `provider`);
+    # empty for one provider's own candle.
+    providers: tuple[str, ...] = ()
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """Every provider behind this candle."""
+        return self.providers or (self.provider,)
 
 
 @dataclass(frozen=True, slots=True)

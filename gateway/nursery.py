@@ -8,9 +8,11 @@ One `trio.run` holds everything. Lifetimes nest so that shutdown happens in the 
                         ─ hypercorn       (stops accepting; connections drain)
 
 On the shutdown trigger (SIGINT/SIGTERM in the CLI, an Event in tests): readiness drops,
-WebSockets are closed with 1001, hypercorn stops accepting and drains for `shutdown_grace`,
+WebSockets are closed with 1001, hypercorn stops accepting and drains for `shutdown_grace`
+(by then every write to a client is abandoned too, however slowly it reads: gateway.api.server),
 then the service nursery is cancelled (with a hard deadline), and finally the storage writer
-commits what it holds. The whole sequence is bounded well inside 5 seconds.
+commits what it holds. The whole sequence is bounded well inside 5 seconds, slow clients
+connected or not (tests/test_nursery.py).
 
 A collector that raises is logged and restarted; nothing a collector does can end the process.
 
@@ -34,7 +36,7 @@ from gateway.api.context import RequestContext, Services
 from gateway.api.graphql_trio import GraphQLEngine
 from gateway.api.server import serve_http
 from gateway.api.shared_subscriptions import SubscriptionHub
-from gateway.api.ws import WebSocketOptions, WebSocketStats
+from gateway.api.ws import WebSocketOptions, WebSocketStats, raise_descriptor_limit
 from gateway.chains.heads import ChainHeads
 from gateway.config import SECONDS, ProviderConfig, ProvidersFile, Settings
 from gateway.gc_tuning import tune_gc
@@ -42,6 +44,7 @@ from gateway.ingest import Ingest
 from gateway.models import PriceTick, utc_now
 from gateway.prices.consensus import OutlierWatch
 from gateway.prices.history import CandleHistory
+from gateway.prices.plausibility import GateLimits, PlausibilityGate
 from gateway.providers.registry import ProviderRegistry
 from gateway.providers.status import ProviderStatusBoard
 from gateway.providers.upstream_keys import Secrets
@@ -53,7 +56,7 @@ from gateway.sources.registry import collector_for, stream_for
 from gateway.sources.stream_group import StreamGroup
 from gateway.sources.stream_state import StreamHealth, StreamSettings
 from gateway.sources.streams import StreamClient
-from gateway.storage import ProviderStore, Storage
+from gateway.storage import QUARANTINE_RETENTION_DAYS, ProviderStore, QuarantineStore, Storage
 from gateway.upstream.client import UpstreamClient
 
 __all__ = ["Gateway", "RunningGateway", "run_gateway", "supervise"]
@@ -151,6 +154,7 @@ class Gateway:
                 client,
                 lambda: registry.available_providers("MARKET_DATA"),
                 key_for=registry.secrets.key_for,
+                max_deviation_pct=settings.consensus_max_deviation_pct,
             ),
         )
         engine = GraphQLEngine(build_schema()._schema)
@@ -170,18 +174,31 @@ class Gateway:
                 async with trio.open_nursery() as service:
                     await service.start(hub.run)
                     await service.start(registry.run)
-                    self._start_collectors(service, registry, services, running.restarts)
-                    if settings.tick_retention_days > 0:
-                        service.start_soon(
-                            partial(
-                                supervise,
-                                "tick-retention",
-                                partial(prune_ticks_forever, storage, settings.tick_retention_days),
-                                initial_backoff=settings.restart_backoff_initial,
-                                max_backoff=settings.restart_backoff_max,
-                                restarts=running.restarts,
+                    ingest = Ingest(
+                        storage,
+                        bus,
+                        registry.board,
+                        OutlierWatch(max_deviation_pct=settings.consensus_max_deviation_pct),
+                        PlausibilityGate(
+                            GateLimits(
+                                band_pct=settings.plausibility_band_pct,
+                                step_pct=settings.plausibility_step_pct,
+                                max_step_pct=settings.plausibility_max_step_pct,
                             )
+                        ),
+                    )
+                    await ingest.prime()
+                    self._start_collectors(service, registry, services, ingest, running.restarts)
+                    service.start_soon(
+                        partial(
+                            supervise,
+                            "retention",
+                            partial(prune_forever, storage, settings.tick_retention_days),
+                            initial_backoff=settings.restart_backoff_initial,
+                            max_backoff=settings.restart_backoff_max,
+                            restarts=running.restarts,
                         )
+                    )
                     server_done = trio.Event()
 
                     async def serve(*, task_status: trio.TaskStatus[list[str]]) -> None:
@@ -214,6 +231,7 @@ class Gateway:
         nursery: trio.Nursery,
         registry: ProviderRegistry,
         services: Services,
+        ingest: Ingest,
         restarts: dict[str, int],
     ) -> None:
         """A supervised task per enabled, configured provider that has a collector or a stream.
@@ -221,8 +239,6 @@ class Gateway:
         REST collectors and streams run side by side: while every stream for a symbol is down,
         the REST collectors' ticks keep `priceTicks` flowing.
         """
-        watch = OutlierWatch(max_deviation_pct=self.settings.consensus_max_deviation_pct)
-        ingest = Ingest(services.storage, services.bus, registry.board, watch)
         client = registry.client
         assert services.interest is not None and services.streams is not None
         for provider in self.providers.providers:
@@ -301,14 +317,19 @@ async def _run_stream(
 PRUNE_EVERY: Final = 3600 * SECONDS
 
 
-async def prune_ticks_forever(storage: Storage, retention_days: float) -> None:
-    """Delete raw ticks older than the retention, a minute after start and then hourly."""
+async def prune_forever(storage: Storage, tick_retention_days: float) -> None:
+    """A minute after start and then hourly: delete raw ticks older than their retention (0:
+    keep all) and quarantined ticks older than theirs (QUARANTINE_RETENTION_DAYS)."""
+    quarantine = QuarantineStore(storage)
     await trio.sleep(60 * SECONDS)
     while True:
-        cutoff = utc_now() - timedelta(days=retention_days)
-        deleted = await storage.prune_ticks(cutoff)
-        if deleted:
-            log.info("storage.ticks_pruned", deleted=deleted, before=cutoff.isoformat())
+        now = utc_now()
+        if tick_retention_days > 0:
+            cutoff = now - timedelta(days=tick_retention_days)
+            deleted = await storage.prune_ticks(cutoff)
+            if deleted:
+                log.info("storage.ticks_pruned", deleted=deleted, before=cutoff.isoformat())
+        await quarantine.prune(now - timedelta(days=QUARANTINE_RETENTION_DAYS))
         await trio.sleep(PRUNE_EVERY)
 
 
@@ -362,9 +383,14 @@ async def run_gateway(
     *,
     task_status: trio.TaskStatus[RunningGateway] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run a gateway that stops on SIGINT or SIGTERM (the CLI's entry point)."""
+    """Run a gateway that stops on SIGINT or SIGTERM (the CLI's entry point).
+
+    First the soft descriptor limit is raised to the hard one (logged; never fatal), before the
+    app derives its WebSocket cap from it (gateway.api.ws.descriptors).
+    """
     import signal
 
+    raise_descriptor_limit()
     gateway = Gateway(settings, providers)
     async with trio.open_nursery() as nursery:
 

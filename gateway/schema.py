@@ -3,7 +3,8 @@
 Each part owns one area of the public contract (the repository's `schema.graphql`, which is
 what `gateway schema` prints): `prices` (prices, history, live ticks and candles, status),
 `market` (market-wide and DeFi answers), `providers` (providers, pools, alerts and the admin
-mutations). This module only merges their Query, Mutation and Subscription types.
+mutations), `quarantine` (the prices refused at ingest). This module only merges their Query,
+Mutation and Subscription types.
 
 Must never define a type or a resolver itself: they belong in their part.
 """
@@ -16,6 +17,7 @@ from strawberry.tools import merge_types
 from gateway.api.schema.market import MarketQuery
 from gateway.api.schema.prices import PriceQuery, PriceSubscription
 from gateway.api.schema.providers import ProviderMutation, ProviderQuery, ProviderSubscription
+from gateway.api.schema.quarantine import QuarantineQuery
 
 __all__ = ["build_schema"]
 
@@ -23,7 +25,7 @@ __all__ = ["build_schema"]
 def build_schema() -> strawberry.Schema:
     """The strawberry schema; its `_schema` is the graphql-core schema our engine executes."""
     return strawberry.Schema(
-        query=merge_types("Query", (PriceQuery, ProviderQuery, MarketQuery)),
+        query=merge_types("Query", (PriceQuery, ProviderQuery, MarketQuery, QuarantineQuery)),
         mutation=merge_types("Mutation", (ProviderMutation,)),
         subscription=merge_types("Subscription", (PriceSubscription, ProviderSubscription)),
     )

@@ -2,10 +2,10 @@
 
 `Storage` is the database (WAL SQLite, one batching writer, reads off the event loop);
 `CandleStore` (providers' candles and their coverage), `ProviderStore` (what the gateway learns
-about its providers) and `KeyStore` with the API-key functions read and write their own tables
-through it. Import these names from here, never from the modules of `gateway.store` (an
-import-linter contract checks it), so the store's inner layout can change without touching
-its callers.
+about its providers), `QuarantineStore` (prices the plausibility gate refused) and `KeyStore`
+with the API-key functions read and write their own tables through it. Import these names from
+here, never from the modules of `gateway.store` (an import-linter contract checks it), so the
+store's inner layout can change without touching its callers.
 """
 
 from gateway.store.api_keys import (
@@ -21,14 +21,18 @@ from gateway.store.api_keys import (
 from gateway.store.candles import CandleStore, Span, merge_spans, subtract_spans
 from gateway.store.database import Storage
 from gateway.store.provider_records import PoolRecord, ProviderStore, RotationRecord
+from gateway.store.quarantine import QUARANTINE_RETENTION_DAYS, QuarantinedTick, QuarantineStore
 
 __all__ = [
     "KEY_PATTERN",
+    "QUARANTINE_RETENTION_DAYS",
     "CandleStore",
     "KeyRecord",
     "KeyStore",
     "PoolRecord",
     "ProviderStore",
+    "QuarantineStore",
+    "QuarantinedTick",
     "RotationRecord",
     "Span",
     "Storage",

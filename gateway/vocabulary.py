@@ -21,6 +21,7 @@ from typing import Final
 __all__ = [
     "CATEGORY_LABELS",
     "INTERVAL_SECONDS",
+    "LOG_LEVELS",
     "ROLES",
     "TIER_NAMES",
     "Category",
@@ -108,3 +109,6 @@ INTERVAL_SECONDS: Final[Mapping[str, int]] = MappingProxyType(
 # The roles and tiers an API key of ours can have (gateway keys create, GATEWAY_TIER_*).
 ROLES: Final = ("viewer", "admin")
 TIER_NAMES: Final = ("free", "pro", "enterprise")
+
+# The levels GATEWAY_LOG_LEVEL may name (gateway.log maps them; any other is a ConfigError).
+LOG_LEVELS: Final = ("debug", "info", "warning", "error")

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import trio
 
@@ -18,6 +19,15 @@ from gateway.nursery import Gateway, RunningGateway
 from gateway.storage import Storage
 
 StartGateway = Callable[..., Awaitable[RunningGateway]]
+
+
+async def graphql(
+    running: RunningGateway, query: str, variables: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """POST one GraphQL request to a running gateway; the decoded JSON answer."""
+    async with httpx.AsyncClient(base_url=running.urls[0], timeout=10) as client:
+        body = {"query": query, "variables": variables or {}}
+        return (await client.post("/graphql", json=body)).json()  # type: ignore[no-any-return]
 
 
 def streams_live(running: RunningGateway) -> bool:

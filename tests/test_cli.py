@@ -151,3 +151,98 @@ def test_signal_stops_gracefully_within_5_seconds(tmp_path: Path, signum: int) -
         if process.poll() is None:
             process.kill()
             process.wait(timeout=5)
+
+
+# -- issue 10, item 9: a careless configuration stops `serve` with one line and exit 2 ---------
+# Every URL is loopback (port 9, discard): a regression that starts the gateway stays local.
+
+ENTRY = '[[provider]]\nid = "{id}"\ncategory = "MARKET_DATA"\nbase_url = "{url}"\n{extra}'
+
+
+def serve_with(
+    tmp_path: Path, providers: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`gateway serve` on a free port with this providers.toml; bounded by gateway()'s timeout
+    (a gateway that starts instead of refusing fails the test by timing out, never hangs it)."""
+    path = tmp_path / "providers.toml"
+    path.write_text(providers)
+    quiet_env = tmp_path / "quiet.env"
+    quiet_env.write_text("")
+    return gateway(
+        "serve",
+        "--port",
+        "0",
+        "--db",
+        str(tmp_path / "g.db"),
+        env={"GATEWAY_PROVIDERS": str(path), "GATEWAY_ENV_FILE": str(quiet_env), **(env or {})},
+        timeout=15,
+    )
+
+
+CARELESS = [
+    (
+        ENTRY.format(id="coingecko", url="http://127.0.0.1:9", extra="interval_seconds = nan\n"),
+        {},
+        "providers.toml:1: interval_seconds must be a positive, finite number, got nan",
+    ),
+    (
+        ENTRY.format(id="kraken-stream", url="http://127.0.0.1:9/v2", extra=""),
+        {},
+        "providers.toml:1: base_url 'http://127.0.0.1:9/v2' is not a WebSocket URL, but"
+        " 'kraken-stream' is a live stream: it needs ws:// or wss://",
+    ),
+    (
+        ENTRY.format(id="binance", url="ws://127.0.0.1:9/ws", extra=""),
+        {},
+        "providers.toml:1: base_url 'ws://127.0.0.1:9/ws' is a WebSocket URL, but"
+        " 'binance' is not a live stream: it needs http:// or https://",
+    ),
+    (
+        ENTRY.format(id="mine", url="http://127.0.0.1:9", extra='collector = "nope"\n'),
+        {},
+        "providers.toml:1: collector 'nope' is not a known collector (one of ",
+    ),
+    ("# to do: add providers\n", {}, "providers.toml: no [[provider]] entry"),
+    ("allow_empty = true\n", {"GATEWAY_LOG_LEVEL": "loud"}, "GATEWAY_LOG_LEVEL must be one of"),
+]
+
+
+@pytest.mark.parametrize(
+    ("providers", "env", "message"),
+    CARELESS,
+    ids=["nan-interval", "https-stream", "wss-rest", "unknown-collector", "empty", "log-level"],
+)
+def test_a_careless_configuration_exits_2_with_one_line(
+    tmp_path: Path, providers: str, env: dict[str, str], message: str
+) -> None:
+    result = serve_with(tmp_path, providers, env)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("gateway: error: ")
+    assert message in result.stderr
+
+
+def test_a_missing_or_malformed_env_file_exits_2_naming_it(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.env"
+    result = serve_with(tmp_path, "allow_empty = true\n", {"GATEWAY_ENV_FILE": str(missing)})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == f"gateway: error: GATEWAY_ENV_FILE: env file {missing} does not exist\n"
+
+    broken = tmp_path / "broken.env"
+    broken.write_text("# keys\nCOINGECKO_API_KEY=abc\nthis line has no equals sign\n")
+    result = serve_with(tmp_path, "allow_empty = true\n", {"GATEWAY_ENV_FILE": str(broken)})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == f"gateway: error: {broken}:3: expected NAME=VALUE\n"
+    assert "abc" not in result.stderr
+
+    # the same for backfill, which reads the same file
+    result = gateway(
+        "backfill",
+        "--symbol",
+        "BTC",
+        "--db",
+        str(tmp_path / "g.db"),
+        env={"GATEWAY_ENV_FILE": str(broken)},
+        timeout=15,
+    )
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert f"{broken}:3: expected NAME=VALUE" in result.stderr

@@ -119,13 +119,14 @@ async def test_price_flows_from_upstream_to_subscriber_and_survives_restart(tmp_
             )
             with trio.fail_after(5):  # collectors are polling: ticks flow
                 assert json.loads(await ws.get_message())["type"] == "next"
-            simulator.set_price("BTC", 12345.5, provider="coingecko")
+            # (a plausible move: a jump to a wild value would be quarantined, never streamed)
+            simulator.set_price("BTC", 67_400.5, provider="coingecko")
             changed_at = trio.current_time()
             with trio.fail_after(2):
                 while True:
                     message = json.loads(await ws.get_message())
                     tick = message["payload"]["data"]["priceTicks"]
-                    if tick["usd"] == 12345.5:
+                    if tick["usd"] == 67_400.5:
                         break
             assert tick["provider"] == "coingecko"
             assert trio.current_time() - changed_at < 2
@@ -161,7 +162,7 @@ async def test_price_flows_from_upstream_to_subscriber_and_survives_restart(tmp_
             await ws.send_message(json.dumps({"type": "subscribe", "id": "r", "payload": payload}))
             seen = []
             with trio.fail_after(5):
-                while 12345.5 not in seen:
+                while 67_400.5 not in seen:
                     message = json.loads(await ws.get_message())
                     seen.append(message["payload"]["data"]["priceTicks"]["usd"])
         assert await second.stop() == 0

@@ -22,7 +22,8 @@ from gateway.prices.consensus import OutlierWatch
 from gateway.providers.status import ProviderStatusBoard
 from gateway.pubsub import EventBus
 from gateway.storage import Storage
-from tests.conftest import StartGateway, wait_members
+from tests.conftest import StartGateway, graphql, wait_members
+from tests.simulator.rest import run_simulator
 
 QUERY = (
     "subscription($s: DateTime) "
@@ -84,11 +85,12 @@ async def test_replay_then_live_without_gap_or_duplicate(start_gateway: StartGat
         with trio.fail_after(5):
             assert await received(ws, 3) == [102.0, 103.0, 104.0]
             await wait_members(running, 1)
+            # (plausible moves: a jump from 104 to 200 would be quarantined, never published)
             live = [
-                PriceTick("BTC", 200.0 + n, "p", utc_now() + timedelta(seconds=n)) for n in range(3)
+                PriceTick("BTC", 110.0 + n, "p", utc_now() + timedelta(seconds=n)) for n in range(3)
             ]
             await ingest(live)
-            assert await received(ws, 3) == [200.0, 201.0, 202.0]
+            assert await received(ws, 3) == [110.0, 111.0, 112.0]
 
 
 async def test_ingest_publishes_without_waiting_for_the_commit(
@@ -162,6 +164,82 @@ async def test_an_outlier_is_counted_on_its_provider(running_storage: Storage) -
     now = utc_now()
     with trio.fail_after(5):
         await ingest([PriceTick("BTC", 67_000.0, "a", now), PriceTick("BTC", 67_010.0, "b", now)])
-        await ingest([PriceTick("BTC", 90_000.0, "c", now)])
-    assert board.records["c"].outliers == 1
+        await ingest([PriceTick("BTC", 70_500.0, "c", now)])  # 5 % off: believable, an outlier
+    assert board.records["c"].outliers == 1 and board.records["c"].quarantined == 0
     assert board.records["a"].outliers == board.records["b"].outliers == 0
+
+
+# -- bad upstream values end to end (issue: 1e300 stored, streamed and served by history) -------
+
+
+async def test_a_wild_upstream_value_is_quarantined_not_stored_streamed_or_in_candles(
+    start_gateway: StartGateway,
+) -> None:
+    async with run_simulator() as sim:
+        running = await start_gateway(
+            providers=ProvidersFile(
+                tuple(
+                    sim.provider(pid, interval_seconds=0.2, symbols=("BTC",))
+                    for pid in ("coingecko", "kraken", "binance")
+                )
+            ),
+            symbols=("BTC",),
+            storage_batch_seconds=0.05,
+        )
+        board = running.services.status_board
+        streamed: list[float] = []
+        with running.services.bus.prices.subscribe() as live:
+
+            async def listen() -> None:
+                async for tick in live:
+                    streamed.append(tick.usd)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(listen)
+                # Every provider believed first, then Binance alone goes wild.
+                with trio.fail_after(10):
+                    while len(streamed) < 6:
+                        await trio.sleep(0.05)
+                sim.set_price("BTC", 1e300, provider="binance")
+                with trio.fail_after(10):
+                    while board.records["binance"].quarantined < 3:
+                        await trio.sleep(0.05)
+                await running.services.storage.committed()
+                nursery.cancel_scope.cancel()
+
+        assert streamed and max(streamed) < 1e6  # no subscriber ever saw it
+        stored = await running.services.storage.latest_ticks(["BTC"])
+        assert {t.provider for t in stored} == {"coingecko", "kraken", "binance"}
+        assert max(t.usd for t in stored) < 1e6  # binance's latest stored tick is its last sane one
+        answer = await graphql(
+            running,
+            '{ ohlcv(symbol: "BTC", interval: M1, limit: 5) { high close } '
+            'prices(symbols: ["BTC"]) { usd } '
+            'quarantinedTicks(provider: "binance") { symbol usd referenceUsd reason } '
+            "providers { id quarantined } }",
+        )
+        assert "errors" not in answer, answer
+        data = answer["data"]
+        assert data["ohlcv"] and max(c["high"] for c in data["ohlcv"]) < 1e6
+        assert data["prices"][0]["usd"] < 1e6
+        refused = data["quarantinedTicks"]
+        assert refused and all(r["usd"] == 1e300 for r in refused)
+        assert refused[0]["referenceUsd"] < 1e6 and "other providers" in refused[0]["reason"]
+        counts = {p["id"]: p["quarantined"] for p in data["providers"]}
+        assert counts["binance"] >= 3 and counts["coingecko"] == counts["kraken"] == 0
+
+
+async def test_two_disagreeing_sources_give_a_warning_and_no_price(
+    start_gateway: StartGateway,
+) -> None:
+    running = await start_gateway()
+    now = utc_now()
+    ingest = ingest_for(running)
+    with trio.fail_after(5):
+        await ingest([PriceTick("BTC", 67_000.0, "coingecko", now)])
+        await ingest([PriceTick("BTC", 1e12, "binance", now)])  # both new: the gate cannot tell
+        await running.services.storage.committed()
+    answer = await graphql(running, '{ prices(symbols: ["BTC"]) { symbol usd } }')
+    assert answer["data"]["prices"] == []  # never the 500,000,033,500 average
+    codes = [w["code"] for w in answer["extensions"]["warnings"]]
+    assert "SOURCES_DISAGREE" in codes

@@ -37,7 +37,9 @@ def test_no_module_imports_a_private_name_of_another() -> None:
         for path in _python_files("gateway", "tests", "bench")
         for hit in _private_imports(path.read_text(encoding="utf-8"), str(path.relative_to(REPO)))
     ]
-    assert found == [], "give these names a public name where they are defined:\n" + "\n".join(found)
+    assert found == [], "give these names a public name where they are defined:\n" + "\n".join(
+        found
+    )
 
 
 def test_the_private_import_check_sees_one() -> None:
@@ -52,6 +54,8 @@ def test_no_module_is_longer_than_its_concern_needs() -> None:
         if (lines := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES
     }
     unexplained = {name: lines for name, lines in long.items() if name not in LONG_MODULES}
-    assert unexplained == {}, f"split these (or say in LONG_MODULES why one concern needs it): {unexplained}"
+    assert unexplained == {}, (
+        f"split these (or say in LONG_MODULES why one concern needs it): {unexplained}"
+    )
     stale = set(LONG_MODULES) - set(long)
     assert not stale, f"no longer long, drop from LONG_MODULES: {stale}"

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import json
+import os
+import socket as stdlib_socket
 from typing import Any
 
 import httpx
@@ -10,8 +14,9 @@ import pytest
 import trio
 
 import gateway.nursery as nursery_module
+from gateway.models import PriceTick, utc_now
 from gateway.nursery import supervise
-from tests.conftest import StartGateway
+from tests.conftest import StartGateway, wait_members
 
 
 async def test_a_crashing_task_is_restarted_with_doubling_capped_backoff(
@@ -81,3 +86,90 @@ async def test_the_gateway_survives_an_http_server_crash(
             except httpx.TransportError:
                 await trio.sleep(0.1)
     assert response.status_code == 200  # same port, same process, same gateway
+
+
+# -- shutdown with slow clients ---------------------------------------------------------------
+
+TICKS = 'subscription { priceTicks(symbols: ["BTC"]) { usd } }'
+
+
+def _ws_frame(message: dict[str, Any]) -> bytes:
+    """A masked text frame, as a client sends it."""
+    data, mask = json.dumps(message).encode(), os.urandom(4)
+    assert len(data) < 126
+    return (
+        bytes([0x81, 0x80 | len(data)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+    )
+
+
+async def _subscriber_that_stopped_reading(port: int) -> trio.SocketStream:
+    """A graphql-transport-ws subscriber with a tiny receive buffer that never reads again."""
+    sock = trio.socket.socket()
+    sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_RCVBUF, 4096)
+    await sock.connect(("127.0.0.1", port))
+    stream = trio.SocketStream(sock)
+    await stream.send_all(
+        b"GET /graphql HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        b"Sec-WebSocket-Protocol: graphql-transport-ws\r\n\r\n"
+    )
+    await stream.receive_some(4096)  # 101
+    await stream.send_all(_ws_frame({"type": "connection_init"}))
+    await stream.receive_some(4096)  # connection_ack
+    await stream.send_all(_ws_frame({"type": "subscribe", "id": "1", "payload": {"query": TICKS}}))
+    return stream
+
+
+async def test_slow_clients_cannot_stretch_the_shutdown_past_five_seconds(
+    start_gateway: StartGateway,
+) -> None:
+    """Subscribers that stopped reading, a download read just fast enough never to stall, and
+    uploads trickling their bodies, all connected when the shutdown begins: the gateway still
+    stops within 5 s (it took 41 s: the download's writes were shielded, each 64 KiB chunk given
+    its own stall timeout)."""
+    running = await start_gateway()  # the default grace and stall timeouts: the promise's
+    downloaded = 0
+    async with trio.open_nursery() as clients:
+        with trio.fail_after(10):
+            subscribers = [await _subscriber_that_stopped_reading(running.port) for _ in range(3)]
+            await wait_members(running, 3)
+            for n in range(2_000):  # fills their windows: writes to them wait
+                running.services.bus.prices.publish(PriceTick("BTC", float(n), "t", utc_now()))
+                if n % 100 == 0:
+                    await trio.sleep(0.01)
+
+        async def slow_download() -> None:
+            nonlocal downloaded
+            stream = await trio.open_tcp_stream("127.0.0.1", running.port)
+            await stream.send_all(
+                b"GET /graphiql/graphiql.min.js HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+            )
+            with contextlib.suppress(trio.BrokenResourceError):
+                while chunk := await stream.receive_some(16 * 1024):  # ~80 KB/s: 3.5 MB in 40 s
+                    downloaded += len(chunk)
+                    await trio.sleep(0.2)
+
+        async def trickled_upload() -> None:
+            stream = await trio.open_tcp_stream("127.0.0.1", running.port)
+            await stream.send_all(
+                b"POST /graphql HTTP/1.1\r\nHost: 127.0.0.1\r\ncontent-length: 1000\r\n\r\n{"
+            )
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                for _ in range(100):
+                    await trio.sleep(1)
+                    await stream.send_all(b" ")
+
+        for _ in range(3):
+            clients.start_soon(slow_download)
+            clients.start_soon(trickled_upload)
+        await trio.sleep(1)
+        began = trio.current_time()
+        running.gateway.shutdown.set()
+        with trio.fail_after(30):
+            await running.gateway.stopped.wait()
+        took = trio.current_time() - began
+        clients.cancel_scope.cancel()
+    for stream in subscribers:
+        await stream.aclose()
+    assert 0 < downloaded < 2_000_000  # the downloads were still going when the shutdown began
+    assert took < 5.0

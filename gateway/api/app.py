@@ -5,18 +5,21 @@ Routes:
     GET      /graphql   GraphiQL, when a browser asks for HTML
     WS       /graphql   graphql-transport-ws and legacy graphql-ws (ws/)
     GET      /healthz   the process is alive
-    GET      /readyz    the database answers and the supervisor has started everything
+    GET      /readyz    the database answers, its writes commit, and the supervisor runs
     GET      /metrics   Prometheus text
 
 WebSocket traffic is dispatched to ws/ before Starlette sees it: the per-frame path stays
 free of framework layers, and Starlette never touches the socket.
 
-Around every HTTP request: gateway.api.http_policy (security headers, CORS, Origin check). On
-/graphql, before anything is parsed: the caller is authenticated (gateway.api.auth: 401
-UNAUTHENTICATED for a bad key, or for none while anonymous access is off) and the request is
-counted against its tier (429 RATE_LIMITED with Retry-After when over). A mutation the caller's
-role may not run is refused whole (FORBIDDEN) before any resolver runs. The ASGI lifespan runs
-`AccessControl.run` (revocation polling, usage saving) for as long as the server serves.
+Around every HTTP request: gateway.api.http_policy (allowed hosts, security headers, CORS, Origin
+check); a WebSocket handshake is held to the same hosts and origins. A POST body must arrive
+whole within `http_body_timeout` (else 408, the connection closed); a body cut short is one
+`http.upload_aborted` log line, never a traceback. On /graphql, before anything is parsed: the
+caller is authenticated (gateway.api.auth: 401 UNAUTHENTICATED for a bad key, or for none while
+anonymous access is off) and the request is counted against its tier (429 RATE_LIMITED with
+Retry-After when over). A mutation the caller's role may not run is refused whole (FORBIDDEN)
+before any resolver runs. The ASGI lifespan runs `AccessControl.run` (revocation polling, usage
+saving) for as long as the server serves.
 
 Must never: execute a mutation from a GET, run an operation for a caller it did not
 authenticate, or let a failing request take the process down.
@@ -32,7 +35,7 @@ import structlog
 import trio
 from graphql import ExecutionResult, OperationType
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
@@ -59,7 +62,7 @@ from gateway.api.graphql_trio import (
 from gateway.api.http_policy import HttpPolicy, inline_script_hashes, page_csp
 from gateway.api.metrics import HttpStats, render_metrics
 from gateway.api.query_limits import QueryLimits
-from gateway.api.ws import WebSocketOptions, serve_websocket
+from gateway.api.ws import Admission, WebSocketOptions, serve_websocket, total_connection_cap
 from gateway.errors import GatewayError, StorageError
 
 __all__ = ["GatewayApp"]
@@ -76,6 +79,10 @@ class _HttpError(Exception):
         self.status = status
         self.message = message
         self.headers = headers or {}
+
+
+class _ClientGone(Exception):
+    """The client disconnected before its request body was complete (already logged)."""
 
 
 def _graphiql_html() -> str:
@@ -137,7 +144,12 @@ class GatewayApp:
             services.access = AccessControl(services.settings, services.storage)
         self.access: AccessControl = services.access
         self.policy = HttpPolicy(services.settings)
+        # WebSocket caps, total (descriptors less a reserve, so HTTP still answers) and per
+        # client by tier, and the handshake's request: gateway.api.ws.admission.
+        cap = total_connection_cap(services.settings)
+        self.ws_admission = Admission(cap, services.ws_stats, self.access)
         self._max_body = services.settings.max_body_bytes
+        self._body_timeout = services.settings.http_body_timeout
         self._graphiql = _graphiql_html()
         self._graphiql_scripts = inline_script_hashes(self._graphiql)
         self._starlette = Starlette(
@@ -152,7 +164,9 @@ class GatewayApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
-            if scope["path"].rstrip("/") != "/graphql":
+            if not self.policy.host_allowed(scope):
+                await self.policy.refuse_websocket(scope, send)  # 400: DNS rebinding
+            elif scope["path"].rstrip("/") != "/graphql":
                 await send({"type": "websocket.close", "code": 4404})
             elif not self.policy.websocket_origin_allowed(scope):
                 # Before accept, a close is an HTTP 403: a page of another origin may not use a
@@ -174,6 +188,7 @@ class GatewayApp:
                     access=self.access,
                     client=self.policy.client_address(scope),
                     handshake_credential=credential_from_headers(scope.get("headers") or ()),
+                    admission=self.ws_admission,
                 )
             return
         if scope["type"] == "http":
@@ -225,6 +240,9 @@ class GatewayApp:
                 await self.services.storage.ping()
         except Exception as exc:
             problems.append(f"database: {exc}")
+        failing_since = self.services.storage.writes_failing_since
+        if failing_since is not None:  # disk full, read-only: acknowledged writes would be lost
+            problems.append(f"database writes failing since {failing_since.isoformat()}")
         if problems:
             return JSONResponse({"status": "not ready", "problems": problems}, status_code=503)
         return JSONResponse({"status": "ready"})
@@ -262,6 +280,8 @@ class GatewayApp:
         try:
             params = await self._read_params(request)
             result, context, request_error = await self._run(request, params, principal)
+        except _ClientGone:
+            return Response(status_code=499)  # nobody reads this; hypercorn drops it
         except _HttpError as error:
             body = {
                 "errors": [{"message": error.message, "extensions": {"code": "BAD_USER_INPUT"}}]
@@ -294,10 +314,19 @@ class GatewayApp:
         if declared.isdecimal() and int(declared) > limit:
             raise _HttpError(413, f"request body over {limit} bytes", _CLOSE)
         body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                raise _HttpError(413, f"request body over {limit} bytes", _CLOSE)
+        with trio.move_on_after(self._body_timeout) as reading:
+            try:
+                async for chunk in request.stream():
+                    body += chunk
+                    if len(body) > limit:
+                        raise _HttpError(413, f"request body over {limit} bytes", _CLOSE)
+            except ClientDisconnect:
+                self._upload_aborted(request, len(body), "client disconnected")
+                raise _ClientGone from None
+        if reading.cancelled_caught:
+            limit_s = f"{self._body_timeout:g} s"
+            self._upload_aborted(request, len(body), f"body not complete in {limit_s}")
+            raise _HttpError(408, f"the request body took over {limit_s}", _CLOSE)
         if content_type == "application/graphql":
             return {
                 "query": body.decode("utf-8", "replace"),
@@ -313,6 +342,17 @@ class GatewayApp:
         if not isinstance(params, dict):
             raise _HttpError(400, "the request body must be a JSON object")
         return params
+
+    def _upload_aborted(self, request: Request, received: int, reason: str) -> None:
+        """One line for a request body that never arrived whole, instead of the traceback the
+        ASGI server would log for starlette's ClientDisconnect."""
+        log.warning(
+            "http.upload_aborted",
+            client=self.policy.client_address(request.scope),
+            path=request.url.path,
+            bytes_read=received,
+            reason=reason,
+        )
 
     async def _admit(self, request: Request) -> Principal:
         """Authenticate the caller and count the request; raises Unauthenticated, RateLimited."""

@@ -140,6 +140,9 @@ def format_error(error: GraphQLError) -> dict[str, Any]:
 
     A GatewayError raised by a resolver keeps its message and code; any other exception from a
     resolver is an INTERNAL error whose message does not leak internals (it is logged instead).
+    The message and each text extension are cut to MAX_ERROR_TEXT characters: they may quote
+    what the client sent (graphql-core's "Value '…' does not exist in 'Interval' enum" quotes a
+    900 KB value whole), and an error is no way to send it back.
     """
     formatted: dict[str, Any] = dict(error.formatted)
     original = error.original_error
@@ -158,8 +161,18 @@ def format_error(error: GraphQLError) -> dict[str, Any]:
         extensions["code"] = "INTERNAL"
     else:
         extensions.setdefault("code", "BAD_USER_INPUT" if error.path is None else "INTERNAL")
-    formatted["extensions"] = extensions
+    formatted["message"] = _cut(formatted.get("message"))
+    formatted["extensions"] = {key: _cut(value) for key, value in extensions.items()}
     return formatted
+
+
+MAX_ERROR_TEXT = 500
+
+
+def _cut(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > MAX_ERROR_TEXT:
+        return f"{value[:MAX_ERROR_TEXT]}… ({len(value)} characters)"
+    return value
 
 
 def result_to_dict(result: ExecutionResult) -> dict[str, Any]:

@@ -1,7 +1,14 @@
-"""HTTP hygiene around the app: security headers, CORS, the Origin check, the client's address.
+"""HTTP hygiene around the app: allowed hosts, security headers, CORS, the Origin check, the
+client's address.
 
 `HttpPolicy.serve` wraps the ASGI app for every HTTP request:
 
+- A request whose Host is not an allowed name (`allowed_hosts`, plus the loopback names and the
+  address the gateway binds to) is refused with 400 before anything else sees it, as is such a
+  WebSocket handshake (`host_allowed`, `refuse_websocket`). This stops DNS rebinding: a page on
+  evil.example whose name is made to resolve to 127.0.0.1 is same-origin with itself, so its
+  requests carry `Host: evil.example` and `Origin: http://evil.example`, and the Origin check
+  alone would take them for same-origin.
 - Every response gets `X-Content-Type-Options: nosniff`, `Referrer-Policy: no-referrer`,
   `X-Frame-Options: DENY` and a Content-Security-Policy: the API's `default-src 'none'`, unless
   the response brings its own (the GraphiQL page does: `page_csp`, which admits the page's own
@@ -9,20 +16,21 @@
 - CORS, closed by default: only an Origin listed in `cors_origins` ("*": any) gets
   `Access-Control-Allow-Origin` (echoed, never "*", with `Vary: Origin`); a preflight from it is
   answered here with 204, from any other origin with 403. Same-origin pages need no CORS.
-- A request to a guarded path (/graphql) whose Origin is neither the gateway's own nor allowed
-  is refused with 403 before the app sees it, as is such a WebSocket handshake
-  (`websocket_origin_allowed`). Browsers send Origin on every cross-site POST, even a "no-cors"
-  one whose response the page cannot read: without this check another site could still make a
-  visitor's browser run operations (spending their limits, or mutating a development gateway
-  that makes everyone an admin).
+- A request to a guarded path (/graphql) whose Origin is neither the gateway's own (judged from
+  an allowed Host only) nor allowed is refused with 403 before the app sees it, as is such a
+  WebSocket handshake (`websocket_origin_allowed`). Browsers send Origin on every cross-site
+  POST, even a "no-cors" one whose response the page cannot read: without this check another
+  site could still make a visitor's browser run operations (spending their limits, or
+  mutating a development gateway that makes everyone an admin).
 
 `client_address` names the client for per-client limits: the TCP peer, unless the peer is a
 trusted proxy (`trusted_proxies`); then the rightmost address of `Forwarded` (or, without it,
 `X-Forwarded-For`) that is not a trusted proxy, since every trusted hop appends what it saw and
 only what is left of the last untrusted hop can be forged.
 
-Must never: add CORS headers for an origin that is not allowed, or believe a forwarding header
-from a peer that is not a trusted proxy.
+Must never: let a request with a Host that is not allowed reach the app, add CORS headers for an
+origin that is not allowed, or believe a forwarding header from a peer that is not a trusted
+proxy.
 """
 
 from __future__ import annotations
@@ -36,9 +44,22 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 from gateway.api.graphql_trio import dumps
-from gateway.config import Settings, parse_cors_origins, parse_trusted_proxies
+from gateway.config import (
+    Settings,
+    parse_allowed_hosts,
+    parse_cors_origins,
+    parse_trusted_proxies,
+)
+from gateway.errors import ConfigError
 
-__all__ = ["API_CSP", "HttpPolicy", "inline_script_hashes", "page_csp"]
+__all__ = [
+    "API_CSP",
+    "LOOPBACK_HOSTS",
+    "HttpPolicy",
+    "allowed_hosts",
+    "inline_script_hashes",
+    "page_csp",
+]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -59,6 +80,9 @@ EXPOSED_HEADERS: Final = "Retry-After"
 _INLINE_SCRIPT = re.compile(r"<script(?![^>]*\bsrc=)[^>]*>(.*?)</script>", re.DOTALL | re.I)
 _HOST = re.compile(r"[A-Za-z0-9.-]+(?::[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](?::[0-9]{1,5})?")
 _DEFAULT_PORTS: Final = {"http": ":80", "https": ":443"}
+# Always allowed as Host: a browser sends them only to a page it was pointed at by that name.
+LOOPBACK_HOSTS: Final = ("localhost", "127.0.0.1", "[::1]")
+_WILDCARD_BINDS: Final = frozenset({"", "0.0.0.0", "[::]", "*"})
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -93,6 +117,33 @@ def page_csp(script_hashes: Iterable[str], host: str | None) -> str:
             "frame-ancestors 'none'",
         ]
     )
+
+
+def allowed_hosts(settings: Settings) -> tuple[str, ...]:
+    """The Host names requests may carry: the loopback names, the bind address unless it is a
+    wildcard (0.0.0.0, ::), and `settings.allowed_hosts`."""
+    names = list(LOOPBACK_HOSTS)
+    try:
+        (bind,) = parse_allowed_hosts([settings.host])
+    except ConfigError:  # a bind host no Host header could name
+        bind = ""
+    if bind not in _WILDCARD_BINDS:
+        names.append(bind)
+    names.extend(parse_allowed_hosts(settings.allowed_hosts))
+    return tuple(dict.fromkeys(names))
+
+
+def _host_name(value: str) -> str:
+    """The name of a Host header value: port dropped, lower case, no trailing dot, an IPv6
+    address in its compressed bracketed form ("" when it is none of these)."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        inside, bracket, _ = value[1:].partition("]")
+        try:
+            return f"[{ipaddress.IPv6Address(inside).compressed}]" if bracket else ""
+        except ValueError:
+            return ""
+    return value.partition(":")[0].rstrip(".")
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -149,6 +200,23 @@ class HttpPolicy:
         self._trusted: tuple[_Network, ...] = parse_trusted_proxies(settings.trusted_proxies)
         self._max_age = str(settings.cors_max_age).encode()
         self._guarded = frozenset(guarded_paths)
+        hosts = allowed_hosts(settings)
+        self._any_host = "*" in hosts
+        self._hosts = frozenset(h for h in hosts if not h.startswith("*"))
+        self._host_suffixes = tuple(h[1:] for h in hosts if h.startswith("*."))  # ".example.com"
+
+    # -- which hosts --------------------------------------------------------------------------
+
+    def _host_name_allowed(self, name: str) -> bool:
+        if not name:
+            return False
+        return self._any_host or name in self._hosts or name.endswith(self._host_suffixes)
+
+    def host_allowed(self, scope: Scope) -> bool:
+        """Whether the request's Host (every one, if it sent several) is an allowed name; a
+        request without one is not."""
+        hosts = _headers(scope, b"host")
+        return bool(hosts) and all(self._host_name_allowed(_host_name(h)) for h in hosts)
 
     # -- who is the client -------------------------------------------------------------------
 
@@ -200,6 +268,9 @@ class HttpPolicy:
         hosts = _headers(scope, b"host")
         if self._trusted_peer(scope):
             hosts += [h for v in _headers(scope, b"x-forwarded-host") for h in v.split(",")]
+        # Only an allowed name can make an origin our own: any page can make a browser send
+        # its own name as Host by rebinding that name to our address.
+        hosts = [h for h in hosts if self._host_name_allowed(_host_name(h))]
         netloc = bare(parts.netloc)
         return any(bare(host) == netloc for host in hosts)
 
@@ -225,6 +296,9 @@ class HttpPolicy:
 
     async def serve(self, scope: Scope, receive: Receive, send: Send, app: App) -> None:
         """Run `app` for one HTTP request under this policy."""
+        if not self.host_allowed(scope):
+            await self._refuse(scope, send, 400, self._host_refusal(scope), "BAD_USER_INPUT")
+            return
         verdict = self.origin_verdict(scope)
         origin = _header(scope, b"origin") if verdict == "allowed" else None
         path = str(scope.get("path", "")).rstrip("/") or "/"
@@ -232,7 +306,11 @@ class HttpPolicy:
             await self._preflight(scope, send, verdict, origin)
             return
         if verdict == "denied" and path in self._guarded:
-            await self._refuse_origin(scope, send)
+            origin = _header(scope, b"origin") or ""
+            message = (
+                f"requests from origin {origin[:100]!r} are not allowed (GATEWAY_CORS_ORIGINS)"
+            )
+            await self._refuse(scope, send, 403, message, "FORBIDDEN")
             return
 
         async def send_with_headers(message: Message) -> None:
@@ -282,19 +360,29 @@ class HttpPolicy:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": b""})
 
-    async def _refuse_origin(self, scope: Scope, send: Send) -> None:
-        origin = _header(scope, b"origin") or ""
-        body = dumps(
-            {
-                "errors": [
-                    {
-                        "message": f"requests from origin {origin[:100]!r} are not allowed"
-                        " (GATEWAY_CORS_ORIGINS)",
-                        "extensions": {"code": "FORBIDDEN"},
-                    }
-                ]
-            }
-        ).encode()
+    @staticmethod
+    def _host_refusal(scope: Scope) -> str:
+        host = _header(scope, b"host")
+        named = f"Host {host[:100]!r}" if host is not None else "a request without a Host header"
+        return f"{named} is not served here (GATEWAY_ALLOWED_HOSTS)"
+
+    async def refuse_websocket(self, scope: Scope, send: Send) -> None:
+        """Refuse a WebSocket handshake whose Host is not allowed: 400 where the server can
+        send a response to a handshake (hypercorn can), else a close before accept (403)."""
+        if "websocket.http.response" not in (scope.get("extensions") or {}):
+            await send({"type": "websocket.close", "code": 4400})
+            return
+        body = _error_body(self._host_refusal(scope), "BAD_USER_INPUT")
+        headers = self._response_headers(
+            [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            None,
+        )
+        await send({"type": "websocket.http.response.start", "status": 400, "headers": headers})
+        await send({"type": "websocket.http.response.body", "body": body})
+
+    async def _refuse(self, scope: Scope, send: Send, status: int, message: str, code: str) -> None:
+        """Answer `status` with one GraphQL-shaped error, without reading the body."""
+        body = _error_body(message, code)
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
@@ -304,5 +392,9 @@ class HttpPolicy:
             # The body is not read: the connection cannot carry another request.
             headers.append((b"connection", b"close"))
         headers = self._response_headers(headers, None)
-        await send({"type": "http.response.start", "status": 403, "headers": headers})
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+def _error_body(message: str, code: str) -> bytes:
+    return dumps({"errors": [{"message": message, "extensions": {"code": code}}]}).encode()

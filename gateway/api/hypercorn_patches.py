@@ -28,6 +28,13 @@ do what the replacement does?), then moving `WRITTEN_FOR`.
    the connection is closed at once, as if the peer had gone. A client that reads even slowly
    (over `_STALL_CHUNK` bytes in that time) is not affected.
 
+   And the shutdown: a client that reads just fast enough never to stall (a 3.5 MB GraphiQL
+   script at 80 KB/s) would still hold its write, and so the shutdown, for as long as the
+   response takes (measured: 41 s). A Config may carry a `WriteDeadline` as
+   `gateway_write_deadline`; once the server starts to shut down, `gateway.api.server` sets it to
+   the end of the grace period, and every write, those already waiting included, is abandoned
+   by then like a stalled one.
+
    While at it, the common case got cheaper: hypercorn's path costs two scheduler round trips
    per write before any byte leaves (its uncontended `trio.Lock` and the socket's
    checkpoints), so with 1,000 subscribers every writer ran before the first frame was sent.
@@ -39,14 +46,21 @@ do what the replacement does?), then moving `WRITTEN_FOR`.
 Must never: patch hypercorn anywhere but here, patch a hypercorn it was not written for
 without saying so loudly, or change what hypercorn does for a server whose Config carries no
 `gateway_send_stall_timeout` (hypercorn's own `protocol_send` then runs unchanged).
+
+Slow clients are bounded by hypercorn's own settings, set in `gateway.api.server`, not by a
+patch: its keep-alive timer runs from a connection's start (and from the end of each response)
+until a request's headers are complete, so `keep_alive_timeout` bounds the time to send headers;
+`h11_max_incomplete_size` their size. The body is bounded by the app (`http_body_timeout`).
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import inspect
+import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -58,6 +72,7 @@ from hypercorn.trio import tcp_server
 
 __all__ = [
     "WRITTEN_FOR",
+    "WriteDeadline",
     "buffer_extend",
     "check",
     "hypercorn_version",
@@ -79,6 +94,38 @@ _HYPERCORN_EXTEND: Final[Any] = getattr(ws_stream.WebsocketBuffer, "extend", Non
 _HYPERCORN_PROTOCOL_SEND: Final[Any] = getattr(tcp_server.TCPServer, "protocol_send", None)
 
 
+class WriteDeadline:
+    """The time by which every write of one server must be over: none while it serves; set by
+    `end_all_by` when it starts to shut down, which also shortens the writes already waiting, so
+    no client, however slowly it reads, holds the shutdown past its grace period (patch 2)."""
+
+    def __init__(self) -> None:
+        self.at = math.inf
+        self._scopes: set[trio.CancelScope] = set()
+
+    def end_all_by(self, deadline: float) -> None:
+        self.at = min(self.at, deadline)
+        for scope in self._scopes:
+            scope.deadline = min(scope.deadline, self.at)
+
+    @contextmanager
+    def bounding(self, scope: trio.CancelScope) -> Iterator[None]:
+        """Hold `scope` (a write's) to this deadline while it is open."""
+        scope.deadline = min(scope.deadline, self.at)
+        self._scopes.add(scope)
+        try:
+            yield
+        finally:
+            self._scopes.discard(scope)
+
+    @property
+    def passed(self) -> bool:
+        return trio.current_time() >= self.at
+
+
+_NO_DEADLINE: Final = WriteDeadline()  # for a Config without one: never set
+
+
 def buffer_extend(self: ws_stream.WebsocketBuffer, event: Any) -> None:
     """hypercorn's `WebsocketBuffer.extend`, emptying the buffer when a message is too big
     (patch 1 in the module docstring)."""
@@ -93,6 +140,7 @@ async def protocol_send(self: tcp_server.TCPServer, event: Event) -> None:
     """hypercorn's `TCPServer.protocol_send`, with a stall deadline on writes (patch 2 in the
     module docstring)."""
     stall = getattr(self.config, "gateway_send_stall_timeout", None)
+    ends: WriteDeadline = getattr(self.config, "gateway_write_deadline", None) or _NO_DEADLINE
     if not isinstance(event, RawData) or stall is None:
         await _HYPERCORN_PROTOCOL_SEND(self, event)
         return
@@ -111,11 +159,16 @@ async def protocol_send(self: tcp_server.TCPServer, event: Event) -> None:
             data = data[written:]
             for offset in range(0, max(len(data), 1), _STALL_CHUNK):
                 # Shielded like hypercorn's own write (a frame half-written by a cancellation
-                # would corrupt the stream), but never for longer than the stall timeout.
-                with trio.CancelScope(shield=True, deadline=trio.current_time() + stall) as scope:
+                # would corrupt the stream), but never for longer than the stall timeout, nor
+                # past the shutdown's deadline.
+                scope = trio.CancelScope(shield=True, deadline=trio.current_time() + stall)
+                with scope, ends.bounding(scope):
                     await self.stream.send_all(data[offset : offset + _STALL_CHUNK])
                 if scope.cancelled_caught:
-                    log.warning("http.send_stalled", seconds=stall, bytes=len(data))
+                    if ends.passed:
+                        log.info("http.send_abandoned", reason="shutdown", bytes=len(data))
+                    else:
+                        log.warning("http.send_stalled", seconds=stall, bytes=len(data))
                     await trio.aclose_forcefully(self.stream)
                     raise trio.ClosedResourceError("the peer stopped reading")
         except (trio.BrokenResourceError, trio.ClosedResourceError):

@@ -97,6 +97,25 @@ def render_metrics(
         "Connections closed (4413) for falling too far behind.",
         ws.slow_consumer_closes,
     )
+    w.one(
+        "gateway_ws_connection_limit",
+        "gauge",
+        "WebSockets that may be open at once (ws_max_connections, or descriptors less a reserve).",
+        ws.max_connections,
+    )
+    w.metric(
+        "gateway_ws_connections_refused_total",
+        "counter",
+        "WebSockets closed at the handshake or init by a limit: total (1013), client's cap or"
+        " rate (4429).",
+        (({"limit": label}, ws.refused[label]) for label in ("total", "client", "rate")),
+    )
+    w.one(
+        "gateway_ws_idle_closes_total",
+        "counter",
+        "Connections closed (4408) for running no operation for ws_idle_timeout.",
+        ws.idle_closes,
+    )
     hub = services.hub
     if hub is not None:
         w.one(
@@ -159,6 +178,16 @@ def render_metrics(
         "counter",
         "Upstream requests by provider and outcome.",
         (({"provider": p, "outcome": o}, n) for (p, o), n in sorted(upstream_counters.items())),
+    )
+    w.metric(
+        "gateway_ticks_quarantined_total",
+        "counter",
+        "Ticks refused as implausible at ingest (never stored or published), by provider.",
+        (
+            ({"provider": pid}, record.quarantined)
+            for pid, record in sorted(services.status_board.records.items())
+            if record.quarantined
+        ),
     )
     w.metric(
         "gateway_provider_up",

@@ -2,12 +2,19 @@
 
 `serve_http` reports started (with the bound URLs) only once the socket listens, so
 `await nursery.start(serve_http, …)` means "clients can connect". Shutdown is hypercorn's own
-graceful path: the trigger stops accepting, open connections get `graceful_timeout` to finish.
+graceful path: the trigger stops accepting, open connections get `graceful_timeout`
+(`shutdown_grace`) to finish, and by then every write to a client is abandoned too, however
+slowly the client reads (the Config's `gateway_write_deadline`), so no client holds the
+shutdown longer.
 
 Hypercorn runs with the gateway's patches, all in `gateway.api.hypercorn_patches` (installed
 here at import, before anything is served; that module lists each one and why). One bounds the
 writes to a client that stops reading by `send_stall_timeout`, which `hypercorn_config` carries
-on the Config as `gateway_send_stall_timeout`.
+on the Config as `gateway_send_stall_timeout`. A client slow to send is bounded by hypercorn's
+keep-alive timer, which runs until a request's headers are complete (`http_header_timeout`), and
+by the app for the body (`http_body_timeout`).
+
+Must never: serve without the patches, or let a client hold the shutdown past the grace period.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import structlog
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
@@ -24,6 +32,8 @@ from gateway.api.app import GatewayApp
 from gateway.config import Settings
 
 __all__ = ["hypercorn_config", "serve_http"]
+
+log = structlog.get_logger(__name__)
 
 hypercorn_patches.install()
 
@@ -38,9 +48,12 @@ def hypercorn_config(settings: Settings) -> Config:
     config.graceful_timeout = settings.shutdown_grace
     config.websocket_max_message_size = settings.ws_max_message_bytes
     config.accesslog = None
-    config.keep_alive_timeout = 30
+    # From a connection's start, or the end of its previous response, to a request's complete
+    # headers: hypercorn's idle timer runs exactly then (gateway.api.hypercorn_patches).
+    config.keep_alive_timeout = settings.http_header_timeout
     config.include_server_header = False
     config.gateway_send_stall_timeout = settings.send_stall_timeout  # type: ignore[attr-defined]
+    config.gateway_write_deadline = hypercorn_patches.WriteDeadline()  # type: ignore[attr-defined]
     return config
 
 
@@ -51,7 +64,22 @@ async def serve_http(
     *,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve until `shutdown_trigger` returns and connections have drained."""
+    """Serve until `shutdown_trigger` returns and connections have drained (or the grace
+    period is over)."""
     config = hypercorn_config(settings)
+    writes: hypercorn_patches.WriteDeadline = config.gateway_write_deadline  # type: ignore[attr-defined]
+    if settings.host.strip("[]") in {"0.0.0.0", "::"} and not settings.allowed_hosts:
+        log.warning(
+            "http.allowed_hosts_loopback_only",
+            host=settings.host,
+            hint="requests naming any other Host get 400; set GATEWAY_ALLOWED_HOSTS to the names"
+            " clients use (or * behind a proxy that checks Host)",
+        )
+
+    async def trigger() -> None:
+        await shutdown_trigger()
+        # hypercorn now gives connections `graceful_timeout`: writes end by then too.
+        writes.end_all_by(trio.current_time() + config.graceful_timeout)
+
     asgi: Any = app  # hypercorn's ASGI types are stricter than any app's own signature
-    await serve(asgi, config, shutdown_trigger=shutdown_trigger, task_status=task_status)
+    await serve(asgi, config, shutdown_trigger=trigger, task_status=task_status)

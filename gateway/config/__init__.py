@@ -34,6 +34,7 @@ from gateway.config.providers_loader import load_providers
 from gateway.config.settings import (
     TTL_CATEGORIES,
     Settings,
+    parse_allowed_hosts,
     parse_cors_origins,
     parse_trusted_proxies,
 )
@@ -61,6 +62,7 @@ __all__ = [
     "default_pool_id",
     "default_pools",
     "load_providers",
+    "parse_allowed_hosts",
     "parse_cors_origins",
     "parse_trusted_proxies",
     "settings_from_env",

@@ -15,14 +15,16 @@ from typing import Any
 
 from gateway.config.settings import (
     ANONYMOUS_ACCESS,
+    FRESHNESS_CATEGORIES,
     TIER_LIMIT_NAMES,
     TTL_CATEGORIES,
     Settings,
+    parse_allowed_hosts,
     parse_cors_origins,
     parse_trusted_proxies,
 )
 from gateway.errors import ConfigError
-from gateway.vocabulary import TIER_NAMES
+from gateway.vocabulary import LOG_LEVELS, TIER_NAMES
 
 __all__ = ["settings_from_env"]
 
@@ -50,6 +52,15 @@ def _env_flag(env: dict[str, str], name: str) -> bool | None:
     raise ConfigError(f"{name} must be 1/true/yes/on or 0/false/no/off, got {raw!r}")
 
 
+def _env_log_level(env: dict[str, str]) -> str | None:
+    raw = env.get("GATEWAY_LOG_LEVEL")
+    if raw is None or not raw.strip():
+        return None
+    if raw.strip().lower() not in LOG_LEVELS:
+        raise ConfigError(f"GATEWAY_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {raw!r}")
+    return raw.strip().lower()
+
+
 def settings_from_env(env: dict[str, str] | None = None) -> Settings:
     """Defaults overridden by GATEWAY_* variables (and PORT, for container platforms)."""
     env = dict(os.environ) if env is None else env
@@ -61,7 +72,7 @@ def settings_from_env(env: dict[str, str] | None = None) -> Settings:
         db_path=Path(env["GATEWAY_DB"]) if env.get("GATEWAY_DB") else None,
         providers_path=Path(env["GATEWAY_PROVIDERS"]) if env.get("GATEWAY_PROVIDERS") else None,
         log_format=env.get("GATEWAY_LOG_FORMAT") or None,
-        log_level=env.get("GATEWAY_LOG_LEVEL") or None,
+        log_level=_env_log_level(env),
         allow_admin_mutations=_env_flag(env, "GATEWAY_ALLOW_ADMIN_MUTATIONS"),
         symbols=tuple(s.strip().upper() for s in symbols.split(",") if s.strip())
         if symbols
@@ -70,6 +81,9 @@ def settings_from_env(env: dict[str, str] | None = None) -> Settings:
         tick_retention_days=_env_seconds(env, "GATEWAY_TICK_RETENTION_DAYS"),
         **_env_access(env),
         **_env_ttls(env),
+        **_env_http(env),
+        **_env_freshness(env),
+        **_env_ws_limits(env),
     )
 
 
@@ -102,6 +116,26 @@ def _env_ttls(env: dict[str, str]) -> dict[str, float]:
         if not (math.isfinite(seconds) and seconds > 0):
             raise ConfigError(f"{name} must be a positive number of seconds, got {raw!r}")
         overrides[f"ttl_{category}"] = seconds
+    return overrides
+
+
+def _env_freshness(env: dict[str, str]) -> dict[str, float]:
+    """GATEWAY_FRESH_<CATEGORY> and GATEWAY_MAX_AGE_<CATEGORY> in seconds: positive, finite
+    (that a freshness limit is not above its hard limit is checked by `Settings.validated`)."""
+    overrides: dict[str, float] = {}
+    for category in FRESHNESS_CATEGORIES:
+        for prefix, attribute in (("FRESH", "fresh"), ("MAX_AGE", "max_age")):
+            name = f"GATEWAY_{prefix}_{category.upper()}"
+            raw = env.get(name)
+            if raw is None or not raw.strip():
+                continue
+            try:
+                seconds = float(raw)
+            except ValueError:
+                seconds = math.nan
+            if not (math.isfinite(seconds) and seconds > 0):
+                raise ConfigError(f"{name} must be a positive number of seconds, got {raw!r}")
+            overrides[f"{attribute}_{category}"] = seconds
     return overrides
 
 
@@ -157,4 +191,70 @@ def _env_access(env: dict[str, str]) -> dict[str, Any]:
             overrides["max_body_bytes"] = 0
         if overrides["max_body_bytes"] < 1:
             raise ConfigError(f"GATEWAY_MAX_BODY_BYTES must be a positive integer, got {body!r}")
+    return overrides
+
+
+# -- WebSocket connection caps, idle time and the descriptor reserve (gateway/api/ws/admission.py)
+
+
+def _env_count(env: dict[str, str], name: str, minimum: int) -> int | None:
+    """An integer of at least `minimum`; None if unset."""
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return None
+    try:
+        number = int(raw.strip())
+    except ValueError:
+        number = minimum - 1
+    if number < minimum:
+        raise ConfigError(f"{name} must be an integer of at least {minimum}, got {raw!r}")
+    return number
+
+
+def _env_ws_limits(env: dict[str, str]) -> dict[str, Any]:
+    """GATEWAY_WS_MAX_CONNECTIONS (a number, or `auto`: derived from the descriptor limit),
+    GATEWAY_FD_RESERVE and GATEWAY_WS_IDLE_TIMEOUT (seconds, positive)."""
+    overrides: dict[str, Any] = {}
+    raw = env.get("GATEWAY_WS_MAX_CONNECTIONS")
+    if raw is not None and raw.strip().lower() != "auto":
+        overrides["ws_max_connections"] = _env_count(env, "GATEWAY_WS_MAX_CONNECTIONS", 1)
+    overrides["fd_reserve"] = _env_count(env, "GATEWAY_FD_RESERVE", 0)
+    idle = env.get("GATEWAY_WS_IDLE_TIMEOUT")
+    if idle is not None and idle.strip():
+        try:
+            seconds = float(idle)
+        except ValueError:
+            seconds = math.nan
+        if not (math.isfinite(seconds) and seconds > 0):
+            raise ConfigError(
+                f"GATEWAY_WS_IDLE_TIMEOUT must be a positive number of seconds, got {idle!r}"
+            )
+        overrides["ws_idle_timeout"] = seconds
+    return overrides
+
+
+# -- slow clients and allowed hosts (gateway/api/server.py, app.py, http_policy.py) ------------
+
+
+def _env_http(env: dict[str, str]) -> dict[str, Any]:
+    """GATEWAY_HTTP_HEADER_TIMEOUT and GATEWAY_HTTP_BODY_TIMEOUT (seconds, positive) and
+    GATEWAY_ALLOWED_HOSTS (comma-separated host names, or *)."""
+    overrides: dict[str, Any] = {}
+    for name, attribute in (
+        ("GATEWAY_HTTP_HEADER_TIMEOUT", "http_header_timeout"),
+        ("GATEWAY_HTTP_BODY_TIMEOUT", "http_body_timeout"),
+    ):
+        raw = env.get(name)
+        if raw is None or not raw.strip():
+            continue
+        try:
+            seconds = float(raw)
+        except ValueError:
+            seconds = math.nan
+        if not (math.isfinite(seconds) and seconds > 0):
+            raise ConfigError(f"{name} must be a positive number of seconds, got {raw!r}")
+        overrides[attribute] = seconds
+    hosts = _env_list(env, "GATEWAY_ALLOWED_HOSTS")
+    if hosts is not None:
+        overrides["allowed_hosts"] = parse_allowed_hosts(hosts, "GATEWAY_ALLOWED_HOSTS")
     return overrides

@@ -9,7 +9,9 @@ never reads a file and never looks at the environment (keys are `gateway.provide
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -29,7 +31,7 @@ from gateway.config.providers_file import (
 )
 from gateway.errors import ConfigError
 
-__all__ = ["parse_provider"]
+__all__ = ["check_source", "parse_provider"]
 
 _PROVIDER_KEYS = frozenset(
     {
@@ -78,6 +80,12 @@ _DOCS_SCHEMES = frozenset({"http", "https"})
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_positive(value: Any) -> bool:
+    """A number above zero that is finite: TOML's nan and inf are numbers, but no interval,
+    timeout or weight (a collector sleeping nan seconds crash-loops)."""
+    return _is_number(value) and math.isfinite(value) and value > 0
 
 
 def _is_int(value: Any) -> bool:
@@ -222,8 +230,10 @@ def _parse_health(raw: dict[str, Any], where: str) -> HealthCheckSpec | None:
         raise ConfigError(f"{where}: health.expect_json_key must be a non-empty string")
     for number_key in ("degraded_after_ms", "interval_seconds"):
         number = table.get(number_key)
-        if number is not None and (not _is_number(number) or number <= 0):
-            raise ConfigError(f"{where}: health.{number_key} must be a positive number")
+        if number is not None and not _is_positive(number):
+            raise ConfigError(
+                f"{where}: health.{number_key} must be a positive, finite number, got {number!r}"
+            )
     defaults = HealthCheckSpec()
     return HealthCheckSpec(
         path=path,
@@ -244,8 +254,10 @@ def _parse_breaker(raw: dict[str, Any], where: str) -> BreakerSpec:
     cooldown = table.get("cooldown_seconds", defaults.cooldown_seconds)
     if not _is_int(threshold) or threshold < 1:
         raise ConfigError(f"{where}: breaker.failure_threshold must be an integer of at least 1")
-    if not _is_number(cooldown) or cooldown <= 0:
-        raise ConfigError(f"{where}: breaker.cooldown_seconds must be a positive number")
+    if not _is_positive(cooldown):
+        raise ConfigError(
+            f"{where}: breaker.cooldown_seconds must be a positive, finite number, got {cooldown!r}"
+        )
     return BreakerSpec(failure_threshold=threshold, cooldown_seconds=float(cooldown))
 
 
@@ -291,8 +303,10 @@ def parse_provider(raw: dict[str, Any], where: str, line: int) -> ProviderConfig
         raise ConfigError(f"{where}: symbols must be a list of strings")
     for number_key in ("interval_seconds", "timeout_seconds"):
         value = raw.get(number_key)
-        if value is not None and (not _is_number(value) or value <= 0):
-            raise ConfigError(f"{where}: {number_key} must be a positive number")
+        if value is not None and not _is_positive(value):
+            raise ConfigError(
+                f"{where}: {number_key} must be a positive, finite number, got {value!r}"
+            )
     tier = raw.get("tier", "A")
     if tier not in TIERS:
         raise ConfigError(f"{where}: tier must be one of {', '.join(TIERS)}, got {tier!r}")
@@ -312,8 +326,8 @@ def parse_provider(raw: dict[str, Any], where: str, line: int) -> ProviderConfig
     if not _is_int(priority) or priority < 0:
         raise ConfigError(f"{where}: priority must be an integer of at least 0, got {priority!r}")
     weight = raw.get("weight", 1.0)
-    if not _is_number(weight) or weight <= 0:
-        raise ConfigError(f"{where}: weight must be a number above 0, got {weight!r}")
+    if not _is_positive(weight):
+        raise ConfigError(f"{where}: weight must be a finite number above 0, got {weight!r}")
     chain = raw.get("chain")
     if chain is not None and (not isinstance(chain, str) or not _CHAIN_RE.match(chain)):
         raise ConfigError(f'{where}: chain must be a lowercase name like "ethereum", got {chain!r}')
@@ -350,3 +364,34 @@ def parse_provider(raw: dict[str, Any], where: str, line: int) -> ProviderConfig
         chain=chain,
         max_response_bytes=max_bytes,
     )
+
+
+_STREAM_SCHEMES = frozenset({"ws", "wss"})
+
+
+def check_source(provider: ProviderConfig, where: str, sources: Mapping[str, bool]) -> None:
+    """What runs the entry exists, and its base_url fits it.
+
+    `sources` maps every name the sources registry knows to True for a live stream (the
+    registry lives above this layer, so whoever sees both passes it in). An explicit
+    `collector` must be one of those names; a live stream needs a ws:// or wss:// base_url,
+    anything else (a REST collector, or an entry only health-checked and pooled) http(s)://.
+    """
+    name = provider.collector or provider.id
+    if provider.collector is not None and provider.collector not in sources:
+        known = ", ".join(sorted(sources))
+        raise ConfigError(
+            f"{where}: collector {provider.collector!r} is not a known collector (one of {known})"
+        )
+    scheme = provider.base_url.split(":", 1)[0].lower()
+    stream = sources.get(name, False)
+    if stream and scheme not in _STREAM_SCHEMES:
+        raise ConfigError(
+            f"{where}: base_url {provider.base_url!r} is not a WebSocket URL, but {name!r}"
+            " is a live stream: it needs ws:// or wss://"
+        )
+    if not stream and scheme in _STREAM_SCHEMES:
+        raise ConfigError(
+            f"{where}: base_url {provider.base_url!r} is a WebSocket URL, but {name!r} is not"
+            " a live stream: it needs http:// or https://"
+        )

@@ -6,17 +6,23 @@ category (and chain, for RPC), one pool per category, no pool taking another cat
 id. Every problem is a `ConfigError` naming the file and the line of the offending entry's header
 (and the entry's id), which the CLI prints as one line and exits 2. This module must never return
 a file it has not checked whole.
+
+A file without a single [[provider]] is refused (a gateway that collects nothing and says
+nothing is a typo'd path or a truncated file far more often than a wish) unless it says so
+with the top-level `allow_empty = true`. Given the sources registry's names (`sources`, passed
+in by the CLI: this layer never imports gateway.sources), each entry's `collector` must be one
+of them and its base_url must suit it (`provider_entry.check_source`).
 """
 
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from gateway.config.provider_entry import parse_provider
+from gateway.config.provider_entry import check_source, parse_provider
 from gateway.config.providers_file import (
     CATEGORIES,
     ID_PATTERN,
@@ -119,10 +125,12 @@ def _naming(raw: dict[str, Any], kind: str) -> Iterator[None]:
         raise
 
 
-def load_providers(path: Path) -> ProvidersFile:
+def load_providers(path: Path, *, sources: Mapping[str, bool] | None = None) -> ProvidersFile:
     """Read and validate providers.toml; every problem is a ConfigError naming the line.
 
     The line is that of the `[[provider]]` (or `[[pool]]`) header of the offending entry.
+    `sources`: every name the sources registry knows -> True for a live stream; when given,
+    collectors and base_url schemes are checked against it.
     """
     try:
         text = path.read_text(encoding="utf-8")
@@ -134,9 +142,12 @@ def load_providers(path: Path) -> ProvidersFile:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: {exc}") from None
-    unknown = sorted(set(document) - {"provider", "pool"})
+    unknown = sorted(set(document) - {"provider", "pool", "allow_empty"})
     if unknown:
         raise ConfigError(f"{path}: unknown top-level key(s) {', '.join(unknown)}")
+    allow_empty = document.get("allow_empty", False)
+    if not isinstance(allow_empty, bool):
+        raise ConfigError(f"{path}: allow_empty must be true or false")
 
     lines = _header_lines(text, "provider")
     providers: dict[str, ProviderConfig] = {}
@@ -145,12 +156,20 @@ def load_providers(path: Path) -> ProvidersFile:
         where = f"{path}:{line}"
         with _naming(raw, "provider"):
             provider = parse_provider(raw, where, line)
+            if sources is not None:
+                check_source(provider, where, sources)
         if provider.id in providers:
             first = providers[provider.id].line
             raise ConfigError(
                 f"{where}: duplicate provider id {provider.id!r} (first at line {first})"
             )
         providers[provider.id] = provider
+
+    if not providers and not allow_empty:
+        raise ConfigError(
+            f"{path}: no [[provider]] entry, so the gateway would collect and serve nothing;"
+            " add providers, or `allow_empty = true` to run without any"
+        )
 
     lines = _header_lines(text, "pool")
     pools: dict[str, PoolConfig] = {}

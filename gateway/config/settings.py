@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -24,19 +25,31 @@ from gateway.vocabulary import TIER_NAMES
 
 __all__ = [
     "ANONYMOUS_ACCESS",
+    "FRESHNESS_CATEGORIES",
     "TIER_LIMIT_NAMES",
     "TTL_CATEGORIES",
     "Settings",
+    "parse_allowed_hosts",
     "parse_cors_origins",
     "parse_trusted_proxies",
 ]
 
 # The market categories with their own cache TTL (Settings.ttl_<category>).
 TTL_CATEGORIES = ("trending", "overview", "protocols", "tvl")
+# The categories with a freshness limit and a hard age limit (Settings.fresh_<category>,
+# Settings.max_age_<category>): the four market answers and the latest prices.
+FRESHNESS_CATEGORIES = (*TTL_CATEGORIES, "prices")
 
 # What anonymous_access may be, and the limits each tier has (Settings.tier_<tier>_<limit>).
 ANONYMOUS_ACCESS = ("read", "off")
-TIER_LIMIT_NAMES = ("per_minute", "per_day", "symbols", "history_days", "subscriptions")
+TIER_LIMIT_NAMES = (
+    "per_minute",
+    "per_day",
+    "symbols",
+    "history_days",
+    "subscriptions",
+    "connections",
+)
 
 
 @dataclass(frozen=True)
@@ -96,13 +109,43 @@ class Settings:
     # chainHeads answers are reused for this long, so polling clients do not multiply traffic.
     chain_head_cache_seconds: float = 5 * SECONDS
 
-    # Market-wide answers (gateway/api/schema/market.py) are cached this long per category; the
+    # Market-wide answers (gateway/market/answers.py) are cached this long per category; the
     # environment overrides them in seconds: GATEWAY_TTL_TRENDING, GATEWAY_TTL_OVERVIEW,
     # GATEWAY_TTL_PROTOCOLS, GATEWAY_TTL_TVL. Answers say their age (`ageSeconds`).
     ttl_trending: float = 5 * MINUTES
     ttl_overview: float = 5 * MINUTES
     ttl_protocols: float = 60 * MINUTES
     ttl_tvl: float = 60 * MINUTES
+
+    # Freshness (gateway/market/freshness.py): an answer whose data is older than
+    # `fresh_<category>` carries a STALE_DATA warning naming its age; one older than
+    # `max_age_<category>` is refused with the error STALE_DATA. The age is the upstream's own
+    # (a global overview's `updated_at`, a TVL series' newest day, a price's observation time),
+    # else the time the gateway fetched it. GATEWAY_FRESH_<CATEGORY> and
+    # GATEWAY_MAX_AGE_<CATEGORY>, in seconds. Why these defaults:
+    # * trending, overview: CoinGecko recomputes both about every 10 min and the cache adds up
+    #   to 5 min, so a current answer is under 15 min old; after 24 h a "24 h" list or volume
+    #   describes another day.
+    # * protocols: DefiLlama refreshes TVL hourly and the cache adds 1 h: 2 h; a week-old
+    #   ranking (and its 1-day changes) no longer describes the market.
+    # * tvl: a daily series whose newest point is today's or yesterday's is current (2 days);
+    #   a week without a new point means the upstream stopped.
+    # * prices: 10 min is the consensus window (a provider's price counts while it is that
+    #   recent); a "latest" price an hour old is history (priceHistory serves it), not a price.
+    fresh_trending: float = 15 * MINUTES
+    max_age_trending: float = 24 * 60 * MINUTES
+    fresh_overview: float = 15 * MINUTES
+    max_age_overview: float = 24 * 60 * MINUTES
+    fresh_protocols: float = 2 * 60 * MINUTES
+    max_age_protocols: float = 7 * 24 * 60 * MINUTES
+    fresh_tvl: float = 2 * 24 * 60 * MINUTES
+    max_age_tvl: float = 7 * 24 * 60 * MINUTES
+    fresh_prices: float = 10 * MINUTES
+    max_age_prices: float = 60 * MINUTES
+    # An on-demand market answer waits at most this long for the upstreams of its pool (failing
+    # over between them); then it is the last good answer with a warning, or UPSTREAM_UNAVAILABLE.
+    # A provider's 429 never makes a client wait for its Retry-After: the next one is asked.
+    market_answer_seconds: float = 15 * SECONDS
 
     # A live exchange stream publishes at most one tick per symbol this often (the latest
     # wins), so a feed that pushes every trade costs subscribers and the store one tick per
@@ -116,6 +159,14 @@ class Settings:
     # Consensus: with three or more fresh sources, one deviating from their median by more than
     # this many percent is excluded from the price and counted as an outlier on its provider.
     consensus_max_deviation_pct: float = 2.0
+
+    # The plausibility gate at ingest (gateway/prices/plausibility.py): a tick further than
+    # `plausibility_band_pct` from the other providers' prices, or (alone) moving more than
+    # `plausibility_step_pct` per minute (at most `plausibility_max_step_pct`) from its own
+    # last believed price, is quarantined: never stored, published, or used in candles.
+    plausibility_band_pct: float = 10.0
+    plausibility_step_pct: float = 10.0
+    plausibility_max_step_pct: float = 50.0
 
     # Symbols collected by every price collector unless a provider entry says otherwise.
     symbols: tuple[str, ...] = ("BTC", "ETH", "SOL", "BNB", "XRP", "ADA", "DOGE")
@@ -142,12 +193,33 @@ class Settings:
             raise ConfigError("tick_retention_days must be 0 (keep all) or a positive number")
         if not (math.isfinite(self.stream_publish_interval) and self.stream_publish_interval >= 0):
             raise ConfigError("stream_publish_interval must be 0 or a positive number of seconds")
+        for name in ("plausibility_band_pct", "plausibility_step_pct", "plausibility_max_step_pct"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
+                raise ConfigError(f"{name} must be a positive number of percent")
         for category in TTL_CATEGORIES:
             ttl = getattr(self, f"ttl_{category}")
             if not (math.isfinite(ttl) and ttl > 0):
                 raise ConfigError(f"ttl_{category} must be a positive number of seconds")
+        self._validate_freshness()
         self._validate_access()
+        self._validate_http()
         return self
+
+    def _validate_freshness(self) -> None:
+        """Each category's freshness limit and hard age limit: positive, fresh <= hard."""
+        for category in FRESHNESS_CATEGORIES:
+            fresh, hard = getattr(self, f"fresh_{category}"), getattr(self, f"max_age_{category}")
+            for name, value in ((f"fresh_{category}", fresh), (f"max_age_{category}", hard)):
+                if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                    raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
+            if fresh > hard:
+                upper = category.upper()
+                raise ConfigError(
+                    f"fresh_{category} (GATEWAY_FRESH_{upper}, {fresh:g} s) must not be above"
+                    f" max_age_{category} (GATEWAY_MAX_AGE_{upper}, {hard:g} s)"
+                )
+        if not (math.isfinite(self.market_answer_seconds) and self.market_answer_seconds > 0):
+            raise ConfigError("market_answer_seconds must be a positive number of seconds")
 
     def _validate_access(self) -> None:
         """The access-control and HTTP-hygiene settings, also when set in code (tests, benches)
@@ -168,6 +240,21 @@ class Settings:
             raise ConfigError(f"max_body_bytes must be at least 1, got {self.max_body_bytes}")
         if self.cors_max_age < 0:
             raise ConfigError(f"cors_max_age must not be negative, got {self.cors_max_age}")
+        # WebSocket connection caps and the descriptor reserve (gateway/api/ws/admission.py)
+        if self.ws_max_connections is not None and (
+            not isinstance(self.ws_max_connections, int) or self.ws_max_connections < 1
+        ):
+            raise ConfigError(
+                f"ws_max_connections must be at least 1 (or None: derived from the descriptor"
+                f" limit), got {self.ws_max_connections!r}"
+            )
+        if not isinstance(self.fd_reserve, int) or self.fd_reserve < 0:
+            raise ConfigError(f"fd_reserve must be an integer >= 0, got {self.fd_reserve!r}")
+        if not (math.isfinite(self.ws_idle_timeout) and self.ws_idle_timeout > 0):
+            raise ConfigError(
+                f"ws_idle_timeout must be a positive number of seconds,"
+                f" got {self.ws_idle_timeout!r}"
+            )
 
     # Query limits (gateway/api/query_limits.py), checked before anything executes, the same over
     # HTTP and both WebSocket protocols. A violation is an error with extensions.code
@@ -186,9 +273,10 @@ class Settings:
     allow_introspection: bool = True  # when False, __schema/__type are refused; __typename works
 
     # WebSocket: operations one connection may run at once (one more is answered with an
-    # `error` message for it; the connection stays), and how long a connection with no message
-    # from the client (pongs aside) and no operation running stays open before it is closed
-    # with 4408 "Connection idle timeout".
+    # `error` message for it; the connection stays), and how long a connection that runs no
+    # operation stays open before it is closed with 4408 "Connection idle timeout": counted from
+    # its handshake or its last operation's end, whatever the client sends meanwhile (pings
+    # included), so an idle socket cannot be held open by keep-alives. GATEWAY_WS_IDLE_TIMEOUT.
     ws_max_operations: int = 100
     ws_idle_timeout: float = 10 * MINUTES
 
@@ -228,6 +316,26 @@ class Settings:
     # Anonymous clients whose usage is tracked at once; the least recently seen are forgotten.
     auth_max_anonymous_clients: int = 10_000
 
+    # WebSocket connection caps (gateway/api/ws/admission.py), checked at the handshake, before
+    # a connection costs more than that: one more is accepted and closed at once, counted in
+    # gateway_ws_connections_refused_total. Per client: open sockets per client address (its
+    # /64 for IPv6) at the free tier until connection_init authenticates a key, then per key at
+    # the key's tier; one more is closed 4429 "too many connections". 0 is unlimited; set with
+    # `connections=N` in GATEWAY_TIER_FREE / _PRO / _ENTERPRISE. Every handshake is also one
+    # request of its address (and a key's connection_init one of the key) against the
+    # per-minute and per-day limits above.
+    tier_free_connections: int = 10
+    tier_pro_connections: int = 100
+    tier_enterprise_connections: int = 0
+    # In total: one more socket is closed 1013 "Try Again Later". None derives it from the
+    # process's descriptor limit: the soft RLIMIT_NOFILE (raised to the hard limit at start)
+    # minus `fd_reserve`, the descriptors kept for everything else (the database, upstream
+    # connections, and HTTP clients: /healthz, /readyz, /metrics and admin requests still
+    # answer when the WebSocket cap is reached). GATEWAY_WS_MAX_CONNECTIONS (a number, or
+    # `auto`), GATEWAY_FD_RESERVE.
+    ws_max_connections: int | None = None
+    fd_reserve: int = 256
+
     # HTTP hygiene (gateway/api/http_policy.py). Browser origins (scheme://host[:port]) allowed to
     # call the API cross-origin; "*" allows any. Same-origin pages (GraphiQL) need no entry.
     # A request or WebSocket handshake to /graphql from another origin is refused with 403.
@@ -238,6 +346,65 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ()
     # Largest GraphQL request body accepted over HTTP (413 beyond it).
     max_body_bytes: int = 1024 * 1024
+
+    # Slow clients and DNS rebinding (gateway/api/server.py, app.py, http_policy.py).
+    # A connection has `http_header_timeout` from when it opens, or its previous response ends,
+    # to send a request's complete headers (hypercorn's keep-alive timer, which also closes a
+    # keep-alive connection idle that long), and a request `http_body_timeout` from its headers
+    # to the end of its body (then 408 and the connection is closed): a client trickling a byte
+    # at a time holds a descriptor no longer. GATEWAY_HTTP_HEADER_TIMEOUT,
+    # GATEWAY_HTTP_BODY_TIMEOUT, in seconds.
+    http_header_timeout: float = 10 * SECONDS
+    http_body_timeout: float = 15 * SECONDS
+    # Host names a request may name in its Host header besides the loopback names (localhost,
+    # 127.0.0.1, [::1]) and `host` itself (unless it is a wildcard address like 0.0.0.0); any
+    # other Host is refused with 400 (a WebSocket handshake too), so a page on a DNS-rebound
+    # name cannot reach the gateway through a visitor's browser. "*.example.com" allows the
+    # subdomains, "*" any Host (behind a proxy that checks Host itself). GATEWAY_ALLOWED_HOSTS.
+    allowed_hosts: tuple[str, ...] = ()
+
+    def _validate_http(self) -> None:
+        """The slow-client timeouts and the allowed hosts (block above)."""
+        for name in ("http_header_timeout", "http_body_timeout"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
+        parse_allowed_hosts(self.allowed_hosts)
+
+
+# A DNS name of dot-separated labels (underscores tolerated, as resolvers do).
+_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
+_HOST_NAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*")
+
+
+def parse_allowed_hosts(
+    values: list[str] | tuple[str, ...], name: str = "allowed_hosts"
+) -> tuple[str, ...]:
+    """Host names as a Host header carries them, without a port, in lower case: a name (maybe
+    "*.parent.name"), an IPv4 address, an IPv6 address (written [::1] either way), or "*"."""
+    hosts = []
+    for value in values:
+        host = value.strip().lower().rstrip(".")
+        if host == "*":
+            hosts.append(host)
+            continue
+        bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        try:
+            address = ipaddress.ip_address(bare)
+        except ValueError:
+            address = None
+        if isinstance(address, ipaddress.IPv6Address):
+            hosts.append(f"[{address.compressed}]")
+        elif address is not None:
+            hosts.append(str(address))
+        elif _HOST_NAME.fullmatch(host.removeprefix("*.")):
+            hosts.append(host)
+        else:
+            raise ConfigError(
+                f"{name}: {value!r} is not a host name like gateway.example.com, *.example.com,"
+                " an IP address, or * (and carries no scheme, port or path)"
+            )
+    return tuple(hosts)
 
 
 def parse_cors_origins(

@@ -1,14 +1,18 @@
 """Candle history: what the store holds, with holes filled from providers' candle endpoints.
 
-A candle series is answered from three stored sources, best first for each bucket:
+Each provider's candle of a bucket comes from three stored sources, best first:
 
-1. candles built from our own ticks (`Storage.candles`): what we observed ourselves;
-2. a provider's own candles of that interval (`CandleStore`, written by gap filling and by
+1. candles built from its ticks that we stored (`Storage.candles`): what we observed ourselves;
+2. its own candles of that interval (`CandleStore`, written by gap filling and by
    `gateway backfill`);
-3. a provider's one-minute candles summed into the interval.
+3. its one-minute candles summed into the interval.
 
-A complete candle always beats an incomplete one; among equals the order above holds, then the
-market-data pool's order. Each candle names the provider it came from.
+A complete candle always beats an incomplete one; among equals the order above holds. The
+series served by default is, for each bucket, the consensus of every provider's candle
+(`gateway.prices.consensus.candle_consensus`: the median of those that agree, outliers left
+out, the contributors named), so history agrees with `prices`; a bucket whose providers
+disagree with no majority is left out and reported as `disputed`, never averaged. Asked for
+one `provider`, the series is that provider's own candles.
 
 Filling: a closed bucket with no complete candle is a hole. Holes are asked of the market-data
 pool's providers in pool order, each only for the ranges it has not answered before (the
@@ -34,6 +38,7 @@ import trio
 from gateway.config import ProviderConfig
 from gateway.errors import UpstreamError, UpstreamRateLimited
 from gateway.models import Candle, epoch_ms, from_epoch_ms, utc_now
+from gateway.prices.consensus import DEFAULT_MAX_DEVIATION_PCT, candle_consensus
 from gateway.sources.candles import CandleSource
 from gateway.sources.registry import candle_source_for
 from gateway.storage import CandleStore, Span, Storage, merge_spans, subtract_spans
@@ -45,6 +50,7 @@ __all__ = [
     "CandleHistory",
     "FillReport",
     "History",
+    "Series",
     "closed_grid",
     "holes",
 ]
@@ -70,12 +76,22 @@ class FillReport:
 
 
 @dataclass
+class Series:
+    """The candles served for a range, and the buckets left out because providers disagree."""
+
+    candles: list[Candle]
+    disputed: list[Span] = field(default_factory=list)
+
+
+@dataclass
 class History:
-    """A candle series and the closed ranges in it that nobody could fill."""
+    """A candle series, the closed ranges in it that nobody could fill, and those whose
+    providers disagree (left out too; they are not in `missing`)."""
 
     candles: list[Candle]
     missing: list[Span]
     fill: FillReport | None = None
+    disputed: list[Span] = field(default_factory=list)
 
 
 def closed_grid(
@@ -130,6 +146,7 @@ class CandleHistory:
         store: CandleStore | None = None,
         reserve: float = FILL_RESERVE,
         key_for: Callable[[ProviderConfig], str | None] | None = None,
+        max_deviation_pct: float = DEFAULT_MAX_DEVIATION_PCT,
     ) -> None:
         if not 0 <= reserve < 1:
             raise ValueError(f"reserve must be in [0, 1), got {reserve!r}")
@@ -139,6 +156,7 @@ class CandleHistory:
         self.providers = providers
         self.reserve = reserve
         self.key_for = key_for
+        self.max_deviation_pct = max_deviation_pct
         self._locks: dict[tuple[str, int], trio.Lock] = {}
         self._rank: dict[str, int] = {}  # provider id -> position in the last listing
 
@@ -154,31 +172,72 @@ class CandleHistory:
         return found
 
     async def read(
-        self, symbol: str, interval_seconds: int, start: datetime, end: datetime, now: datetime
+        self,
+        symbol: str,
+        interval_seconds: int,
+        start: datetime,
+        end: datetime,
+        now: datetime,
+        *,
+        provider: str | None = None,
     ) -> list[Candle]:
-        """The best stored candle of each bucket in [start, end), oldest first (no fetching)."""
-        own = await self.storage.candles(symbol, interval_seconds, start, end, now)
+        """The served candle of each bucket in [start, end), oldest first (no fetching)."""
+        series = await self.series(symbol, interval_seconds, start, end, now, provider=provider)
+        return series.candles
+
+    async def series(
+        self,
+        symbol: str,
+        interval_seconds: int,
+        start: datetime,
+        end: datetime,
+        now: datetime,
+        *,
+        provider: str | None = None,
+    ) -> Series:
+        """Each bucket's consensus candle over every provider's best stored candle (or only
+        `provider`'s), and the buckets left out as disputed; see the module docstring."""
+        own = await self.storage.candles(
+            symbol, interval_seconds, start, end, now, each_provider=True, provider=provider
+        )
         width = interval_seconds * 1000
         span = (epoch_ms(start) // width * width, epoch_ms(end))
-        stored = await self.store.candles(symbol, interval_seconds, span)
-        # Ties between providers' candles go to the pool order last seen by `sources()` (not
-        # asked for here: with a ROUND_ROBIN pool every listing is a pick), then by name.
-        rank = self._rank
-        best: dict[datetime, tuple[tuple[bool, int, int, str], Candle]] = {}
+        stored = [
+            c
+            for c in await self.store.candles(symbol, interval_seconds, span)
+            if provider is None or c.provider == provider
+        ]
+        # Each provider's best candle of each bucket: complete first, then our own ticks'.
+        best: dict[datetime, dict[str, tuple[tuple[bool, int], Candle]]] = {}
         for origin, candles in enumerate((own, stored)):
             for candle in candles:
                 if candle.open_time >= end:
                     continue
-                key = (
-                    not candle.complete,
-                    origin,
-                    rank.get(candle.provider, len(rank)),
-                    candle.provider,
-                )
-                held = best.get(candle.open_time)
+                key = (not candle.complete, origin)
+                by_provider = best.setdefault(candle.open_time, {})
+                held = by_provider.get(candle.provider)
                 if held is None or key < held[0]:
-                    best[candle.open_time] = (key, candle)
-        return [best[moment][1] for moment in sorted(best)]
+                    by_provider[candle.provider] = (key, candle)
+        # Candidates in pool order (last seen by `sources()`, not asked for here: with a
+        # ROUND_ROBIN pool every listing is a pick), then by name: a lone candle is the first.
+        rank = self._rank
+        result = Series([])
+        for moment in sorted(best):
+            candidates = [
+                candle
+                for _key, candle in sorted(
+                    best[moment].values(),
+                    key=lambda kc: (kc[0], rank.get(kc[1].provider, len(rank)), kc[1].provider),
+                )
+            ]
+            agreed = candle_consensus(candidates, max_deviation_pct=self.max_deviation_pct)
+            if agreed is not None:
+                result.candles.append(agreed)
+            else:
+                t = epoch_ms(moment)
+                result.disputed.append((t, t + width))
+        result.disputed = merge_spans(result.disputed)
+        return result
 
     async def candles(
         self,
@@ -189,22 +248,33 @@ class CandleHistory:
         *,
         now: datetime | None = None,
         fill_seconds: float | None = 8.0,
+        provider: str | None = None,
     ) -> History:
-        """The series over [start, end), filling holes for at most `fill_seconds` (None: no
-        filling). Whatever a fill stored before its time ran out stays stored."""
+        """The series over [start, end) (the consensus, or `provider`'s own candles), filling
+        holes for at most `fill_seconds` (None: no filling). Whatever a fill stored before its
+        time ran out stays stored."""
         now = now or utc_now()
-        series = await self.read(symbol, interval_seconds, start, end, now)
+        series = await self.series(symbol, interval_seconds, start, end, now, provider=provider)
         grid = closed_grid(interval_seconds, start, end, now)
-        missing = holes(series, interval_seconds, grid)
-        if not missing or fill_seconds is None or self.client is None:
-            return History(series, missing)
-        report = FillReport()
-        # The wait for another request's fill of the same series counts against the budget.
-        with trio.move_on_after(fill_seconds):
-            async with self._lock(symbol, interval_seconds):
-                await self.fill(symbol, interval_seconds, missing, now, report)
-        series = await self.read(symbol, interval_seconds, start, end, now)
-        return History(series, holes(series, interval_seconds, grid), report)
+        # A disputed bucket is a hole too: another provider's candle may settle it.
+        missing = holes(series.candles, interval_seconds, grid)
+        if missing and fill_seconds is not None and self.client is not None:
+            report = FillReport()
+            # The wait for another request's fill of the same series counts against the budget.
+            with trio.move_on_after(fill_seconds):
+                async with self._lock(symbol, interval_seconds):
+                    await self.fill(symbol, interval_seconds, missing, now, report, only=provider)
+            series = await self.series(symbol, interval_seconds, start, end, now, provider=provider)
+            missing = holes(series.candles, interval_seconds, grid)
+            return History(
+                series.candles,
+                subtract_spans(missing, series.disputed),
+                report,
+                series.disputed,
+            )
+        return History(
+            series.candles, subtract_spans(missing, series.disputed), disputed=series.disputed
+        )
 
     def _check_budget(self, provider: ProviderConfig) -> None:
         """UpstreamRateLimited unless every window keeps `reserve` of its budget after one more
@@ -231,6 +301,8 @@ class CandleHistory:
         wanted: Sequence[Span],
         now: datetime,
         report: FillReport,
+        *,
+        only: str | None = None,
     ) -> FillReport:
         """Ask each provider in turn for the parts of `wanted` that are still holes and that it
         has not answered before; store what it returns. `report` is updated as it goes, so a
@@ -244,6 +316,8 @@ class CandleHistory:
         for provider, source in self.sources(interval_seconds):
             if not remaining:
                 break
+            if only is not None and provider.id != only:
+                continue
             covered = await self.store.coverage(
                 symbol, interval_seconds, provider.id, (remaining[0][0], remaining[-1][1])
             )

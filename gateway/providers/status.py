@@ -58,6 +58,7 @@ class ProviderRecord:
     failures: int = 0
     circuit_open: bool = False
     outliers: int = 0  # ticks left out of the consensus for deviating from the others
+    quarantined: int = 0  # ticks the plausibility gate refused: never stored or published
     last_success_at: datetime | None = None
     # Why the provider is in its state: the reason given with the last change (or report).
     reason: str | None = None
@@ -202,6 +203,14 @@ class ProviderStatusBoard:
             return 0
         record.outliers += 1
         return record.outliers
+
+    def note_quarantined(self, provider_id: str) -> int:
+        """Count one tick of this provider refused as implausible; returns the count."""
+        record = self.records.get(provider_id)
+        if record is None:
+            return 0
+        record.quarantined += 1
+        return record.quarantined
 
     def state(self, provider_id: str) -> str:
         record = self.records.get(provider_id)

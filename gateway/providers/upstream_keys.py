@@ -74,11 +74,16 @@ def load_dotenv(path: Path | None) -> dict[str, str]:
     if path is None:
         return {}
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"env file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"env file {path} cannot be read: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"env file {path} cannot be read: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        at = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{path}:{at}: not UTF-8 text (byte {data[exc.start]:#04x})") from None
     values: dict[str, str] = {}
     for number, line in enumerate(text.splitlines(), start=1):
         where = f"{path}:{number}"
@@ -133,6 +138,8 @@ class Secrets:
         names = {p.auth.env for p in listed if p.auth.env is not None}
         named_file = environ.get(ENV_FILE_VARIABLE)
         if named_file:
+            if not Path(named_file).exists():
+                raise ConfigError(f"{ENV_FILE_VARIABLE}: env file {named_file} does not exist")
             dotenv = load_dotenv(Path(named_file))
         elif default_env_file.is_file():
             dotenv = load_dotenv(default_env_file)

@@ -11,6 +11,11 @@ it is closed::
 Each (un)subscribe is answered with the full current subscription (`{"type": "subscriptions",
 "channels": [{"name": "ticker", "product_ids": [...]}, ...]}`) or with
 `{"type": "error", "message": "Failed to subscribe", "reason": "XYZ-USD is not a valid product"}`.
+Such an error makes the feed ignore the *whole* request, the valid products in it too (as the
+maintainers of Coinbase's own Node client put it: "the subscribe call being ignored entirely",
+coinbase/coinbase-pro-node#174), so the client drops the product it names, asks again for the
+others at once (`refusal_fails_request`), and does not ask for it again for a while, not even
+on a reconnect (see `gateway.sources.streams`).
 A ticker is sent for every match (and once on subscribing)::
 
     {"type": "ticker", "sequence": 37475248783, "product_id": "ETH-USD", "price": "1285.22",
@@ -99,7 +104,8 @@ def parse_coinbase_message(
 def _refused_product(reason: Any) -> tuple[str, ...]:
     # "XYZ-USD is not a valid product": the only error that names what it refused.
     if isinstance(reason, str) and reason.endswith(" is not a valid product"):
-        return (reason.split(" ", 1)[0],)
+        product = reason.split(" ", 1)[0]
+        return (product,) if product else ()
     return ()
 
 
@@ -140,6 +146,7 @@ class CoinbaseStream(StreamClient):
 
     name = PROVIDER_ID
     default_url = DEFAULT_URL
+    refusal_fails_request = True  # one invalid product fails the whole subscribe
 
     def upstream_id(self, symbol: str) -> str | None:
         return coinbase_product(symbol)

@@ -33,7 +33,7 @@ from gateway.models import Candle, utc_now
 from gateway.sources import candles as cdl
 from gateway.sources.base import number_or_none
 from gateway.symbols import coingecko_id, normalize_symbol, symbol_for_coingecko_id
-from gateway.upstream import UpstreamClient
+from gateway.upstream import RetryPolicy, UpstreamClient
 
 __all__ = [
     "CANDLE_INTERVALS",
@@ -158,29 +158,40 @@ def parse_global(payload: Any, *, provider: str = PROVIDER_ID) -> MarketOverview
 
 
 async def fetch_trending(
-    client: UpstreamClient, provider: ProviderConfig, *, key: str | None = None
+    client: UpstreamClient,
+    provider: ProviderConfig,
+    *,
+    key: str | None = None,
+    retry: RetryPolicy | None = None,
 ) -> list[TrendingCoin]:
-    """CoinGecko's trending coins, most searched first."""
+    """CoinGecko's trending coins, most searched first. `retry` overrides the client's retry
+    policy (a pool that fails over passes `NO_RETRY`, so a 429 is not waited out)."""
     provider_id = provider.id
     coins: list[TrendingCoin] = await client.request_parsed(
         provider,
         TRENDING_ENDPOINT,
         lambda payload: parse_trending(payload, provider=provider_id),
         key=key,
+        retry=retry,
     )
     return coins
 
 
 async def fetch_global(
-    client: UpstreamClient, provider: ProviderConfig, *, key: str | None = None
+    client: UpstreamClient,
+    provider: ProviderConfig,
+    *,
+    key: str | None = None,
+    retry: RetryPolicy | None = None,
 ) -> MarketOverview:
-    """The global market overview (total cap, 24 h volume, BTC dominance)."""
+    """The global market overview (total cap, 24 h volume, BTC dominance); `retry` as above."""
     provider_id = provider.id
     overview: MarketOverview = await client.request_parsed(
         provider,
         GLOBAL_ENDPOINT,
         lambda payload: parse_global(payload, provider=provider_id),
         key=key,
+        retry=retry,
     )
     return overview
 

@@ -28,6 +28,19 @@ it has not verified: that is kept as None (unknown). Errors come as `{"status": 
 
 The Basic plan allows 10,000 credits a month; this endpoint costs one credit per 100 coins
 returned, so the 300 s interval in providers.toml stays within it for up to 100 symbols.
+
+Market overview, fetched on demand (one credit; docs:
+https://coinmarketcap.com/api/documentation/v1/#operation/getV1GlobalmetricsQuotesLatest):
+`GET /v1/global-metrics/quotes/latest?convert=USD` answers::
+
+    {"status": {...},
+     "data": {"btc_dominance": 50.02, "eth_dominance": 15.69, "active_cryptocurrencies": 9316,
+              "last_updated": "2024-03-25T08:45:00.000Z", ...,
+              "quote": {"USD": {"total_market_cap": 2.64e12, "total_volume_24h": 9.2e10,
+                                "total_market_cap_yesterday_percentage_change": 1.72,
+                                "last_updated": "2024-03-25T08:45:00.000Z", ...}}}}
+
+(`total_market_cap_yesterday_percentage_change` is in newer answers only: absent -> None.)
 """
 
 from __future__ import annotations
@@ -36,22 +49,29 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Final
 
+from gateway.config import ProviderConfig
 from gateway.errors import UpstreamPayloadError
+from gateway.market_models import MarketOverview
 from gateway.models import PriceTick
 from gateway.sources import candles as cdl
 from gateway.sources.base import PollingCollector, is_valid_price, number_or_none, optional_number
 from gateway.symbols import asset, normalize_symbol
+from gateway.upstream import RetryPolicy, UpstreamClient
 
 __all__ = [
     "ENDPOINT",
+    "GLOBAL_METRICS_ENDPOINT",
     "PROVIDER_ID",
     "CoinMarketCapCollector",
+    "fetch_global_metrics",
+    "parse_global_metrics",
     "parse_quotes_latest",
     "quotes_params",
 ]
 
 PROVIDER_ID: Final = "coinmarketcap"
 ENDPOINT: Final = "/cryptocurrency/quotes/latest"
+GLOBAL_METRICS_ENDPOINT: Final = "/global-metrics/quotes/latest"
 
 
 def quotes_params(symbols: Sequence[str]) -> dict[str, str]:
@@ -138,3 +158,75 @@ class CoinMarketCapCollector(PollingCollector):
         ticks = await self.fetch_ticks(ENDPOINT, parse_quotes_latest, params=quotes_params(wanted))
         chosen = {normalize_symbol(s) for s in wanted}
         return [t for t in ticks if t.symbol in chosen]
+
+
+# -- market overview (on demand) ----------------------------------------------------------------
+
+
+def parse_global_metrics(payload: Any, *, provider: str = PROVIDER_ID) -> MarketOverview:
+    """The MarketOverview in a `/global-metrics/quotes/latest` response (USD).
+
+    A non-zero `status.error_code` or a `data` that is not an object is an error.
+    `quote.USD.total_market_cap` and `total_volume_24h` must be finite numbers above zero,
+    `btc_dominance` a number in 0..100, and `quote.USD.last_updated` (else `data.last_updated`)
+    an ISO 8601 time; `active_cryptocurrencies` and the 24 h cap change may be absent (None).
+    """
+
+    def fail(message: str) -> UpstreamPayloadError:
+        return UpstreamPayloadError(message, provider=provider, endpoint=GLOBAL_METRICS_ENDPOINT)
+
+    if not isinstance(payload, dict):
+        raise fail(f"expected a JSON object, got {type(payload).__name__}")
+    status = payload.get("status")
+    if isinstance(status, dict) and status.get("error_code") not in (0, "0", None):
+        raise fail(f"error response {status.get('error_code')}: {status.get('error_message')}")
+    data = payload.get("data")
+    if not isinstance(data, dict):
+        raise fail(f"expected 'data' to be an object, got {type(data).__name__}")
+    quote = data.get("quote")
+    usd = quote.get("USD") if isinstance(quote, dict) else None
+    if not isinstance(usd, dict):
+        raise fail("missing data.quote.USD")
+    btc = number_or_none(data.get("btc_dominance"))
+    if btc is None or not 0 <= btc <= 100:
+        raise fail(f"invalid btc_dominance {data.get('btc_dominance')!r}")
+    updated = usd.get("last_updated") or data.get("last_updated")
+    count = number_or_none(data.get("active_cryptocurrencies"))
+    return MarketOverview(
+        total_market_cap_usd=cdl.price(
+            usd.get("total_market_cap"), fail, "total_market_cap", strings=False
+        ),
+        total_volume_24h_usd=cdl.price(
+            usd.get("total_volume_24h"), fail, "total_volume_24h", strings=False
+        ),
+        btc_dominance_pct=btc,
+        market_cap_change_24h_pct=optional_number(
+            usd, "total_market_cap_yesterday_percentage_change", "quote.USD", fail, signed=True
+        ),
+        active_cryptocurrencies=(
+            int(count) if count is not None and count.is_integer() and count >= 1 else None
+        ),
+        updated_at=cdl.iso_time(updated, fail, "last_updated"),
+        provider=provider,
+    )
+
+
+async def fetch_global_metrics(
+    client: UpstreamClient,
+    provider: ProviderConfig,
+    *,
+    key: str | None = None,
+    retry: RetryPolicy | None = None,
+) -> MarketOverview:
+    """CoinMarketCap's global metrics as a MarketOverview (needs the provider's key). `retry`
+    overrides the client's retry policy (a pool that fails over passes `NO_RETRY`)."""
+    provider_id = provider.id
+    overview: MarketOverview = await client.request_parsed(
+        provider,
+        GLOBAL_METRICS_ENDPOINT,
+        lambda payload: parse_global_metrics(payload, provider=provider_id),
+        params={"convert": "USD"},
+        key=key,
+        retry=retry,
+    )
+    return overview

@@ -26,6 +26,17 @@ Candles: `?start=&end=&limit=&interval=24h&quote=usd` answers rows with ISO time
 The free plan serves daily candles (`interval=24h`) for the last 24 hours only; older windows
 are refused by CoinPaprika (an UpstreamError). `limit` defaults to 1 upstream, so it is always
 sent (at most 366). `volume` is already in USD and kept.
+
+Market overview, fetched on demand (free plan, updated every 5 minutes; docs:
+https://docs.coinpaprika.com/api-reference/global/get-market-overview-data): `GET /global`
+answers one object::
+
+    {"market_cap_usd": 2641998120344, "volume_24h_usd": 92181230457,
+     "bitcoin_dominance_percentage": 50.02, "cryptocurrencies_number": 10412,
+     "market_cap_change_24h": 1.72, "last_updated": 1711356302, ...}
+
+`market_cap_change_24h` is a percentage; `last_updated` (Unix seconds) is when CoinPaprika
+computed it and becomes the overview's `updated_at`.
 """
 
 from __future__ import annotations
@@ -36,28 +47,33 @@ from typing import Any, Final
 
 from gateway.config import ProviderConfig
 from gateway.errors import UpstreamPayloadError
+from gateway.market_models import MarketOverview
 from gateway.models import Candle, PriceTick, utc_now
 from gateway.sources import candles as cdl
-from gateway.sources.base import PollingCollector, optional_number
+from gateway.sources.base import PollingCollector, number_or_none, optional_number
 from gateway.symbols import coinpaprika_id, normalize_symbol, symbol_for_coinpaprika_id
-from gateway.upstream import UpstreamClient
+from gateway.upstream import RetryPolicy, UpstreamClient
 
 __all__ = [
     "CANDLE_INTERVALS",
+    "GLOBAL_ENDPOINT",
     "OHLCV_LIMIT",
     "PROVIDER_ID",
     "TICKERS_ENDPOINT",
     "TICKERS_PARAMS",
     "CoinPaprikaCollector",
     "fetch_candles",
+    "fetch_global",
     "ohlcv_params",
     "ohlcv_path",
+    "parse_global",
     "parse_ohlcv",
     "parse_tickers",
 ]
 
 PROVIDER_ID: Final = "coinpaprika"
 TICKERS_ENDPOINT: Final = "/tickers"
+GLOBAL_ENDPOINT: Final = "/global"
 TICKERS_PARAMS: Final = {"quotes": "USD"}
 OHLCV_LIMIT: Final = 366
 CANDLE_INTERVALS: Final = frozenset({86400})
@@ -248,3 +264,66 @@ async def fetch_candles(
         return candles
 
     return await cdl.fetch_pages(page, aligned, end, interval_seconds, OHLCV_LIMIT)
+
+
+# -- market overview (on demand) ----------------------------------------------------------------
+
+
+def parse_global(payload: Any, *, provider: str = PROVIDER_ID) -> MarketOverview:
+    """The MarketOverview in a `/global` response; raises UpstreamPayloadError.
+
+    `market_cap_usd` and `volume_24h_usd` must be finite numbers above zero,
+    `bitcoin_dominance_percentage` a number in 0..100 and `last_updated` Unix seconds; the 24 h
+    cap change and the coin count may be absent or null (-> None).
+    """
+    fail = _fail_for(provider, GLOBAL_ENDPOINT)
+    if not isinstance(payload, dict):
+        raise fail(f"expected a JSON object, got {type(payload).__name__}")
+    if "error" in payload and "market_cap_usd" not in payload:
+        raise fail(f"error response: {payload.get('error')}")
+    btc = number_or_none(payload.get("bitcoin_dominance_percentage"))
+    if btc is None or not 0 <= btc <= 100:
+        raise fail(
+            f"invalid bitcoin_dominance_percentage {payload.get('bitcoin_dominance_percentage')!r}"
+        )
+    updated = number_or_none(payload.get("last_updated"))
+    if updated is None:
+        raise fail(f"invalid last_updated {payload.get('last_updated')!r}")
+    count = number_or_none(payload.get("cryptocurrencies_number"))
+    return MarketOverview(
+        total_market_cap_usd=cdl.price(
+            payload.get("market_cap_usd"), fail, "market_cap_usd", strings=False
+        ),
+        total_volume_24h_usd=cdl.price(
+            payload.get("volume_24h_usd"), fail, "volume_24h_usd", strings=False
+        ),
+        btc_dominance_pct=btc,
+        market_cap_change_24h_pct=optional_number(
+            payload, "market_cap_change_24h", "global", fail, signed=True
+        ),
+        active_cryptocurrencies=int(count)
+        if count is not None and count.is_integer() and count >= 1
+        else None,
+        updated_at=cdl.from_epoch(updated, fail, "last_updated"),
+        provider=provider,
+    )
+
+
+async def fetch_global(
+    client: UpstreamClient,
+    provider: ProviderConfig,
+    *,
+    key: str | None = None,
+    retry: RetryPolicy | None = None,
+) -> MarketOverview:
+    """CoinPaprika's market overview (total cap, 24 h volume, BTC dominance). `retry`
+    overrides the client's retry policy (a pool that fails over passes `NO_RETRY`)."""
+    provider_id = provider.id
+    overview: MarketOverview = await client.request_parsed(
+        provider,
+        GLOBAL_ENDPOINT,
+        lambda payload: parse_global(payload, provider=provider_id),
+        key=key,
+        retry=retry,
+    )
+    return overview

@@ -36,7 +36,7 @@ from gateway.models import PriceTick
 from gateway.sources import candles as cdl
 from gateway.sources.base import PollingCollector, number_or_none
 from gateway.symbols import defillama_coin, symbol_for_defillama_coin
-from gateway.upstream import UpstreamClient
+from gateway.upstream import RetryPolicy, UpstreamClient
 
 __all__ = [
     "CHAIN_TVL_ENDPOINT",
@@ -219,25 +219,43 @@ def chain_tvl_path(chain: str | None = None) -> str:
     return CHAIN_TVL_ENDPOINT if chain is None else f"{CHAIN_TVL_ENDPOINT}/{quote(chain, safe='')}"
 
 
-async def fetch_protocols(client: UpstreamClient, provider: ProviderConfig) -> list[DefiProtocol]:
-    """Every protocol DefiLlama tracks, with TVL (`provider`: the `defillama` entry)."""
+async def fetch_protocols(
+    client: UpstreamClient,
+    provider: ProviderConfig,
+    *,
+    key: str | None = None,
+    retry: RetryPolicy | None = None,
+) -> list[DefiProtocol]:
+    """Every protocol DefiLlama tracks, with TVL (`provider`: the `defillama` entry). DefiLlama
+    needs no key (`key` is passed on for a keyed mirror); `retry` overrides the client's
+    retry policy (a pool that fails over passes `NO_RETRY`)."""
     provider_id = provider.id
     protocols: list[DefiProtocol] = await client.request_parsed(
         provider,
         PROTOCOLS_ENDPOINT,
         lambda payload: parse_protocols(payload, provider=provider_id),
+        key=key,
+        retry=retry,
     )
     return protocols
 
 
 async def fetch_chain_tvl(
-    client: UpstreamClient, provider: ProviderConfig, chain: str | None = None
+    client: UpstreamClient,
+    provider: ProviderConfig,
+    chain: str | None = None,
+    *,
+    key: str | None = None,
+    retry: RetryPolicy | None = None,
 ) -> list[TvlPoint]:
-    """Daily DeFi TVL of all chains (or one), oldest first (`provider`: `defillama`)."""
+    """Daily DeFi TVL of all chains (or one), oldest first (`provider`: `defillama`); `key`
+    and `retry` as for `fetch_protocols`."""
     provider_id, path = provider.id, chain_tvl_path(chain)
     points: list[TvlPoint] = await client.request_parsed(
         provider,
         path,
         lambda payload: parse_chain_tvl(payload, provider=provider_id, endpoint=path),
+        key=key,
+        retry=retry,
     )
     return points

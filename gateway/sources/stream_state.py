@@ -49,6 +49,10 @@ class StreamSettings:
     # Connections in a row that end without delivering a tick (refused, timed out, silent,
     # dropped) before the stream is reported OFFLINE rather than DEGRADED.
     offline_after: int = 3
+    # A product the exchange refused by name is not subscribed again (not even on a reconnect)
+    # for this long; at most `max_refusals` are remembered.
+    refusal_memory: float = 3600 * SECONDS
+    max_refusals: int = 256
 
     def __post_init__(self) -> None:
         for name in (
@@ -69,6 +73,8 @@ class StreamSettings:
             raise ValueError("max_subscriptions >= 1 and max_message_bytes >= 1024")
         if self.offline_after < 1:
             raise ValueError("offline_after must be at least 1")
+        if not self.refusal_memory >= 0 or self.max_refusals < 1:
+            raise ValueError("refusal_memory >= 0 and max_refusals >= 1")
 
 
 def reconnect_delay(failures: int, initial: float, cap: float) -> float:

@@ -27,18 +27,23 @@ subscribe and unsubscribe messages, and the parser (message -> `Frame`, with the
   the socket); `max_message_bytes` caps a frame; `min_publish_interval` coalesces a busy
   symbol to its latest tick (one pending tick per symbol at most; `TickThrottle` in
   `gateway.sources.stream_throttle`); `max_subscriptions` caps what one connection carries.
+* **Refused products**: a product the exchange refuses *by name* ("ADA-USD is not a valid
+  product") is dropped, logged once by name, named in the health reason and remembered for
+  `refusal_memory` (`gateway.sources.stream_requests`), so no reconnect asks for it again. An
+  exchange that ignores a whole request for one bad product (`refusal_fails_request`:
+  Coinbase) is asked again for the others at once. Other errors drop nothing beyond the
+  request they answer, and only on that connection.
 * **No interest, no connection**: while the interest set has nothing this exchange lists, the
   client stays disconnected (Coinbase drops a connection that does not subscribe within 5 s).
-* **Health** (`on_health`, fed to the provider status board): ONLINE once a connection delivers
-  a tick (refreshed at most every `HEALTH_REFRESH` while messages arrive); DEGRADED when it is
-  lost, goes silent or cannot be made, while reconnecting; OFFLINE after `offline_after`
-  connections in a row ended without delivering a tick. Every attempt is bounded
-  (`connect_timeout`, `silence_timeout`), so "repeatedly failing" is also "down for a while".
-  Each report says why ("connected", "silent for 30 s, reconnecting", "connect failed: …").
+* **Health** (`on_health`, fed to the provider status board, kept by `StreamHealthTracker` in
+  `gateway.sources.stream_health`): ONLINE once a connection delivers a tick; DEGRADED while
+  reconnecting; OFFLINE after `offline_after` connections in a row without a tick. Every
+  attempt is bounded (`connect_timeout`, `silence_timeout`), so "repeatedly failing" is also
+  "down for a while". Each report says why ("connected", "silent for 30 s, reconnecting").
 
 `run()` reports started at once and never raises for upstream trouble; only bugs escape, for
 the supervisor to restart it. The state it exposes (`connected`, `last_message_at`,
-`reconnects`, `malformed`, `is_live(symbol)`, `health_state`, `status()`) is what health,
+`reconnects`, `malformed`, `is_live(symbol)`, `health_state`, `refused`, `status()`) is what health,
 metrics and the REST fallback read, one client at a time or all together through
 `gateway.sources.stream_group.StreamGroup`. Settings, health reports and status snapshots are
 the values of `gateway.sources.stream_state`.
@@ -49,11 +54,10 @@ upstream failure escape `run()`.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import structlog
@@ -61,15 +65,16 @@ import trio
 from trio.lowlevel import ParkingLot
 from trio_websocket import WebSocketConnection, open_websocket_url
 
-from gateway.config import SECONDS, ProviderConfig
+from gateway.config import ProviderConfig
 from gateway.errors import UpstreamPayloadError
 from gateway.models import PriceTick, utc_now
 from gateway.sources.base import Publish
 from gateway.sources.interest import SymbolInterest
+from gateway.sources.stream_health import HEALTH_REFRESH, StreamHealthTracker
 from gateway.sources.stream_parsing import Frame
+from gateway.sources.stream_requests import PendingRequests, RefusalMemory
 from gateway.sources.stream_state import (
     HealthReport,
-    StreamHealth,
     StreamSettings,
     StreamStatus,
     reconnect_delay,
@@ -85,14 +90,6 @@ log = structlog.get_logger(__name__)
 Connect = Callable[..., AbstractAsyncContextManager[WebSocketConnection]]
 
 
-# Requests whose answer we still wait for, per connection; older ones are forgotten.
-_MAX_PENDING_REQUESTS: Final = 64
-
-# While ONLINE, the status board's "last success" is refreshed at most this often (not once per
-# message: a busy feed sends hundreds a second).
-HEALTH_REFRESH: Final = 5 * SECONDS
-
-
 class StreamClient:
     """One exchange's live stream; a subclass sets `name` and `default_url` and implements
     `upstream_id`, `subscribe_messages`, `unsubscribe_messages` and `parse`."""
@@ -101,6 +98,8 @@ class StreamClient:
     default_url: ClassVar[str]
     # Send `keepalive_message` every `keepalive_interval` (application-level ping).
     keepalive: ClassVar[bool] = False
+    # The exchange ignores a whole subscribe request when it refuses one product in it.
+    refusal_fails_request: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -138,20 +137,23 @@ class StreamClient:
         self.ticks = 0
         self.backoff = 0.0
         self.last_error: str | None = None
-        # Called (synchronously; it must not block) with each health report.
-        self.on_health = on_health
-        self.health_state: str | None = None
-        self.health_reason: str | None = None
-        self._health_refreshed = -math.inf
-        self._bad_sessions = 0  # connections in a row that ended without delivering a tick
         self._got_tick = False
 
         # Per connection: upstream id -> canonical symbol, and what the exchange refused.
         self._subscribed: dict[str, str] = {}
         self._refused: set[str] = set()
+        # Named by the exchange as refused: kept across connections, for a while.
+        self._refusals = RefusalMemory(self.settings.refusal_memory, self.settings.max_refusals)
+        self.health = StreamHealthTracker(
+            self.provider_id,
+            offline_after=self.settings.offline_after,
+            refusals=self._refusals,
+            on_health=on_health,
+            last_message_at=lambda: self.last_message_at,
+            notify=self._notify,
+        )
         self._seen: set[str] = set()  # symbols with a tick on this connection
-        self._requests: dict[int, tuple[str, ...]] = {}
-        self._request_id = 0
+        self._requests = PendingRequests()  # per connection: what each request asked for
         self._got_message = False
         self._idle = False
         self._end_reason: str | None = None
@@ -217,6 +219,10 @@ class StreamClient:
         connection (an exchange that accepts a subscription but never sends is not live)."""
         return self.connected and normalize_symbol(symbol) in self._seen
 
+    @property
+    def health_state(self) -> str | None:
+        return self.health.state
+
     def live_symbols(self) -> frozenset[str]:
         return frozenset(self._seen) if self.connected else frozenset()
 
@@ -229,10 +235,11 @@ class StreamClient:
 
     @property
     def refused(self) -> frozenset[str]:
-        """Upstream ids the exchange refused on the current connection."""
-        return frozenset(self._refused)
+        """Upstream ids refused on this connection or, by name, recently."""
+        return frozenset(self._refused) | self._refusals.active(trio.current_time()).keys()
 
     def status(self) -> StreamStatus:
+        now = trio.current_time()
         return StreamStatus(
             provider=self.provider_id,
             connected=self.connected,
@@ -240,7 +247,12 @@ class StreamClient:
             last_message_at=self.last_message_at,
             subscribed=tuple(sorted(self.subscribed)),
             live=tuple(sorted(self.live_symbols())),
-            refused=tuple(sorted(self._subscribed.get(i, i) for i in self._refused)),
+            refused=tuple(
+                sorted(
+                    {self._subscribed.get(i, i) for i in self._refused}
+                    | self._refusals.symbols(now)
+                )
+            ),
             connects=self.connects,
             reconnects=self.reconnects,
             failures=self.failures,
@@ -249,8 +261,8 @@ class StreamClient:
             upstream_errors=self.upstream_errors,
             ticks=self.ticks,
             last_error=self.last_error,
-            state=self.health_state,
-            state_reason=self.health_reason,
+            state=self.health.state,
+            state_reason=self.health.reason,
         )
 
     async def wait_changed(self) -> None:
@@ -282,8 +294,7 @@ class StreamClient:
             if self._idle:  # closed because nothing is wanted: not a failure
                 self.failures = 0
                 retrying = False
-                if self.health_state is not None:
-                    self._report(self.health_state, "idle: no watched symbol is listed here")
+                self.health.restate("idle: no watched symbol is listed here")
                 continue
             self.failures = 1 if healthy else self.failures + 1
             self.backoff = reconnect_delay(
@@ -302,11 +313,12 @@ class StreamClient:
     def _wanted(self) -> dict[str, str]:
         """Upstream id -> canonical symbol for the current interest, capped, in symbol order."""
         wanted: dict[str, str] = {}
+        refused = self._refusals.active(trio.current_time())
         for symbol in sorted(self.interest.symbols):
             if self.only is not None and symbol not in self.only:
                 continue
             upstream = self.upstream_id(symbol)
-            if upstream is None:
+            if upstream is None or upstream in refused:
                 continue
             if len(wanted) >= self.settings.max_subscriptions:
                 if not self._capped_warned:
@@ -321,7 +333,9 @@ class StreamClient:
     async def _wait_for_interest(self) -> None:
         version = self.interest.version
         while not self._wanted():
-            version = await self.interest.wait_changed(version)
+            # A remembered refusal running out may make something wanted again.
+            with trio.move_on_after(self._refusals.seconds_to_expiry(trio.current_time())):
+                version = await self.interest.wait_changed(version)
 
     async def _session(self) -> bool:
         """One connection from connect to close; True if it was healthy (long and busy)."""
@@ -380,38 +394,11 @@ class StreamClient:
 
     # -- health -----------------------------------------------------------------------------
 
-    def _report(self, state: str, reason: str, *, failed: bool = False) -> None:
-        changed = state != self.health_state
-        self.health_state, self.health_reason = state, reason
-        self._health_refreshed = trio.current_time()
-        if self.on_health is not None:
-            health = StreamHealth(
-                self.provider_id, state, reason, utc_now(), self.last_message_at, failed
-            )
-            self.on_health(health)
-        if changed:
-            self._notify()
-
-    def _delivering(self) -> None:
-        """A tick arrived on this connection: ONLINE, if it was not already."""
-        self._got_tick = True
-        if self.health_state != "ONLINE":
-            self._report("ONLINE", "connected")
-
     def _lost(self, *, up: bool, silent: bool) -> None:
         """A connection ended (or was never made): DEGRADED, or OFFLINE when it keeps failing."""
-        self._bad_sessions = 1 if self._got_tick else self._bad_sessions + 1
+        silence = self.settings.silence_timeout if silent else None
         detail = self._end_reason or "connection ended"
-        if silent:
-            what = f"silent for {self.settings.silence_timeout:g} s"
-        elif up:
-            what = f"disconnected: {detail}"
-        else:
-            what = f"connect failed: {detail}"
-        if self._bad_sessions >= self.settings.offline_after:
-            self._report("OFFLINE", f"{what} ({self._bad_sessions} failures in a row)", failed=True)
-        else:
-            self._report("DEGRADED", f"{what}, reconnecting", failed=True)
+        self.health.lost(detail, up=up, silent=silence, got_tick=self._got_tick)
 
     def _up(self) -> None:
         self.connected = True
@@ -430,15 +417,6 @@ class StreamClient:
         self._throttle.drop_pending()
         if was:
             self._notify()
-
-    def _next_request(self) -> int:
-        self._request_id += 1
-        return self._request_id
-
-    def _track(self, request_id: int, ids: Sequence[str]) -> None:
-        if len(self._requests) >= _MAX_PENDING_REQUESTS:
-            del self._requests[next(iter(self._requests))]
-        self._requests[request_id] = tuple(ids)
 
     # -- a connection's tasks ---------------------------------------------------------------
 
@@ -465,33 +443,35 @@ class StreamClient:
                         frame=_excerpt(message),
                     )
                 continue
-            if (
-                self.health_state == "ONLINE"
-                and trio.current_time() - self._health_refreshed >= HEALTH_REFRESH
-            ):
-                self._report("ONLINE", "connected")  # a well-formed message: still alive
-            ticks = self._apply(frame)
+            self.health.alive()  # a well-formed message
+            ticks, dropped = self._apply(frame)
             if ticks:
                 await self._emit(ticks)
+            if dropped and not self._subscribed:
+                self._idle = True  # nothing left to ask for; a reconnect would ask for nothing
+                return "every wanted product was refused"
+            if dropped and self.refusal_fails_request:
+                await self._ask_again(ws)
             if frame.reconnect:
                 return "the exchange asked clients to reconnect"
 
-    def _apply(self, frame: Frame) -> list[PriceTick]:
-        """Book-keeping for a frame; returns its ticks for symbols subscribed here."""
+    def _apply(self, frame: Frame) -> tuple[list[PriceTick], bool]:
+        """Book-keeping for a frame: its ticks for symbols subscribed here, and whether it
+        dropped a product the exchange refused by name."""
         refused = set(frame.refused)
         if frame.request_id is not None:
-            asked = self._requests.pop(frame.request_id, ())
+            asked = self._requests.answered(frame.request_id)
             if frame.error is not None and not refused:
                 refused.update(asked)
         if frame.error is not None:
             self.upstream_errors += 1
             self.last_error = frame.error
             self._log.warning("stream.upstream_error", error=frame.error, refused=sorted(refused))
-        changed = False
-        for upstream in refused & self._subscribed.keys():
+        named = set(frame.refused) & self._subscribed.keys()
+        changed = self._drop_refused(named, frame.error or "refused by the exchange")
+        for upstream in (refused - named) & self._subscribed.keys():
             self._refused.add(upstream)
-            if self._subscribed[upstream] in self._seen:
-                self._seen.discard(self._subscribed[upstream])
+            self._seen.discard(self._subscribed[upstream])
             changed = True
         live = self.subscribed
         ticks = [tick for tick in frame.ticks if tick.symbol in live]
@@ -502,8 +482,41 @@ class StreamClient:
         if changed:
             self._notify()
         if ticks:
-            self._delivering()
-        return ticks
+            self._got_tick = True
+            self.health.delivering()
+        return ticks, bool(named)
+
+    def _drop_refused(self, named: set[str], reason: str) -> bool:
+        """Products the exchange refused by name: off this connection, and remembered so that
+        no reconnect asks for them while the refusal lasts."""
+        now = trio.current_time()
+        for upstream in sorted(named):
+            symbol = self._subscribed.pop(upstream)
+            self._seen.discard(symbol)
+            self._refused.discard(upstream)
+            self._refusals.add(upstream, symbol, reason, now)
+            self._log.warning(
+                "stream.product_refused",
+                product=upstream,
+                symbol=symbol,
+                reason=reason,
+                not_asked_again_for_s=self.settings.refusal_memory,
+            )
+        if named:
+            self.health.restate()  # the reason names them now
+        return bool(named)
+
+    async def _ask_again(self, ws: WebSocketConnection) -> None:
+        """The exchange ignored a whole request for a product it refused: ask again for what
+        has not delivered on this connection (asking for a subscribed product is harmless)."""
+        seen, refused = self._seen, self._refused
+        ids = [i for i, s in self._subscribed.items() if s not in seen and i not in refused]
+        if not ids:
+            return
+        request_id = self._requests.track(ids)
+        self._log.info("stream.resubscribed", added=[self._subscribed[i] for i in ids])
+        for message in self.subscribe_messages(ids, request_id):
+            await self._send(ws, message)
 
     async def _emit(self, ticks: list[PriceTick]) -> None:
         if self.settings.min_publish_interval > 0:
@@ -529,8 +542,7 @@ class StreamClient:
 
     async def _follow_interest(self, ws: WebSocketConnection, version: int) -> str:
         ids = list(self._subscribed)
-        request_id = self._next_request()
-        self._track(request_id, ids)
+        request_id = self._requests.track(ids)
         for message in self.initial_messages(ids, request_id):
             await self._send(ws, message)
         while True:
@@ -546,7 +558,7 @@ class StreamClient:
             added = [i for i in wanted if i not in self._subscribed]
             dropped = sorted(self._subscribed[i] for i in removed)
             if removed:
-                request_id = self._next_request()
+                request_id = self._requests.next_id()
                 for message in self.unsubscribe_messages(removed, request_id):
                     await self._send(ws, message)
                 for upstream in removed:
@@ -554,8 +566,7 @@ class StreamClient:
                     self._refused.discard(upstream)
                 self._notify()
             if added:
-                request_id = self._next_request()
-                self._track(request_id, added)
+                request_id = self._requests.track(added)
                 for upstream in added:
                     self._subscribed[upstream] = wanted[upstream]
                 for message in self.subscribe_messages(added, request_id):
@@ -578,7 +589,7 @@ class StreamClient:
     async def _keep_alive(self, ws: WebSocketConnection) -> str:
         while True:
             await trio.sleep(self.settings.keepalive_interval)
-            message = self.keepalive_message(self._next_request())
+            message = self.keepalive_message(self._requests.next_id())
             if message is not None:
                 await self._send(ws, message)
 

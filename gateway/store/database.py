@@ -93,6 +93,12 @@ class Storage:
         """Rows accepted by write_ticks() and not yet committed (never above storage_queue)."""
         return self._writes.queued_rows
 
+    @property
+    def writes_failing_since(self) -> datetime | None:
+        """When batch commits began to fail (disk full, read-only file); None while the latest
+        one succeeded. /readyz answers 503 meanwhile."""
+        return self._writes.failing_since
+
     # -- writing -------------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -206,13 +212,18 @@ class Storage:
         start: datetime,
         end: datetime,
         now: datetime | None = None,
+        *,
+        each_provider: bool = False,
+        provider: str | None = None,
     ) -> list[Candle]:
         """OHLC candles of `symbol` from the ticks in [start, end), oldest first, built in SQL.
 
-        Candles never mix providers: they use the one provider with the most ticks (for whole
-        minutes: the most minutes with ticks) for the symbol in the range (ties go to the
-        alphabetically first), so a change of provider
-        between buckets cannot fake a price jump. Buckets are aligned to multiples of the
+        A candle never mixes providers. By default the series is the one provider with the most
+        ticks (for whole minutes: the most minutes with ticks) for the symbol in the range (ties
+        go to the alphabetically first), so a change of provider between buckets cannot fake a
+        price jump; `each_provider` returns every provider's candles instead (several per
+        bucket, ordered by open time then provider: for a consensus across them), and
+        `provider` only that provider's. Buckets are aligned to multiples of the
         interval since the epoch. A candle is `complete` once its interval has ended (by `now`,
         default the current time) and, for intervals of a minute or more, every minute of it
         holds at least one tick; a bucket cut by `start` or `end` counts as holed.
@@ -228,7 +239,14 @@ class Storage:
             raise BadUserInput(f"interval must be at least 1 second, got {interval_seconds}")
         now_ms = query_ms(now if now is not None else utc_now(), "now")
         start_ms, end_ms = query_ms(start, "start"), query_ms(end, "end")
-        sql, params = candles_statement(symbol, interval_seconds * 1000, start_ms, end_ms)
+        sql, params = candles_statement(
+            symbol,
+            interval_seconds * 1000,
+            start_ms,
+            end_ms,
+            each_provider=each_provider,
+            provider=provider,
+        )
         rows = await self.read(lambda db: db.execute(sql, params).fetchall())
         return candles_from_rows(rows, symbol, interval_seconds, start_ms, end_ms, now_ms)
 

@@ -230,6 +230,28 @@ MIGRATIONS: Final = (
             ) WITHOUT ROWID""",
         ),
     ),
+    # Ticks the plausibility gate refused (gateway.prices.plausibility): kept for inspection,
+    # never read by candles, consensus or subscriptions. `reference_usd` is what the gate
+    # compared with (NULL when the price itself was not a positive number).
+    Migration(
+        6,
+        "quarantined ticks",
+        (
+            """CREATE TABLE quarantined_ticks (
+                id INTEGER PRIMARY KEY,
+                symbol TEXT NOT NULL,
+                provider TEXT NOT NULL,
+                observed_ms INTEGER NOT NULL,
+                usd REAL,
+                reference_usd REAL,
+                reason TEXT NOT NULL,
+                quarantined_ms INTEGER NOT NULL
+            )""",
+            """CREATE INDEX quarantined_ticks_time ON quarantined_ticks (quarantined_ms)""",
+            """CREATE INDEX quarantined_ticks_series
+                ON quarantined_ticks (symbol, provider, quarantined_ms)""",
+        ),
+    ),
 )
 
 

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from math import ceil, isfinite
+from math import ceil
 from typing import Any, Final
 
 from gateway.errors import BadUserInput
 from gateway.models import Candle, PriceTick, epoch_ms, from_epoch_ms
 
 __all__ = [
+    "CANDLES_EACH_SQL",
+    "CANDLES_FROM_MINUTES_EACH_SQL",
     "CANDLES_FROM_MINUTES_SQL",
     "CANDLES_SQL",
     "CANDLE_UPSERT_SQL",
@@ -77,6 +79,24 @@ JOIN candles_1m AS o ON o.symbol = :symbol AND o.provider = (SELECT provider FRO
 JOIN candles_1m AS c
   ON c.symbol = :symbol AND c.provider = o.provider AND c.minute_ms = b.last_minute
 ORDER BY b.n
+"""
+# Every provider's candles from candles_1m (or one provider's: :provider), several per bucket.
+CANDLES_FROM_MINUTES_EACH_SQL: Final = """
+WITH bucket AS (
+    SELECT provider, minute_ms / :width AS n, min(minute_ms) AS first_minute,
+           max(minute_ms) AS last_minute, max(high) AS high, min(low) AS low, count(*) AS minutes
+    FROM candles_1m INDEXED BY candles_1m_symbol_time
+    WHERE symbol = :symbol AND minute_ms >= :start AND minute_ms < :end
+      AND (:provider IS NULL OR provider = :provider)
+    GROUP BY provider, n
+)
+SELECT b.n, o.open, b.high, b.low, c.close, b.minutes, b.provider
+FROM bucket AS b
+JOIN candles_1m AS o
+  ON o.symbol = :symbol AND o.provider = b.provider AND o.minute_ms = b.first_minute
+JOIN candles_1m AS c
+  ON c.symbol = :symbol AND c.provider = b.provider AND c.minute_ms = b.last_minute
+ORDER BY b.n, b.provider
 """
 INSERT_SQL: Final = f"INSERT OR IGNORE INTO price_ticks ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
 
@@ -150,6 +170,27 @@ ORDER BY b.n
 """
 
 
+# Every provider's candles from the ticks (or one provider's: :provider).
+CANDLES_EACH_SQL: Final = """
+WITH bucket AS (
+    SELECT provider, observed_ms / :width AS n, min(observed_ms) AS first_ms,
+           max(observed_ms) AS last_ms, max(usd) AS high, min(usd) AS low,
+           count(DISTINCT (observed_ms % :width) / 60000) AS minutes
+    FROM price_ticks INDEXED BY price_ticks_symbol_time
+    WHERE symbol = :symbol AND observed_ms >= :start AND observed_ms < :end
+      AND (:provider IS NULL OR provider = :provider)
+    GROUP BY provider, n
+)
+SELECT b.n, o.usd, b.high, b.low, c.usd, b.minutes, b.provider
+FROM bucket AS b
+JOIN price_ticks AS o
+  ON o.symbol = :symbol AND o.provider = b.provider AND o.observed_ms = b.first_ms
+JOIN price_ticks AS c
+  ON c.symbol = :symbol AND c.provider = b.provider AND c.observed_ms = b.last_ms
+ORDER BY b.n, b.provider
+"""
+
+
 def query_ms(moment: datetime, argument: str) -> int:
     """`moment` in epoch milliseconds; BadUserInput, naming `argument`, if it is naive."""
     try:
@@ -160,8 +201,7 @@ def query_ms(moment: datetime, argument: str) -> int:
 
 def tick_row(tick: PriceTick) -> TickRow:
     """The price_ticks row of `tick`; ValueError for a non-finite price or a naive time."""
-    if not isfinite(tick.usd):
-        raise ValueError(f"{tick.provider} {tick.symbol}: price {tick.usd!r} is not a number")
+    tick.check()
     observed_ms = epoch_ms(tick.observed_at)
     return (tick.symbol, tick.provider, observed_ms, tick.usd, tick.market_cap_usd,
             tick.volume_24h_usd, tick.change_24h_pct)  # fmt: skip
@@ -174,22 +214,32 @@ def tick_from_row(row: Sequence[Any]) -> PriceTick:
 
 
 def candles_statement(
-    symbol: str, width: int, start_ms: int, end_ms: int
+    symbol: str,
+    width: int,
+    start_ms: int,
+    end_ms: int,
+    *,
+    each_provider: bool = False,
+    provider: str | None = None,
 ) -> tuple[str, dict[str, Any]]:
-    """The query for candles `width` ms wide in [start_ms, end_ms), and its parameters.
+    """The query for candles `width` ms wide in [start_ms, end_ms), and its parameters: of the
+    one provider with the most ticks, or (`each_provider`) of every provider, or of `provider`.
 
     Whole minutes are read over every minute the range touches (`start` rounded down, `end`
     up, to the minute).
     """
     params: dict[str, Any] = {"symbol": symbol, "start": start_ms, "end": end_ms, "width": width}
+    each = each_provider or provider is not None
+    if each:
+        params["provider"] = provider
     # Whole minutes: from candles_1m, one row per minute instead of one per tick
     # (bench/history.py: 100 ms -> 10 ms for a day at M5 of a one-tick-per-second stream).
     # Anything finer is computed from the ticks.
     if width % 60_000 == 0:
         params["start"] = start_ms // 60_000 * 60_000
         params["end"] = -(-end_ms // 60_000) * 60_000
-        return CANDLES_FROM_MINUTES_SQL, params
-    return CANDLES_SQL, params
+        return (CANDLES_FROM_MINUTES_EACH_SQL if each else CANDLES_FROM_MINUTES_SQL), params
+    return (CANDLES_EACH_SQL if each else CANDLES_SQL), params
 
 
 def candles_from_rows(

@@ -18,6 +18,7 @@ import sqlite3
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from itertools import islice
 from typing import Any, Final, TypeVar
 
@@ -26,6 +27,7 @@ import trio
 
 from gateway.config import SECONDS, Settings
 from gateway.errors import StorageError
+from gateway.models import utc_now
 from gateway.store.connection import Connections
 from gateway.store.ticks import CANDLE_UPSERT_SQL, INSERT_SQL
 
@@ -57,13 +59,16 @@ class WriteRequest:
 class BatchWriter:
     """The write queue of one database and the task (`run()`) that commits it in batches.
 
-    `commits`, `rows_written`, `dropped_rows` and `queued_rows` are there for metrics.
+    `commits`, `rows_written`, `dropped_rows` and `queued_rows` are there for metrics,
+    `failing_since` for readiness.
     """
 
     def __init__(self, connections: Connections, settings: Settings) -> None:
         self.commits = 0  # batches committed
         self.rows_written = 0  # tick rows actually inserted (duplicates excluded)
         self.dropped_rows = 0  # best-effort rows refused by write_nowait() on a full queue
+        # When batch commits began to fail (disk full, read-only file); None once one succeeds.
+        self.failing_since: datetime | None = None
         self._connections = connections
         self._path = connections.path
         self._batch_rows = settings.storage_batch_rows
@@ -178,6 +183,7 @@ class BatchWriter:
             inserted = await self._connections.on_writer(self._insert_sync, batch)
         except StorageError as exc:
             error = exc
+            self.failing_since = self.failing_since or utc_now()
             log.error("storage.commit_failed", rows=size, error=str(exc))
         except BaseException:
             # Cancelled before the thread started (once started it cannot be cancelled), or an
@@ -189,6 +195,7 @@ class BatchWriter:
         else:
             self.commits += 1
             self.rows_written += inserted
+            self.failing_since = None
         for request in batch:
             request.error = error
             request.done.set()

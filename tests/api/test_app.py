@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 from datetime import timedelta
 
 import httpx
 import pytest
+import structlog
 import trio
 
+from gateway.errors import StorageError
 from gateway.models import PriceTick, utc_now
 from gateway.nursery import RunningGateway
 from tests.conftest import StartGateway
@@ -73,6 +76,28 @@ async def test_unknown_symbol_suggests_close_matches(gateway: RunningGateway) ->
     error = body["errors"][0]
     assert error["extensions"]["code"] == "UNKNOWN_SYMBOL"
     assert "BTC" in error["extensions"]["suggestions"]
+
+
+async def test_errors_never_echo_a_huge_input_back(gateway: RunningGateway) -> None:
+    """An unknown 900 KB symbol came back as a 1.8 MB error (message and extensions.symbol)."""
+    huge = "X" * 900_000
+    for query, variables in (
+        ("query($s: [String!]!) { prices(symbols: $s) { usd } }", {"s": ["BTC", huge]}),
+        ("query($s: String!) { ohlcv(symbol: $s, interval: M1) { close } }", {"s": huge}),
+        # graphql-core's own coercion error quotes an enum value whole
+        ('query($i: Interval!) { ohlcv(symbol: "BTC", interval: $i) { close } }', {"i": huge}),
+    ):
+        response = await post(gateway, {"query": query, "variables": variables})
+        assert len(response.content) < 2_000, query
+        (error,) = response.json()["errors"]
+        assert error["extensions"]["code"] == "BAD_USER_INPUT", query
+    long_symbol = '{ prices(symbols: ["' + "Q" * 25 + '"]) { usd } }'
+    body = (await post(gateway, {"query": long_symbol})).json()
+    assert body["errors"][0]["message"] == "a symbol is at most 24 characters, got one of 25"
+    # a plausible unknown symbol is still named, with suggestions
+    body = (await post(gateway, {"query": '{ prices(symbols: ["ETHH"]) { usd } }'})).json()
+    assert body["errors"][0]["extensions"]["symbol"] == "ETHH"
+    assert "ETH" in body["errors"][0]["extensions"]["suggestions"]
 
 
 async def test_price_history_candles(gateway: RunningGateway) -> None:
@@ -202,6 +227,29 @@ async def test_readiness_fails_when_the_database_does(gateway: RunningGateway) -
     assert "database" in response.json()["problems"][0]
 
 
+async def test_readiness_fails_while_database_writes_do(
+    gateway: RunningGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Disk full: reads (and the ping) still work, every commit fails. Not ready until a later
+    commit succeeds."""
+    storage = gateway.services.storage
+
+    def disk_full(batch: object) -> int:
+        raise StorageError("cannot write 1 rows: database or disk is full")
+
+    with trio.fail_after(10):
+        monkeypatch.setattr(storage._writes, "_insert_sync", disk_full)
+        await storage.queue_ticks([PriceTick("BTC", 1.0, "a", utc_now())])
+        await storage.committed()
+        response = await get(gateway, "/readyz")
+        assert response.status_code == 503
+        assert response.json()["problems"][0].startswith("database writes failing since ")
+        assert (await get(gateway, "/readyz")).status_code == 503  # still: nothing committed
+        monkeypatch.undo()
+        await storage.write_ticks([PriceTick("BTC", 2.0, "a", utc_now())])
+        assert (await get(gateway, "/readyz")).json() == {"status": "ready"}
+
+
 async def test_metrics_are_prometheus_text(gateway: RunningGateway) -> None:
     await get(gateway, "/healthz")
     response = await get(gateway, "/metrics")
@@ -277,3 +325,73 @@ async def test_an_outlier_source_is_excluded_from_prices_and_counted(
     )
     body = (await post(running, {"query": '{ prices(symbols: ["BTC"]) { usd sources } }'})).json()
     assert body["data"]["prices"] == [{"usd": 100.2, "sources": ["a", "b", "c"]}]
+
+
+# -- slow and broken request bodies -----------------------------------------------------------
+
+UPLOAD = (
+    b"POST /graphql HTTP/1.1\r\nHost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+    b"content-length: 1000\r\n\r\n"
+)
+
+
+def _no_tracebacks(caplog: pytest.LogCaptureFixture) -> None:
+    """hypercorn logged nothing at error level (its "Error in ASGI Framework" traceback)."""
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert errors == [], [r.getMessage() for r in errors]
+
+
+async def test_a_trickled_body_is_cut_off_at_the_body_timeout(
+    start_gateway: StartGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client sending its body a byte at a time held its connection (and a descriptor) for
+    as long as it liked: 1,500 of them were all still held after 150 s."""
+    running = await start_gateway(http_body_timeout=0.5)
+    received = bytearray()
+    with structlog.testing.capture_logs() as logs, trio.fail_after(5):
+        stream = await trio.open_tcp_stream("127.0.0.1", running.port)
+        await stream.send_all(UPLOAD + b'{"query": ')
+        began = trio.current_time()
+        async with trio.open_nursery() as nursery:
+
+            async def trickle() -> None:
+                for _ in range(100):  # 10 s at most, far past the limit
+                    await trio.sleep(0.1)
+                    try:
+                        await stream.send_all(b" ")
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        return
+
+            nursery.start_soon(trickle)
+            try:
+                while chunk := await stream.receive_some(4096):
+                    received += chunk
+            except trio.BrokenResourceError:
+                pass  # reset: the server closed with our last bytes unread
+            closed_after = trio.current_time() - began
+            nursery.cancel_scope.cancel()
+        await stream.aclose()
+    assert 0.4 < closed_after < 2.0  # closed by the server, at the limit
+    assert received == b"" or received.startswith(b"HTTP/1.1 408 ")
+    (aborted,) = [e for e in logs if e["event"] == "http.upload_aborted"]
+    assert aborted["path"] == "/graphql" and aborted["client"] == "127.0.0.1"
+    assert aborted["bytes_read"] >= len(b'{"query": ')
+    assert "0.5 s" in aborted["reason"]
+    _no_tracebacks(caplog)
+
+
+async def test_an_upload_cut_short_is_one_log_line_not_a_traceback(
+    gateway: RunningGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    with structlog.testing.capture_logs() as logs, trio.fail_after(5):
+        stream = await trio.open_tcp_stream("127.0.0.1", gateway.port)
+        await stream.send_all(UPLOAD + b'{"qu')
+        await trio.sleep(0.2)
+        await stream.aclose()
+        while not any(e["event"] == "http.upload_aborted" for e in logs):
+            await trio.sleep(0.02)
+        await trio.sleep(0.2)  # anything else it would log
+    (aborted,) = [e for e in logs if e["event"] == "http.upload_aborted"]
+    assert aborted["reason"] == "client disconnected" and aborted["bytes_read"] == 4
+    assert aborted["log_level"] == "warning"
+    _no_tracebacks(caplog)

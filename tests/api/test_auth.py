@@ -485,7 +485,7 @@ async def test_websocket_viewer_mutation_is_forbidden(start_gateway: StartGatewa
 
 
 async def test_websocket_rate_limit_is_per_operation(start_gateway: StartGateway) -> None:
-    running = await start_gateway(tier_free_per_minute=2)
+    running = await start_gateway(tier_free_per_minute=3)  # the handshake is one of them
     async with connect(running) as ws:
         await init(ws)
         for op_id in ("a", "b"):
@@ -671,7 +671,7 @@ def test_settings_defaults_match_the_issue() -> None:
     free = TierLimits.from_settings(settings, "free")
     pro = TierLimits.from_settings(settings, "pro")
     enterprise = TierLimits.from_settings(settings, "enterprise")
-    assert free == TierLimits("free", 30, 1_000, 5, 7, 5)
-    assert pro == TierLimits("pro", 300, 50_000, 100, 90, 50)
-    assert enterprise == TierLimits("enterprise", None, None, None, None, None)
+    assert free == TierLimits("free", 30, 1_000, 5, 7, 5, connections=10)
+    assert pro == TierLimits("pro", 300, 50_000, 100, 90, 50, connections=100)
+    assert enterprise == TierLimits("enterprise", None, None, None, None, None, None)
     assert settings.anonymous_access == "read"

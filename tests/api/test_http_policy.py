@@ -110,7 +110,7 @@ def test_bad_settings_are_config_errors() -> None:
 
 
 def test_origin_verdicts() -> None:
-    cors = policy(cors_origins=(APP,))
+    cors = policy(cors_origins=(APP,), allowed_hosts=("gw.example.com",))
     host = {"host": "gw.example.com"}
     assert cors.origin_verdict(scope(**host)) == "none"
     assert cors.origin_verdict(scope(origin="https://gw.example.com", **host)) == "same"
@@ -119,7 +119,7 @@ def test_origin_verdicts() -> None:
     assert cors.origin_verdict(scope(origin=APP.upper(), **host)) == "allowed"
     assert cors.origin_verdict(scope(origin=EVIL, **host)) == "denied"
     assert cors.origin_verdict(scope(origin="null", **host)) == "denied"
-    anyone = policy(cors_origins=("*",))
+    anyone = policy(cors_origins=("*",), allowed_hosts=("gw.example.com",))
     assert anyone.origin_verdict(scope(origin=EVIL, **host)) == "allowed"
     assert anyone.origin_verdict(scope(origin="null", **host)) == "denied"
 
@@ -278,3 +278,111 @@ async def test_the_body_size_limit_is_a_setting(start_gateway: StartGateway) -> 
     big = await request(running, "POST", "/graphql", json={"query": "{ __typename }" + " " * 300})
     assert big.status_code == 413
     assert big.json()["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+
+
+# -- allowed hosts (DNS rebinding) ------------------------------------------------------------
+
+
+def test_allowed_hosts_are_the_loopback_names_the_bind_address_and_the_setting() -> None:
+    def allowed(policy: HttpPolicy, *hosts: str) -> bool:
+        return policy.host_allowed(scope(**({"host": hosts[0]} if hosts else {})))
+
+    local = policy()
+    for host in ("localhost", "LOCALHOST:7860", "127.0.0.1:7860", "[::1]:7860", "[0:0::1]"):
+        assert allowed(local, host), host
+    for host in ("evil.example", "127.0.0.1.evil.example", "localhost.evil", "[::2]", ""):
+        assert not allowed(local, host), host
+    assert not allowed(local)  # no Host at all
+    assert not local.host_allowed({"headers": [(b"host", b"localhost"), (b"host", b"evil")]})
+    # binding to a named address allows it; a wildcard bind adds nothing
+    assert allowed(policy(host="10.1.2.3"), "10.1.2.3:7860")
+    assert not allowed(policy(host="0.0.0.0"), "10.1.2.3:7860")
+    named = policy(host="0.0.0.0", allowed_hosts=("gw.example.com", "*.example.org"))
+    assert allowed(named, "GW.example.com:443") and allowed(named, "api.example.org")
+    assert not allowed(named, "example.org") and not allowed(named, "evil.example")
+    assert allowed(policy(allowed_hosts=("*",)), "anything.example")
+
+
+def test_allowed_hosts_and_slow_client_settings() -> None:
+    settings = settings_from_env(
+        {
+            "GATEWAY_ALLOWED_HOSTS": "Gw.Example.com, ::1, *.example.org",
+            "GATEWAY_HTTP_HEADER_TIMEOUT": "2.5",
+            "GATEWAY_HTTP_BODY_TIMEOUT": "30",
+        }
+    )
+    assert settings.allowed_hosts == ("gw.example.com", "[::1]", "*.example.org")
+    assert (settings.http_header_timeout, settings.http_body_timeout) == (2.5, 30.0)
+    for name in ("GATEWAY_HTTP_HEADER_TIMEOUT", "GATEWAY_HTTP_BODY_TIMEOUT"):
+        for bad in ("0", "-1", "nan", "soon"):
+            with pytest.raises(ConfigError, match=name):
+                settings_from_env({name: bad})
+    for bad in ("https://gw.example.com", "gw.example.com:443", "gw example", "a/b"):
+        with pytest.raises(ConfigError, match="GATEWAY_ALLOWED_HOSTS"):
+            settings_from_env({"GATEWAY_ALLOWED_HOSTS": bad})
+    with pytest.raises(ConfigError, match="allowed_hosts"):
+        Settings(allowed_hosts=("gw.example.com:443",)).validated()
+
+
+def test_same_origin_is_judged_only_from_an_allowed_host() -> None:
+    rebound = {"host": "evil.example", "origin": "http://evil.example"}
+    assert policy().origin_verdict(scope(**rebound)) == "denied"
+    # a forwarded host from a trusted proxy counts only when it is allowed, too
+    behind = policy(trusted_proxies=("203.0.113.0/24",), allowed_hosts=("gw.example.com",))
+    forwarded = {"host": "localhost", "x_forwarded_host": "evil.example"}
+    assert behind.origin_verdict(scope(origin="http://evil.example", **forwarded)) == "denied"
+    forwarded = {"host": "localhost", "x_forwarded_host": "gw.example.com"}
+    assert behind.origin_verdict(scope(origin="http://gw.example.com", **forwarded)) == "same"
+
+
+CREATE_POOL = 'mutation { createPool(name: "p", category: RPC, strategy: PRIORITY) { id } }'
+
+
+async def test_a_dns_rebound_host_is_refused_before_the_app_sees_it(
+    start_gateway: StartGateway,
+) -> None:
+    """A page on evil.example, its name rebound to 127.0.0.1, is same-origin with itself: it sent
+    `Host: evil.example` and `Origin: http://evil.example` and got 200, and on a development
+    gateway (GATEWAY_ALLOW_ADMIN_MUTATIONS=1) created a pool."""
+    running = await start_gateway(allow_admin_mutations=True)
+    rebound = {"Host": "evil.example", "Origin": "http://evil.example"}
+    for body in (QUERY, {"query": CREATE_POOL}):
+        refused = await request(running, "POST", "/graphql", json=body, headers=rebound)
+        assert refused.status_code == 400
+        assert "GATEWAY_ALLOWED_HOSTS" in refused.json()["errors"][0]["message"]
+    assert running.services.registry is not None and "p" not in running.services.registry.pools
+    for path in ("/healthz", "/graphql?query={__typename}"):
+        assert (await request(running, "GET", path, headers=rebound)).status_code == 400
+    # the names a visitor really uses still work, the port or not
+    for host in (f"localhost:{running.port}", f"127.0.0.1:{running.port}", "localhost"):
+        origin = f"http://{host}"
+        ok = await request(running, "POST", "/graphql", json=QUERY, headers={"Host": host})
+        assert ok.status_code == 200, host
+        same = {"Host": host, "Origin": origin}
+        ok = await request(running, "POST", "/graphql", json=QUERY, headers=same)
+        assert ok.status_code == 200, host
+    made = await request(running, "POST", "/graphql", json={"query": CREATE_POOL})
+    assert made.json() == {"data": {"createPool": {"id": "p"}}}
+
+
+async def _handshake(running: RunningGateway, host: str) -> bytes:
+    """The status line a WebSocket handshake naming `host` gets."""
+    with trio.fail_after(5):
+        stream = await trio.open_tcp_stream("127.0.0.1", running.port)
+        async with stream:
+            await stream.send_all(
+                (
+                    f"GET /graphql HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host}\r\n"
+                    "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                    "Sec-WebSocket-Protocol: graphql-transport-ws\r\n\r\n"
+                ).encode()
+            )
+            return (await stream.receive_some(4096)).partition(b"\r\n")[0]
+
+
+async def test_a_websocket_handshake_naming_a_rebound_host_is_refused(
+    gateway: RunningGateway,
+) -> None:
+    assert await _handshake(gateway, "evil.example") == b"HTTP/1.1 400 "
+    assert await _handshake(gateway, f"localhost:{gateway.port}") == b"HTTP/1.1 101 "

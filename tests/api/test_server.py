@@ -1,7 +1,8 @@
 """The replacement for hypercorn's `TCPServer.protocol_send` (gateway/api/hypercorn_patches.py,
 installed by gateway/api/server.py), against a real socket pair: whole writes never interleave,
 a full buffer falls back to the awaited path, a stalled peer is cut off, a vanished one is
-reported closed."""
+reported closed, and no write outlives the shutdown's deadline. Then, against a gateway, the
+header timeout that `gateway.api.server` sets."""
 
 from __future__ import annotations
 
@@ -13,12 +14,14 @@ import trio
 import trio.lowlevel
 from hypercorn.events import Closed, RawData
 
-from gateway.api.hypercorn_patches import protocol_send
+from gateway.api.hypercorn_patches import WriteDeadline, protocol_send
+from tests.conftest import StartGateway
 
 
 @dataclass
 class _Config:
     gateway_send_stall_timeout: float = 2.0
+    gateway_write_deadline: WriteDeadline | None = None
 
 
 @dataclass
@@ -90,3 +93,55 @@ async def test_a_vanished_peer_is_reported_closed() -> None:
         await _send(server, b"hello")
         await _send(server, b"again")
     assert Closed in {type(e) for e in server.protocol.events}
+
+
+async def test_a_slow_reader_cannot_hold_a_write_past_the_shutdown_deadline() -> None:
+    """A reader fast enough never to stall held a 3.5 MB write, and so the server's shutdown,
+    for as long as the transfer took (measured: 41 s)."""
+    server, peer = await _pair()
+    server.config.gateway_write_deadline = WriteDeadline()
+    server.config.gateway_send_stall_timeout = 1.0
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+
+            async def read_slowly() -> None:
+                while await peer.receive_some(4096):  # 4 KB every 20 ms: never stalled
+                    await trio.sleep(0.02)
+
+            nursery.start_soon(read_slowly)
+            nursery.start_soon(_send, server, b"x" * 10_000_000)  # minutes at that pace
+            await trio.sleep(0.3)
+            assert server.protocol.events == []  # still writing, not stalled
+            began = trio.current_time()
+            assert server.config.gateway_write_deadline is not None
+            server.config.gateway_write_deadline.end_all_by(began + 0.2)
+            while not server.protocol.events:
+                await trio.sleep(0.01)
+            assert 0.15 < trio.current_time() - began < 0.6
+            nursery.cancel_scope.cancel()
+    assert [type(e) for e in server.protocol.events] == [Closed]
+    await peer.aclose()
+
+
+async def test_a_client_slow_to_send_its_headers_is_disconnected(
+    start_gateway: StartGateway,
+) -> None:
+    """hypercorn's keep-alive timer runs until a request's headers are complete: it is the
+    header timeout (30 s before it became the setting http_header_timeout)."""
+    running = await start_gateway(http_header_timeout=0.5)
+    with trio.fail_after(5):
+        stream = await trio.open_tcp_stream("127.0.0.1", running.port)
+        began = trio.current_time()
+        closed_after = None
+        for byte in b"POST /graphql HTTP/1.1\r\nHost: 127.0.0.1\r\nx-pad: " + b"a" * 100:
+            try:
+                await stream.send_all(bytes([byte]))
+                with trio.move_on_after(0.05):
+                    if await stream.receive_some(4096) == b"":
+                        closed_after = trio.current_time() - began
+                        break
+            except trio.BrokenResourceError:
+                closed_after = trio.current_time() - began
+                break
+        await stream.aclose()
+    assert closed_after is not None and 0.4 < closed_after < 1.5

@@ -247,8 +247,11 @@ async def test_legacy_protocol_start_data_stop(gateway: RunningGateway) -> None:
 
 async def test_identical_subscriptions_share_one_execution(start_gateway: StartGateway) -> None:
     clients = 20
-    # All clients are anonymous from one address: lift the free tier's subscription limit.
-    gateway = await start_gateway(tier_free_subscriptions=clients)
+    # All clients are anonymous from one address: lift the free tier's subscription and
+    # connection limits.
+    gateway = await start_gateway(
+        tier_free_subscriptions=clients, tier_free_connections=clients, tier_free_per_minute=0
+    )
     hub = gateway.services.hub
     assert hub is not None
     received: list[list[str]] = [[] for _ in range(clients)]
@@ -430,7 +433,7 @@ async def _wedged_client(running: RunningGateway) -> trio.SocketStream:
     key = base64.b64encode(os.urandom(16)).decode()
     await stream.send_all(
         (
-            "GET /graphql HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "GET /graphql HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
             "Sec-WebSocket-Protocol: graphql-transport-ws\r\n\r\n"
         ).encode()

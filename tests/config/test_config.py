@@ -138,7 +138,7 @@ GOOD = '[[provider]]\nid = "a"\ncategory = "MARKET_DATA"\nbase_url = "https://a.
         (GOOD.replace("MARKET_DATA", "SHOES"), "unknown category 'SHOES'"),
         ('[[provider]]\nid = "a"\ncategory = "RPC"\n', "missing required key 'base_url'"),
         (GOOD.replace('"a"', '"A b"'), "id must be"),
-        (GOOD + "interval_seconds = -1\n", "interval_seconds must be a positive number"),
+        (GOOD + "interval_seconds = -1\n", "interval_seconds must be a positive, finite number"),
         ("[[provider]\n", "providers.toml"),
         ("oops = 1\n", "unknown top-level key"),
     ],
@@ -307,8 +307,8 @@ RULES = [
     # priority and weight
     (provider_with("priority = -1\n"), "priority must be an integer of at least 0"),
     (provider_with("priority = 1.5\n"), "priority must be an integer of at least 0"),
-    (provider_with("weight = 0\n"), "weight must be a number above 0"),
-    (provider_with("weight = 'heavy'\n"), "weight must be a number above 0"),
+    (provider_with("weight = 0\n"), "weight must be a finite number above 0"),
+    (provider_with("weight = 'heavy'\n"), "weight must be a finite number above 0"),
     # health
     (provider_with("health = { method = 'PUT' }\n"), "health.method must be GET or POST"),
     (provider_with("health = { path = 'ping' }\n"), "health.path must be empty or start with '/'"),
@@ -403,7 +403,8 @@ def test_errors_name_the_entry_too(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_providers(write(tmp_path, text))
     assert str(caught.value) == (
-        f"{tmp_path / 'providers.toml'}:5: weight must be a number above 0, got 0 (in provider 'b')"
+        f"{tmp_path / 'providers.toml'}:5: weight must be a finite number above 0, got 0"
+        " (in provider 'b')"
     )
 
 
@@ -576,3 +577,138 @@ def test_access_settings_set_in_code_are_validated(
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         Settings(**overrides).validated()  # type: ignore[arg-type]
+
+
+# -- issue 10, item 9: what a careless operator can write is refused, naming the place ---------
+
+SOURCE_KINDS = {
+    "binance": False,
+    "coingecko": False,
+    "kraken-stream": True,
+    "coinbase-stream": True,
+}
+
+
+NOT_FINITE_AND_POSITIVE = [
+    *(
+        (f"{key} = {value}\n", f"{key} must be a positive, finite number, got {value.lstrip('+')}")
+        for key in ("interval_seconds", "timeout_seconds")
+        for value in ("nan", "inf", "-inf", "-1", "0", "-0.0")
+    ),
+    *(
+        (f"weight = {value}\n", f"weight must be a finite number above 0, got {value.lstrip('+')}")
+        for value in ("nan", "inf", "+inf")
+    ),
+    (
+        "health = { interval_seconds = nan }\n",
+        "health.interval_seconds must be a positive, finite number, got nan",
+    ),
+    (
+        "health = { degraded_after_ms = inf }\n",
+        "health.degraded_after_ms must be a positive, finite number, got inf",
+    ),
+    (
+        "breaker = { cooldown_seconds = nan }\n",
+        "breaker.cooldown_seconds must be a positive, finite number, got nan",
+    ),
+    ("rate_limits = { minute = nan }\n", "rate_limits.minute must be a positive integer, got nan"),
+    ("rate_limits = { second = inf }\n", "rate_limits.second must be a positive integer, got inf"),
+    ("rate_limits = { minute = 1.5 }\n", "rate_limits.minute must be a positive integer, got 1.5"),
+]
+
+
+@pytest.mark.parametrize(("extra", "message"), NOT_FINITE_AND_POSITIVE)
+def test_numbers_that_are_not_finite_and_positive_are_refused(
+    tmp_path: Path, extra: str, message: str
+) -> None:
+    # nan compares false with everything, so `value <= 0` let it through, and a collector
+    # sleeping nan seconds crash-looped; inf never polls, or never times out.
+    with pytest.raises(ConfigError) as caught:
+        load_providers(write(tmp_path, provider_with(extra)))
+    assert str(caught.value) == f"{tmp_path / 'providers.toml'}:3: {message} (in provider 'a')"
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        (
+            'id = "mine"\ncollector = "nope"\ncategory = "MARKET_DATA"\nbase_url = "https://a.example"',
+            "collector 'nope' is not a known collector (one of binance, coinbase-stream, coingecko,"
+            " kraken-stream) (in provider 'mine')",
+        ),
+        (
+            'id = "kraken-stream"\ncategory = "MARKET_DATA"\nbase_url = "https://ws.kraken.com/v2"',
+            "base_url 'https://ws.kraken.com/v2' is not a WebSocket URL, but 'kraken-stream' is a"
+            " live stream: it needs ws:// or wss://",
+        ),
+        (
+            'id = "my-kraken"\ncollector = "kraken-stream"\ncategory = "MARKET_DATA"\n'
+            'base_url = "http://127.0.0.1:9/v2"',
+            "is not a WebSocket URL, but 'kraken-stream' is a live stream",
+        ),
+        (
+            'id = "binance"\ncategory = "MARKET_DATA"\nbase_url = "wss://stream.binance.com/ws"',
+            "base_url 'wss://stream.binance.com/ws' is a WebSocket URL, but 'binance' is not a"
+            " live stream: it needs http:// or https://",
+        ),
+        (  # only health-checked and pooled: still HTTP
+            'id = "watched"\ncategory = "MARKET_DATA"\nbase_url = "ws://127.0.0.1:9"',
+            "'watched' is not a live stream: it needs http:// or https://",
+        ),
+    ],
+)
+def test_what_runs_an_entry_must_exist_and_fit_its_url(
+    tmp_path: Path, entry: str, message: str
+) -> None:
+    path = write(tmp_path, "# one entry\n\n[[provider]]\n" + entry + "\n")
+    load_providers(path)  # without the registry's names these are not checked
+    with pytest.raises(ConfigError) as caught:
+        load_providers(path, sources=SOURCE_KINDS)
+    assert str(caught.value).startswith(f"{path}:3: ")
+    assert message in str(caught.value)
+
+
+def test_entries_that_fit_their_source_load(tmp_path: Path) -> None:
+    text = (
+        GOOD.replace('"a"', '"binance"')
+        + '[[provider]]\nid = "kraken-stream"\ncategory = "MARKET_DATA"\n'
+        + 'base_url = "wss://ws.kraken.com/v2"\n'
+        + '[[provider]]\nid = "mine"\ncollector = "coinbase-stream"\ncategory = "MARKET_DATA"\n'
+        + 'base_url = "ws://127.0.0.1:9/coinbase"\n'
+    )
+    file = load_providers(write(tmp_path, text), sources=SOURCE_KINDS)
+    assert [p.id for p in file.providers] == ["binance", "kraken-stream", "mine"]
+
+
+def test_the_shipped_file_fits_the_sources_registry() -> None:
+    from gateway.sources.registry import SOURCES
+
+    kinds = {name: entry.stream is not None for name, entry in SOURCES.items()}
+    assert load_providers(REPO / "providers.toml", sources=kinds).providers
+
+
+@pytest.mark.parametrize("text", ["", "# nothing here yet\n", "allow_empty = false\n"])
+def test_a_file_without_providers_is_refused(tmp_path: Path, text: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_providers(path)
+    assert str(caught.value) == (
+        f"{path}: no [[provider]] entry, so the gateway would collect and serve nothing;"
+        " add providers, or `allow_empty = true` to run without any"
+    )
+
+
+def test_an_empty_file_is_accepted_when_it_says_so(tmp_path: Path) -> None:
+    assert load_providers(write(tmp_path, "allow_empty = true\n")) == ProvidersFile(())
+    assert load_providers(REPO / "tests" / "data" / "no-providers.toml") == ProvidersFile(())
+    with pytest.raises(ConfigError, match="allow_empty must be true or false"):
+        load_providers(write(tmp_path, 'allow_empty = "yes"\n'))
+
+
+def test_the_log_level_must_be_one_we_know() -> None:
+    assert settings_from_env({"GATEWAY_LOG_LEVEL": " Warning "}).log_level == "warning"
+    with pytest.raises(ConfigError) as caught:
+        settings_from_env({"GATEWAY_LOG_LEVEL": "loud"})
+    assert str(caught.value) == (
+        "GATEWAY_LOG_LEVEL must be one of debug, info, warning, error, got 'loud'"
+    )

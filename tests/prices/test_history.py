@@ -328,3 +328,93 @@ async def test_a_bucket_cut_by_the_requested_range_is_not_a_hole(storage: Storag
     found = await history.candles("BTC", 3600, hour + timedelta(minutes=10), hour + 2 * HOUR)
     assert [c.complete for c in found.candles] == [False, True]
     assert found.missing == []  # nothing to report: the store holds all that was asked
+
+
+# -- consensus across providers (the issue: a candle closed at 70,123.45 while prices said 67,187)
+
+
+def _minute_ticks(provider: str, minute: datetime, usd: float) -> list[PriceTick]:
+    return [PriceTick("BTC", usd, provider, minute + timedelta(seconds=s)) for s in (5, 30, 55)]
+
+
+async def test_history_serves_the_consensus_of_providers_and_one_provider_on_request(
+    storage: Storage,
+) -> None:
+    minute = datetime.fromtimestamp(int(utc_now().timestamp()) // 60 * 60, UTC) - 5 * 60 * (
+        timedelta(seconds=1)
+    )
+    await storage.write_ticks(
+        _minute_ticks("binance-stream", minute, 70_123.45)  # 4.4 % off: an outlier
+        + _minute_ticks("coingecko", minute, 67_187.34)
+        + _minute_ticks("kraken", minute, 67_190.00)
+    )
+    history = CandleHistory(storage, None, tuple)
+    found = await history.candles("BTC", 60, minute, minute + timedelta(minutes=1))
+    (candle,) = found.candles
+    assert candle.close == pytest.approx((67_187.34 + 67_190.00) / 2)
+    assert candle.provider == "consensus" and candle.providers == ("coingecko", "kraken")
+    assert candle.complete and not found.disputed
+    own = await history.candles(
+        "BTC", 60, minute, minute + timedelta(minutes=1), provider="binance-stream"
+    )
+    assert [(c.close, c.provider) for c in own.candles] == [(70_123.45, "binance-stream")]
+
+
+async def test_a_bucket_whose_two_providers_disagree_is_left_out_and_reported(
+    storage: Storage,
+) -> None:
+    minute = datetime.fromtimestamp(int(utc_now().timestamp()) // 60 * 60, UTC) - timedelta(
+        minutes=5
+    )
+    await storage.write_ticks(
+        _minute_ticks("binance", minute, 70_123.45)
+        + _minute_ticks("coingecko", minute, 67_187.34)
+        + _minute_ticks("coingecko", minute + timedelta(minutes=1), 67_200.0)
+    )
+    history = CandleHistory(storage, None, tuple)
+    found = await history.candles("BTC", 60, minute, minute + timedelta(minutes=2))
+    assert [c.open_time for c in found.candles] == [minute + timedelta(minutes=1)]
+    start = int(minute.timestamp() * 1000)
+    assert found.disputed == [(start, start + 60_000)]
+    assert found.missing == []  # disputed, not missing: someone holds it, nobody agrees
+
+
+async def test_ohlcv_warns_when_sources_disagree_and_takes_a_provider_argument(
+    start_gateway: StartGateway,
+) -> None:
+    # Known to the gateway (a `provider:` must name one), never called: disabled.
+    entries = tuple(
+        ProviderConfig(
+            id=pid,
+            name=pid,
+            categories=("MARKET_DATA",),
+            base_url="https://example.invalid",
+            enabled=False,
+            disabled_reason="history only",
+        )
+        for pid in ("binance", "coingecko")
+    )
+    running = await start_gateway(providers=ProvidersFile(entries))
+    minute = datetime.fromtimestamp(int(utc_now().timestamp()) // 60 * 60, UTC) - timedelta(
+        minutes=3
+    )
+    await running.services.storage.write_ticks(
+        _minute_ticks("binance", minute, 70_123.45) + _minute_ticks("coingecko", minute, 67_187.34)
+    )
+    async with httpx.AsyncClient(base_url=running.urls[0], timeout=10) as client:
+        body = {
+            "query": '{ all: ohlcv(symbol: "BTC", interval: M1, limit: 5) { close providers } '
+            'one: ohlcv(symbol: "BTC", interval: M1, limit: 5, provider: "binance") '
+            "{ close provider providers } }"
+        }
+        answer = (await client.post("/graphql", json=body)).json()
+    assert answer["data"]["all"] == []
+    assert answer["data"]["one"] == [
+        {"close": 70_123.45, "provider": "binance", "providers": ["binance"]}
+    ]
+    (warning,) = [w for w in answer["extensions"]["warnings"] if w["code"] == "SOURCES_DISAGREE"]
+    async with httpx.AsyncClient(base_url=running.urls[0], timeout=10) as client:
+        body = {"query": '{ ohlcv(symbol: "BTC", interval: M1, provider: "nope") { close } }'}
+        unknown = (await client.post("/graphql", json=body)).json()
+    assert unknown["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    assert warning["disputed"][0]["from"].startswith(minute.strftime("%Y-%m-%dT%H:%M"))

@@ -92,6 +92,14 @@ def test_dotenv_errors_name_the_line(tmp_path: Path, text: str, message: str) ->
     assert message in str(caught.value)
 
 
+def test_dotenv_that_is_not_utf8_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / ".env"
+    path.write_bytes(b"A=1\n# comment\nB=caf\xe9\n")
+    with pytest.raises(ConfigError) as caught:
+        load_dotenv(path)
+    assert str(caught.value) == f"{path}:3: not UTF-8 text (byte 0xe9)"
+
+
 def test_dotenv_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_dotenv(tmp_path / "nope.env")
@@ -130,8 +138,9 @@ def test_default_env_file_is_used_only_if_it_exists(tmp_path: Path) -> None:
 
 
 def test_named_env_file_must_exist(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="does not exist"):
+    with pytest.raises(ConfigError) as caught:
         Secrets.from_environment(ALL, {"GATEWAY_ENV_FILE": str(tmp_path / "nope")})
+    assert str(caught.value) == f"GATEWAY_ENV_FILE: env file {tmp_path / 'nope'} does not exist"
 
 
 def test_required_optional_and_default_keys() -> None:

@@ -18,6 +18,7 @@ nursery, serves every simulated provider under its own prefix::
     /defillama-coins/prices/current/{coingecko:id,...}                         (coins.llama.fi)
     /coincap/v3/assets?ids=, /assets/{id}                   (key: apiKey= or Bearer)
     /coinmarketcap/v1/cryptocurrency/quotes/latest?symbol=, /key/info   (X-CMC_PRO_API_KEY)
+    /coinmarketcap/v1/global-metrics/quotes/latest?convert=USD
     /cryptocompare/data/pricemultifull, /price, /v2/histominute|histohour|histoday
                                       (authorization: Apikey …, or api_key=)
     /messari/metrics/v2/assets/details?assets=|slugs=, /metrics/v2/assets (x-messari-api-key)
@@ -29,7 +30,9 @@ entries the providers.toml `auth`, and a request without the simulator's key (`a
 default `API_KEYS`) gets that API's "missing key" answer (see fixtures/SOURCES.md).
 
 Payloads have the documented shapes and realistic values; `set_price` moves a price (and stamps
-`last_updated_at` / `closeTime` with the current wall-clock time). Candles are synthetic but
+`last_updated_at` / `closeTime` with the current wall-clock time). Market-wide answers (the
+global overviews, DefiLlama's TVL series) are stamped "now" too, or with the time
+`set_market_time` gives, to play an upstream serving old data. Candles are synthetic but
 deterministic (a function of the current price and the open time), on each provider's grid, with
 the still-open interval last; provider plan limits (CoinPaprika's free-plan history) are not
 modelled. `inject` adds a `Fault`
@@ -361,6 +364,8 @@ class Simulator:
         # Every request received, oldest first: (provider, path, query params, headers).
         self.requests: list[tuple[str, str, dict[str, str], dict[str, str]]] = []
         self.api_keys: dict[str, str] = dict(API_KEYS)  # what the keyed providers accept
+        # When each provider's market-wide answers say they were computed (None: now).
+        self.market_times: dict[str, float | None] = {}
         self.app = Starlette(routes=self._routes())
 
     # -- control ----------------------------------------------------------------------------
@@ -430,7 +435,7 @@ class Simulator:
             route("coingecko", "/ping", lambda r: _json({"gecko_says": "(V3) To the Moon!"})),
             route("coingecko", "/simple/price", self._coingecko_simple_price),
             route("coingecko", "/search/trending", lambda r: _fixture("coingecko_trending")),
-            route("coingecko", "/global", lambda r: _fixture("coingecko_global")),
+            route("coingecko", "/global", self._coingecko_global),
             route("coingecko", "/coins/{coin_id}/ohlc", self._coingecko_ohlc),
             route("binance", "/ping", lambda r: _json({})),
             route("binance", "/ticker/24hr", self._binance_ticker_24hr),
@@ -441,7 +446,7 @@ class Simulator:
             route("coinbase", "/time", self._coinbase_time),
             route("coinbase", "/products/{product_id}/ticker", self._coinbase_ticker),
             route("coinbase", "/products/{product_id}/candles", self._coinbase_candles),
-            route("coinpaprika", "/global", lambda r: _fixture("coinpaprika_global")),
+            route("coinpaprika", "/global", self._coinpaprika_global),
             route("coinpaprika", "/tickers", self._coinpaprika_tickers),
             route("coinpaprika", "/tickers/{coin_id}", self._coinpaprika_tickers),
             route("coinpaprika", "/coins/{coin_id}/ohlcv/historical", self._coinpaprika_ohlcv),
@@ -454,6 +459,7 @@ class Simulator:
             route("coincap", "/assets/{asset_id}", self._coincap_assets),
             route("coinmarketcap", "/cryptocurrency/quotes/latest", self._cmc_quotes_latest),
             route("coinmarketcap", "/key/info", self._cmc_key_info),
+            route("coinmarketcap", "/global-metrics/quotes/latest", self._cmc_global_metrics),
             route("cryptocompare", "/pricemultifull", self._cc_pricemultifull),
             route("cryptocompare", "/price", self._cc_price),
             *(
@@ -909,7 +915,7 @@ class Simulator:
     # -- DefiLlama ------------------------------------------------------------------------------
 
     def _defillama_chain_tvl(self, request: Request) -> Response:
-        points = _load("defillama_historical_chain_tvl")
+        points = self._tvl_points()
         chain = request.path_params.get("chain")
         if chain is None:
             return _json(points)
@@ -935,6 +941,51 @@ class Simulator:
         return _json({"coins": coins})
 
     # -- Tier B: the keyed providers ------------------------------------------------------------
+
+    # -- market-wide answers: global overviews, the TVL series ---------------------------------
+
+    def set_market_time(self, provider: str, seconds: float | None) -> None:
+        """When `provider`'s market-wide answers (its global overview; DefiLlama's TVL series,
+        whose newest day it sets) say they were computed, in Unix seconds; None: now."""
+        if provider not in _PREFIX:
+            raise KeyError(f"the simulator does not serve {provider!r}")
+        self.market_times[provider] = seconds
+
+    def _market_time(self, provider: str) -> float:
+        stamp = self.market_times.get(provider)
+        return time.time() if stamp is None else stamp
+
+    def _coingecko_global(self, request: Request) -> Response:
+        body = _load("coingecko_global")
+        body["data"]["updated_at"] = int(self._market_time("coingecko"))
+        return _json(body)
+
+    def _coinpaprika_global(self, request: Request) -> Response:
+        body = _load("coinpaprika_global")
+        body["last_updated"] = int(self._market_time("coinpaprika"))
+        return _json(body)
+
+    def _cmc_global_metrics(self, request: Request) -> Response:
+        rejected = self._key_error("coinmarketcap", request)
+        if rejected is not None:
+            return rejected
+        if request.query_params.get("convert", "USD").upper() != "USD":
+            return _json({"status": {"error_code": 400, "error_message": "USD only here"}}, 400)
+        body = _load("coinmarketcap_global_metrics")
+        stamp = self._market_time("coinmarketcap")
+        body["status"]["timestamp"] = _iso(time.time(), micro=True)
+        body["data"]["last_updated"] = body["data"]["quote"]["USD"]["last_updated"] = _iso(
+            stamp, micro=True
+        )
+        return _json(body)
+
+    def _tvl_points(self) -> list[dict[str, Any]]:
+        """The fixture's daily TVL series moved so that its newest day is the day of DefiLlama's
+        market time (today by default), as a current series is."""
+        points: list[dict[str, Any]] = _load("defillama_historical_chain_tvl")
+        newest_day = int(self._market_time("defillama")) // 86400 * 86400
+        shift = newest_day - max(int(p["date"]) for p in points)
+        return [{**p, "date": int(p["date"]) + shift} for p in points]
 
     def _key_error(self, provider: str, request: Request) -> Response | None:
         """The API's own answer to a missing or wrong key, or None when the key is right."""

@@ -320,6 +320,9 @@ class WsSimulator:
         symbols = [self._symbol("coinbase", p) for p in products]
         wanted = [s for s in symbols if s]
         if kind == "subscribe":
+            # Coinbase validates a subscribe as a whole: one product it does not list fails the
+            # request with one error naming it, and none of the request's products is subscribed
+            # ("the subscribe call being ignored entirely", coinbase/coinbase-pro-node#174).
             for product, symbol in zip(products, symbols, strict=True):
                 if not symbol or symbol in self._refused["coinbase"]:
                     reason = f"{product} is not a valid product"

@@ -237,4 +237,9 @@ async def test_simulator_answers_like_the_fixtures() -> None:
                 base + "/coins/no-such-coin/ohlc", params={"vs_currency": "usd", "days": "1"}
             )
             assert missing.status_code == 404
-            assert (await http.get(base + "/global")).json() == load_fixture("coingecko_global")
+            fixture = load_fixture("coingecko_global")
+            served = (await http.get(base + "/global")).json()
+            # Stamped "now" unless told otherwise, as a current upstream is; otherwise as given.
+            assert abs(served["data"]["updated_at"] - utc_now().timestamp()) < 5
+            sim.set_market_time("coingecko", fixture["data"]["updated_at"])
+            assert (await http.get(base + "/global")).json() == fixture

@@ -31,6 +31,8 @@ from gateway.providers.upstream_keys import Secrets
 from gateway.sources.base import CollectorContext
 from gateway.sources.coinmarketcap import (
     CoinMarketCapCollector,
+    fetch_global_metrics,
+    parse_global_metrics,
     parse_quotes_latest,
     quotes_params,
 )
@@ -258,3 +260,91 @@ async def test_simulator_answers_like_the_fixtures() -> None:
             assert wrong.json()["status"]["error_code"] == 1001
             info = await http.get(sim.base_url("coinmarketcap") + "/key/info", headers=keyed)
             assert "data" in info.json()
+
+
+# -- market overview: GET /v1/global-metrics/quotes/latest (on demand) --------------------------
+
+
+def metrics(**usd: Any) -> dict[str, Any]:
+    payload = copy.deepcopy(load_fixture("coinmarketcap_global_metrics"))
+    payload["data"]["quote"]["USD"].update(usd)
+    return dict(payload)
+
+
+def test_parse_global_metrics_fixture() -> None:
+    overview = parse_global_metrics(load_fixture("coinmarketcap_global_metrics"))
+    assert overview.provider == "coinmarketcap"
+    assert overview.total_market_cap_usd == 2641208554731.12
+    assert overview.total_volume_24h_usd == 92011873001.43
+    assert overview.btc_dominance_pct == 50.037218611527
+    assert overview.market_cap_change_24h_pct == 1.723897115213
+    assert overview.active_cryptocurrencies == 9316
+    assert overview.updated_at == datetime(2024, 3, 25, 8, 44, 59, 999000, tzinfo=UTC)
+
+
+def test_the_documented_2019_example_parses() -> None:
+    """The documentation's own example (fewer fields: no 24 h change)."""
+    payload = {
+        "data": {
+            "btc_dominance": 67.0057,
+            "eth_dominance": 9.02205,
+            "active_cryptocurrencies": 2941,
+            "total_cryptocurrencies": 4637,
+            "active_market_pairs": 21209,
+            "active_exchanges": 445,
+            "total_exchanges": 677,
+            "last_updated": "2019-05-16T18:47:00.000Z",
+            "quote": {
+                "USD": {
+                    "total_market_cap": 250385096532.124,
+                    "total_volume_24h": 119270642406.968,
+                    "total_volume_24h_reported": 1514905418.39087,
+                    "altcoin_volume_24h": 119270642406.968,
+                    "altcoin_volume_24h_reported": 1514905418.39087,
+                    "altcoin_market_cap": 250385096532.124,
+                    "last_updated": "2019-05-16T18:47:00.000Z",
+                }
+            },
+        },
+        "status": {"timestamp": "2024-03-25T08:45:21.406Z", "error_code": 0, "error_message": ""},
+    }
+    overview = parse_global_metrics(payload)
+    assert overview.btc_dominance_pct == 67.0057 and overview.market_cap_change_24h_pct is None
+    assert overview.updated_at == datetime(2019, 5, 16, 18, 47, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        load_fixture("coinmarketcap_error_key_missing"),
+        load_fixture("coinmarketcap_key_info"),
+        load_fixture("coinmarketcap_quotes_latest"),
+        metrics(total_market_cap=0),
+        metrics(total_volume_24h="92011873001.43"),
+        metrics(last_updated=1711356299),
+        metrics(total_market_cap_yesterday_percentage_change="1.7"),
+        {**load_fixture("coinmarketcap_global_metrics"), "data": []},
+    ],
+)
+def test_bad_global_metrics_raise(payload: Any) -> None:
+    with pytest.raises(UpstreamPayloadError):
+        parse_global_metrics(payload)
+
+
+async def test_fetch_global_metrics_with_the_key() -> None:
+    with trio.fail_after(10):
+        async with run_simulator() as sim, UpstreamClient() as client:
+            provider = sim.provider("coinmarketcap")
+            overview = await fetch_global_metrics(client, provider, key=KEY)
+            assert overview.total_market_cap_usd > 0
+            assert abs((datetime.now(UTC) - overview.updated_at).total_seconds()) < 5
+            _, path, params, headers = sim.requests[-1]
+            assert (path, params) == ("/global-metrics/quotes/latest", {"convert": "USD"})
+            assert headers["x-cmc_pro_api_key"] == KEY
+            with pytest.raises(UpstreamUnconfigured):
+                await fetch_global_metrics(client, provider)  # no key: nothing sent
+            assert sim.hits["coinmarketcap"] == 1
+            sim.api_keys["coinmarketcap"] = "another"
+            with pytest.raises(UpstreamError) as caught:
+                await fetch_global_metrics(client, provider, key=KEY)
+            assert caught.value.status == 401

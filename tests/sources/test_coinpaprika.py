@@ -20,11 +20,13 @@ from gateway.sources.base import CollectorContext
 from gateway.sources.coinpaprika import (
     CoinPaprikaCollector,
     fetch_candles,
+    fetch_global,
     ohlcv_params,
+    parse_global,
     parse_ohlcv,
     parse_tickers,
 )
-from gateway.upstream import UpstreamClient
+from gateway.upstream import NO_RETRY, UpstreamClient
 from tests.simulator import load_fixture
 from tests.simulator.rest import Fault, run_simulator
 
@@ -255,3 +257,63 @@ async def test_simulator_answers_like_the_fixtures() -> None:
             )
             assert len(default_limit.json()) == 1  # the documented default limit
             assert "market_cap_usd" in (await http.get(base + "/global")).json()
+
+
+# -- market overview: GET /global (on demand) -------------------------------------------------
+
+
+def test_parse_global_fixture() -> None:
+    overview = parse_global(load_fixture("coinpaprika_global"))
+    assert overview.provider == "coinpaprika"
+    assert overview.total_market_cap_usd == 2641998120344
+    assert overview.total_volume_24h_usd == 92181230457
+    assert overview.btc_dominance_pct == 50.02
+    assert overview.market_cap_change_24h_pct == 1.72
+    assert overview.active_cryptocurrencies == 10412
+    assert overview.updated_at == datetime.fromtimestamp(1711356302, UTC)
+
+
+def test_parse_global_optional_fields() -> None:
+    payload = copy.deepcopy(load_fixture("coinpaprika_global"))
+    del payload["market_cap_change_24h"], payload["cryptocurrencies_number"]
+    overview = parse_global(payload)
+    assert overview.market_cap_change_24h_pct is None and overview.active_cryptocurrencies is None
+
+
+def _global(**changes: Any) -> dict[str, Any]:
+    payload = copy.deepcopy(load_fixture("coinpaprika_global"))
+    payload.update(changes)
+    return dict(payload)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        load_fixture("coinpaprika_error"),
+        [load_fixture("coinpaprika_global")],
+        _global(market_cap_usd=0),
+        _global(market_cap_usd=None),
+        _global(volume_24h_usd="92181230457"),
+        _global(bitcoin_dominance_percentage=101),
+        _global(last_updated=None),
+        _global(last_updated="2024-03-25T08:45:02Z"),
+        _global(market_cap_change_24h=math.nan),
+    ],
+)
+def test_bad_global_raise(payload: Any) -> None:
+    with pytest.raises(UpstreamPayloadError):
+        parse_global(payload)
+
+
+async def test_fetch_global_against_simulator() -> None:
+    with trio.fail_after(10):
+        async with run_simulator() as sim, UpstreamClient() as client:
+            provider = sim.provider("coinpaprika")
+            overview = await fetch_global(client, provider)
+            assert overview.provider == "coinpaprika" and overview.total_market_cap_usd > 0
+            assert abs((utc_now() - overview.updated_at).total_seconds()) < 5
+            assert sim.requests[-1][1] == "/global"
+            sim.inject("coinpaprika", Fault.status(500))
+            with pytest.raises(UpstreamError):
+                await fetch_global(client, provider, retry=NO_RETRY)
+            assert sim.hits["coinpaprika"] == 2  # NO_RETRY: one request, no retry

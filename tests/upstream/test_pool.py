@@ -156,7 +156,10 @@ async def test_weighted_random_follows_weights_with_an_injected_rng() -> None:
 
 async def test_least_used_prefers_the_fewest_uses() -> None:
     pool, _ = make_pool(
-        RotationStrategy.LEAST_USED, PoolMember(A, uses=5), PoolMember(B, uses=2), PoolMember(C, uses=5)
+        RotationStrategy.LEAST_USED,
+        PoolMember(A, uses=5),
+        PoolMember(B, uses=2),
+        PoolMember(C, uses=5),
     )
     assert [m.id for m in pool.order()] == ["b", "a", "c"]
     upstreams = Upstreams()
@@ -166,7 +169,9 @@ async def test_least_used_prefers_the_fewest_uses() -> None:
 
 
 async def test_fastest_response_measures_unknowns_first(autojump_clock: trio.abc.Clock) -> None:
-    pool, _ = make_pool(RotationStrategy.FASTEST_RESPONSE, PoolMember(A, latency_ms_ewma=100.0), B, C, D)
+    pool, _ = make_pool(
+        RotationStrategy.FASTEST_RESPONSE, PoolMember(A, latency_ms_ewma=100.0), B, C, D
+    )
     upstreams = Upstreams()
     upstreams.latency = {"a": 0.1, "b": 0.3, "c": 0.05, "d": 0.2}
     assert [m.id for m in pool.order()] == ["b", "c", "d", "a"]  # never measured come first
@@ -249,7 +254,9 @@ async def test_circuit_open_raised_by_fn_counts_as_circuit_open() -> None:
 async def test_unconfigured_and_disabled_members_are_never_called() -> None:
     keyed = provider("keyed")
     off = provider("off", enabled=False)
-    pool, _ = make_pool(RotationStrategy.PRIORITY, keyed, off, A, is_configured=lambda p: p.id != "keyed")
+    pool, _ = make_pool(
+        RotationStrategy.PRIORITY, keyed, off, A, is_configured=lambda p: p.id != "keyed"
+    )
     upstreams = Upstreams()
     assert await pool.call(upstreams) == "a"
     assert upstreams.calls == ["a"]

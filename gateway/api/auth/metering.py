@@ -1,10 +1,12 @@
 """Usage counting: requests per minute and per UTC day, and open subscriptions, per client.
 
 `UsageMeter` counts in memory, per key, or per client address for anonymous clients, against
-the principal's `TierLimits` (principal.py). A request is an HTTP GraphQL request or a
-WebSocket operation (subscription events are not requests); a refused request is not counted
-against the limits, only as refused. Keys' daily counts outlive a restart: `AccessControl.run`
-(control.py) restores them at start and saves what `unsaved` lists, then calls `mark_saved`.
+the principal's `TierLimits` (principal.py). A request is an HTTP GraphQL request, a
+WebSocket handshake (of its client address), a key's connection_init, or a WebSocket operation
+(subscription events are not requests; gateway.api.ws.admission counts the first two); a
+refused request is not counted against the limits, only as refused. Keys' daily counts outlive
+a restart: `AccessControl.run` (control.py) restores them at start and saves what `unsaved`
+lists, then calls `mark_saved`.
 
 Must never: let the number of tracked anonymous clients grow without bound, or do I/O itself
 (no storage, no network: saving is control.py's).

@@ -14,6 +14,8 @@ checks are in access.py):
     symbols per request   `check_symbols`    over: BAD_USER_INPUT with limit/maximum/tier
     days of history       `check_history`    over: BAD_USER_INPUT with limit/maximum/tier
     open subscriptions    `UsageMeter`       over: RATE_LIMITED for that subscribe only
+    open WebSockets       gateway.api.ws     over: the socket is closed 4429 at once
+                          (admission.py)     (per address until connection_init names a key)
 
 Resolvers learn the caller's tier through a context variable set by the transport for its task
 (`use_principal`): shared subscription groups run in the hub's tasks, which inherit it from the
@@ -45,6 +47,7 @@ class TierLimits:
     symbols: int | None
     history_days: int | None
     subscriptions: int | None
+    connections: int | None = None  # WebSockets open at once (gateway.api.ws.admission)
 
     @classmethod
     def from_settings(cls, settings: Settings, tier: str) -> TierLimits:
@@ -64,6 +67,7 @@ class TierLimits:
             symbols=get("symbols"),
             history_days=get("history_days"),
             subscriptions=get("subscriptions"),
+            connections=get("connections"),
         )
 
 

@@ -1,33 +1,31 @@
 """GraphQL for market-wide data: trending coins, the global overview, DeFi protocols and TVL.
 
-These answers change slowly and come from one upstream call each, so they are fetched on
-demand and cached per category TTL (`MarketCache`; the TTLs are settings, `ttl_trending`,
-`ttl_overview`, `ttl_protocols`, `ttl_tvl`, from GATEWAY_TTL_*); identical concurrent requests
-are coalesced by the upstream client. A cached answer is never served once its TTL has passed,
-and every record says how old it is: `observedAt` and `ageSeconds` (which grows while the
-answer is served from the cache). When the upstream fails and no fresh answer is cached, the
-error says so (UPSTREAM_UNAVAILABLE); nothing is invented.
+The resolvers only shape answers: which providers are asked (the MARKET_DATA and DEFI pools,
+with failover), caching per category TTL (GATEWAY_TTL_*), the fallback to the last good answer
+with an `UPSTREAM_FALLBACK` warning, and the freshness rules (a `STALE_DATA` warning past
+GATEWAY_FRESH_*, the error STALE_DATA past GATEWAY_MAX_AGE_*) all live in
+`gateway.market.answers`. Every record says how old it is: `observedAt` and `ageSeconds`. When
+nothing can be served the error says why (UPSTREAM_UNAVAILABLE, STALE_DATA); nothing is
+invented.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any, TypeVar, cast
+from typing import cast
 
 import strawberry
 from strawberry.types import Info
 
 from gateway.api.context import RequestContext
-from gateway.config import ProviderConfig, Settings
-from gateway.errors import BadUserInput, GatewayError, UpstreamUnconfigured
+from gateway.errors import BadUserInput, GatewayError
+from gateway.market.answers import MarketAnswers
 from gateway.market.cache import MarketCache
+from gateway.market.freshness import Warn
+from gateway.market.kinds import OVERVIEW, PROTOCOLS, TRENDING, TVL
 from gateway.models import utc_now
-from gateway.sources.coingecko_market import fetch_global, fetch_trending
-from gateway.sources.defillama import fetch_chain_tvl, fetch_protocols
 
 __all__ = ["MarketQuery"]
-
-T = TypeVar("T")
 
 MAX_PROTOCOLS = 500
 MAX_TVL_DAYS = 3650
@@ -87,35 +85,25 @@ class TvlPoint:
     tvl_usd: float
 
 
-def _provider(info: Info, provider_id: str) -> tuple[Any, Any]:
+def _answers(info: Info) -> MarketAnswers:
+    """The market answers over the shared cache (`gateway.market.answers` decides everything)."""
     services = cast(RequestContext, info.context).services
     registry = services.registry
     if registry is None:
         raise GatewayError("the provider registry is not running")
-    provider = registry.provider(provider_id)
-    if provider is None or not provider.enabled:
-        raise UpstreamUnconfigured(
-            f"{provider_id} is not enabled in providers.toml", provider=provider_id
-        )
-    return registry.client, provider
-
-
-def _key(info: Info, provider: ProviderConfig) -> str | None:
-    """The provider's API key from the registry's secrets (None: keyless or not set)."""
-    registry = cast(RequestContext, info.context).services.registry
-    return registry.secrets.key_for(provider) if registry is not None else None
-
-
-def _settings(info: Info) -> Settings:
-    """The settings, which hold each category's cache TTL (`ttl_trending`, ...)."""
-    return cast(RequestContext, info.context).services.settings
-
-
-def _cache(info: Info) -> MarketCache:
-    services = cast(RequestContext, info.context).services
     if services.market_cache is None:
         services.market_cache = MarketCache()
-    return services.market_cache
+    return MarketAnswers(
+        services.settings,
+        services.market_cache,
+        registry.client,
+        registry.pool_for,
+        registry.secrets.key_for,
+    )
+
+
+def _warn(info: Info) -> Warn:
+    return cast(RequestContext, info.context).warn
 
 
 @strawberry.type
@@ -124,35 +112,24 @@ class MarketQuery:
         description="Coins trending on CoinGecko over 24 h (cached: GATEWAY_TTL_TRENDING, 5 min)."
     )
     async def trending(self, info: Info) -> list[TrendingCoin]:
-        client, provider = _provider(info, "coingecko")
-        key = _key(info, provider)
-        coins, at = await _cache(info).get(
-            "trending",
-            _settings(info).ttl_trending,
-            lambda: fetch_trending(client, provider, key=key),
-        )
+        answer = await _answers(info).answer(TRENDING, _warn(info))
         return [
             TrendingCoin(
                 rank=c.rank,
                 symbol=c.canonical or c.symbol,
                 name=c.name,
-                provider=provider.id,
-                observed_at=at,
+                provider=answer.provider,
+                observed_at=answer.observed_at,
             )
-            for c in coins
+            for c in answer.value
         ]
 
     @strawberry.field(
         description="Total market cap, volume, BTC dominance (cached: GATEWAY_TTL_OVERVIEW, 5 min)."
     )
     async def market_overview(self, info: Info) -> MarketOverview | None:
-        client, provider = _provider(info, "coingecko")
-        key = _key(info, provider)
-        overview, _at = await _cache(info).get(
-            "overview",
-            _settings(info).ttl_overview,
-            lambda: fetch_global(client, provider, key=key),
-        )
+        answer = await _answers(info).answer(OVERVIEW, _warn(info))
+        overview = answer.value
         return MarketOverview(
             total_market_cap_usd=overview.total_market_cap_usd,
             total_volume_24h_usd=overview.total_volume_24h_usd,
@@ -167,12 +144,9 @@ class MarketQuery:
     async def defi_protocols(self, info: Info, limit: int = 20) -> list[DefiProtocol]:
         if not 1 <= limit <= MAX_PROTOCOLS:
             raise BadUserInput(f"limit must be between 1 and {MAX_PROTOCOLS}")
-        client, provider = _provider(info, "defillama")
-        protocols, at = await _cache(info).get(
-            "protocols", _settings(info).ttl_protocols, lambda: fetch_protocols(client, provider)
-        )
+        answer = await _answers(info).answer(PROTOCOLS, _warn(info))
         ranked = sorted(
-            (p for p in protocols if p.tvl_usd is not None), key=lambda p: -(p.tvl_usd or 0)
+            (p for p in answer.value if p.tvl_usd is not None), key=lambda p: -(p.tvl_usd or 0)
         )
         return [
             DefiProtocol(
@@ -181,8 +155,8 @@ class MarketQuery:
                 chains=list(p.chains),
                 tvl_usd=float(p.tvl_usd or 0.0),
                 change_1d_pct=p.change_1d_pct,
-                provider=provider.id,
-                observed_at=at,
+                provider=answer.provider,
+                observed_at=answer.observed_at,
             )
             for p in ranked[:limit]
         ]
@@ -193,9 +167,6 @@ class MarketQuery:
     async def tvl_history(self, info: Info, days: int = 30) -> list[TvlPoint]:
         if not 1 <= days <= MAX_TVL_DAYS:
             raise BadUserInput(f"days must be between 1 and {MAX_TVL_DAYS}")
-        client, provider = _provider(info, "defillama")
-        points, _at = await _cache(info).get(
-            "tvl", _settings(info).ttl_tvl, lambda: fetch_chain_tvl(client, provider)
-        )
+        answer = await _answers(info).answer(TVL, _warn(info))
         since = utc_now() - timedelta(days=days)
-        return [TvlPoint(at=p.date, tvl_usd=p.tvl_usd) for p in points if p.date >= since]
+        return [TvlPoint(at=p.date, tvl_usd=p.tvl_usd) for p in answer.value if p.date >= since]

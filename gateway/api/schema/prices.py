@@ -25,10 +25,11 @@ from strawberry.types import Info
 
 from gateway.api.auth import check_history, check_symbols
 from gateway.api.context import RequestContext
-from gateway.errors import BadUserInput, UnknownSymbol, UpstreamError
+from gateway.errors import BadUserInput, StaleData, UnknownSymbol, UpstreamError
+from gateway.market.freshness import STALE_DATA, Freshness
 from gateway.models import Candle as CandleRecord
 from gateway.models import PriceTick, from_epoch_ms, utc_now
-from gateway.prices.consensus import consensus
+from gateway.prices.consensus import Consensus, consensus
 from gateway.prices.history import CandleHistory
 from gateway.prices.live_candles import bucket_start, live_candles
 from gateway.symbols import known_symbols, normalize_symbol
@@ -46,6 +47,7 @@ MAX_CANDLES = 5_000
 FRESH_SECONDS = 10 * 60
 REPLAY_PAGE = 5_000
 MAX_REPORTED_GAPS = 20  # gaps listed in a HISTORY_INCOMPLETE warning; the count says how many
+_PROVIDER_ARG = "Only this provider's own candles (default: the consensus of every provider's)."
 
 
 strawberry.enum(Interval, description="Candle width.")
@@ -83,7 +85,9 @@ class Price:
 
 
 @strawberry.type(
-    description="One OHLC candle: built from our own stored ticks, or a provider's own candle."
+    description="One OHLC candle: by default the consensus of every provider's candle of the "
+    "interval (each built from our own stored ticks, or the provider's own candle); with "
+    "`provider:`, that provider's own."
 )
 class Candle:
     symbol: str
@@ -97,7 +101,11 @@ class Candle:
         description="Traded volume in the interval, when the source reports it; null otherwise."
     )
     provider: str = strawberry.field(
-        description="Provider whose ticks built this candle, or whose candle endpoint sent it."
+        description="The one provider whose ticks or candle endpoint made this candle, or "
+        '"consensus" when it is the median of several (named in `providers`).'
+    )
+    providers: list[str] = strawberry.field(
+        description="Every provider whose candle agreed into this one (outliers left out)."
     )
     complete: bool = strawberry.field(
         description="False while the interval is still open or when minutes in it have no tick."
@@ -115,6 +123,7 @@ class Candle:
             close=record.close,
             volume=record.volume,
             provider=record.provider,
+            providers=list(record.sources),
             complete=record.complete,
         )
 
@@ -146,10 +155,16 @@ def _context(info: Info) -> RequestContext:
     return cast(RequestContext, info.context)
 
 
+# The longest symbol a request may name (the longest known is 7 characters). A longer one is
+# refused without being quoted back: an unknown 900 KB symbol was echoed as a 1.8 MB error.
+MAX_SYMBOL_CHARS = 24
+
+
 def canonical_symbols(symbols: Sequence[str]) -> list[str]:
     """Normalized, de-duplicated symbols in request order; unknown ones are UNKNOWN_SYMBOL.
 
-    More than the caller's tier allows in one request is BAD_USER_INPUT naming the limit.
+    More than the caller's tier allows in one request is BAD_USER_INPUT naming the limit, as is
+    a symbol longer than MAX_SYMBOL_CHARS (given its length, never quoted back).
     """
     if not symbols:
         raise BadUserInput("give at least one symbol")
@@ -158,6 +173,10 @@ def canonical_symbols(symbols: Sequence[str]) -> list[str]:
     known = known_symbols()
     result: list[str] = []
     for raw in symbols:
+        if len(raw) > MAX_SYMBOL_CHARS:
+            raise BadUserInput(
+                f"a symbol is at most {MAX_SYMBOL_CHARS} characters, got one of {len(raw)}"
+            )
         symbol = normalize_symbol(raw)
         if symbol not in known:
             raise UnknownSymbol(raw, difflib.get_close_matches(symbol, sorted(known), n=3))
@@ -173,14 +192,10 @@ def _aware(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def consensus_price(
-    symbol: str, ticks: Sequence[PriceTick], now: datetime, max_deviation_pct: float
-) -> Price | None:
-    """The consensus (gateway/prices/consensus.py) as a Price: one provider's tick when only one
-    counts, otherwise "consensus" with the median and the providers that agreed."""
-    agreed = consensus(ticks, now, fresh_seconds=FRESH_SECONDS, max_deviation_pct=max_deviation_pct)
-    if agreed is None:
-        return None
+def consensus_price(symbol: str, agreed: Consensus) -> Price:
+    """An agreed consensus (gateway/prices/consensus.py) as a Price: one provider's tick when
+    only one counts, otherwise "consensus" with the median and the providers that agreed."""
+    assert agreed.usd is not None, "sources that disagree have no price"
     if len(agreed.used) == 1:
         return Price.from_tick(agreed.used[0])
     newest = agreed.newest
@@ -196,6 +211,47 @@ def consensus_price(
         sources=sorted(t.provider for t in agreed.used),
         observed_at=newest.observed_at,
     )
+
+
+def _within_age(context: RequestContext, prices: list[Price], now: datetime) -> list[Price]:
+    """The prices young enough to serve, judged by `gateway.market.freshness` (category
+    `prices`): older than GATEWAY_FRESH_PRICES, served with a STALE_DATA warning naming the age;
+    past GATEWAY_MAX_AGE_PRICES, left out with a STALE_DATA warning (`refused: true`), or, when
+    that leaves nothing to serve, refused with the StaleData error."""
+    limits = Freshness.of(context.services.settings, "prices")
+    served: list[Price] = []
+    refused: dict[str, StaleData] = {}
+    for price in prices:
+        what = f"the latest price of {price.symbol}"
+        if limits.too_old(price.observed_at, now):
+            error = limits.refusal(what, price.observed_at, now, provider=price.provider)
+            refused[price.symbol] = error
+            continue
+        limits.check(
+            what, price.observed_at, now, context.warn, provider=price.provider, symbol=price.symbol
+        )
+        served.append(price)
+    if refused and not served:
+        errors = list(refused.values())
+        if len(errors) == 1:
+            raise errors[0]
+        raise StaleData(
+            "; ".join(str(e).removeprefix(f"{e.provider}: ") for e in errors),
+            provider=errors[0].provider if len({e.provider for e in errors}) == 1 else "gateway",
+            age_seconds=min(e.age_seconds for e in errors),
+            max_age_seconds=limits.max_age_seconds,
+        )
+    for symbol, error in refused.items():
+        context.warn(
+            STALE_DATA,
+            str(error),
+            refused=True,
+            symbol=symbol,
+            provider=error.provider,
+            ageSeconds=round(error.age_seconds, 3),
+            maxAgeSeconds=error.max_age_seconds,
+        )
+    return served
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,16 +275,27 @@ class PriceQuery:
         result = []
         missing = []
         for symbol in wanted:
-            price = consensus_price(
-                symbol,
+            agreed = consensus(
                 by_symbol.get(symbol, []),
                 now,
-                context.services.settings.consensus_max_deviation_pct,
+                fresh_seconds=FRESH_SECONDS,
+                max_deviation_pct=context.services.settings.consensus_max_deviation_pct,
             )
-            if price is None:
+            if agreed is None:
                 missing.append(symbol)
+            elif agreed.usd is None:
+                # No majority to tell which source is wrong: say so, never average them.
+                reported = {t.provider: t.usd for t in agreed.used}
+                context.warn(
+                    "SOURCES_DISAGREE",
+                    f"no price for {symbol}: its sources disagree "
+                    + ", ".join(f"{p} {usd:g}" for p, usd in sorted(reported.items())),
+                    symbol=symbol,
+                    prices=reported,
+                )
             else:
-                result.append(price)
+                result.append(consensus_price(symbol, agreed))
+        result = _within_age(context, result, now)  # STALE_DATA: old ones warned, too old refused
         if missing and not result:
             raise UpstreamError(
                 f"no price has been collected yet for {', '.join(missing)}", provider="gateway"
@@ -248,6 +315,7 @@ class PriceQuery:
         from_: Annotated[datetime | None, strawberry.argument(name="from")] = None,
         to: datetime | None = None,
         interval: Interval = Interval.M5,
+        provider: Annotated[str | None, strawberry.argument(description=_PROVIDER_ARG)] = None,
     ) -> list[Candle]:
         (canonical,) = canonical_symbols([symbol])
         end = _aware(to) or utc_now()
@@ -260,12 +328,17 @@ class PriceQuery:
             raise BadUserInput(
                 f"the range holds {int(buckets)} {interval.value} candles; at most {MAX_CANDLES}"
             )
-        records = await _history(info, canonical, interval, start, end)
+        records = await _history(info, canonical, interval, start, end, provider)
         return [Candle.from_record(record, interval) for record in records]
 
     @strawberry.field(description="The most recent `limit` candles of an interval, oldest first.")
     async def ohlcv(
-        self, info: Info, symbol: str, interval: Interval, limit: int = 100
+        self,
+        info: Info,
+        symbol: str,
+        interval: Interval,
+        limit: int = 100,
+        provider: Annotated[str | None, strawberry.argument(description=_PROVIDER_ARG)] = None,
     ) -> list[Candle]:
         (canonical,) = canonical_symbols([symbol])
         if not 1 <= limit <= MAX_CANDLES:
@@ -274,7 +347,7 @@ class PriceQuery:
         aligned = int(end.timestamp()) // interval.seconds * interval.seconds
         start = datetime.fromtimestamp(aligned - (limit - 1) * interval.seconds, UTC)
         check_history(start, end)
-        records = await _history(info, canonical, interval, start, end)
+        records = await _history(info, canonical, interval, start, end, provider)
         return [Candle.from_record(record, interval) for record in records[-limit:]]
 
     @strawberry.field(description="Liveness, version, provider counts and load.")
@@ -293,17 +366,45 @@ class PriceQuery:
 
 
 async def _history(
-    info: Info, symbol: str, interval: Interval, start: datetime, end: datetime
+    info: Info,
+    symbol: str,
+    interval: Interval,
+    start: datetime,
+    end: datetime,
+    provider: str | None = None,
 ) -> list[CandleRecord]:
     """Candles from everything stored, holes filled from upstream candle endpoints; closed
     ranges nobody could fill are named in extensions.warnings (HISTORY_INCOMPLETE) rather than
-    left as silent gaps."""
+    left as silent gaps, and buckets whose providers disagree (SOURCES_DISAGREE) rather than
+    averaged."""
     context = _context(info)
     services = context.services
-    history = services.history or CandleHistory(services.storage, None, tuple)
-    found = await history.candles(
-        symbol, interval.seconds, start, end, fill_seconds=services.settings.history_fill_seconds
+    if provider is not None and provider not in {p.id for p in services.providers.providers}:
+        raise BadUserInput(f"unknown provider {provider[:64]!r}")
+    history = services.history or CandleHistory(
+        services.storage,
+        None,
+        tuple,
+        max_deviation_pct=services.settings.consensus_max_deviation_pct,
     )
+    found = await history.candles(
+        symbol,
+        interval.seconds,
+        start,
+        end,
+        fill_seconds=services.settings.history_fill_seconds,
+        provider=provider,
+    )
+    if found.disputed:
+        spans = [{"from": _iso(a), "to": _iso(b)} for a, b in found.disputed[:MAX_REPORTED_GAPS]]
+        context.warn(
+            "SOURCES_DISAGREE",
+            f"{len(found.disputed)} range(s) of {symbol} {interval.value} candles are left out: "
+            "the providers' candles disagree with no majority (ask one with `provider:`)",
+            symbol=symbol,
+            interval=interval.value,
+            disputed=spans,
+        )
     if found.missing:
         spans = [{"from": _iso(a), "to": _iso(b)} for a, b in found.missing[:MAX_REPORTED_GAPS]]
         failed = found.fill.errors if found.fill is not None else []

@@ -97,6 +97,10 @@ class Provider:
     outliers: int = strawberry.field(
         description="Ticks left out of the consensus price for deviating from the others."
     )
+    quarantined: int = strawberry.field(
+        description="Ticks refused as implausible (see `quarantinedTicks`): never stored, "
+        "published, or used in candles or the consensus."
+    )
 
     @classmethod
     def build(cls, registry: ProviderRegistry, config: ProviderConfig) -> Provider:
@@ -132,6 +136,7 @@ class Provider:
             avg_response_ms=record.latency_ms_ewma if record else None,
             success_rate=record.success_rate if record else None,
             outliers=record.outliers if record else 0,
+            quarantined=record.quarantined if record else 0,
         )
 
 

@@ -11,7 +11,10 @@ the close codes are listed there.
 
 Limits per connection (`WebSocketOptions`): `max_message_bytes` (close 1009), `max_operations`
 running at once (one more is answered with an `error` for that operation, code RATE_LIMITED,
-and the connection stays), `idle_timeout` (close 4408), `init_timeout` (close 4408).
+and the connection stays), `idle_timeout` (close 4408: counted from the handshake or the end of
+the last operation, and nothing the client sends resets it, pings included), `init_timeout`
+(close 4408). Before any of that, `gateway.api.ws.admission` decides whether the socket may
+stay at all (total and per-client caps, the handshake's request: closes 1013 and 4429).
 
 Authentication (gateway.api.auth): the API key comes in the connection_init payload (or, for
 clients that can set them, the handshake's Authorization / X-API-Key headers) and is checked
@@ -46,6 +49,7 @@ from gateway.api.auth import (
 from gateway.api.graphql_trio import GraphQLEngine, dumps
 from gateway.api.query_limits import utf8_length
 from gateway.api.shared_subscriptions import SubscriptionHub
+from gateway.api.ws.admission import Admission, Refusal, Slot
 from gateway.api.ws.operations import Operations
 from gateway.api.ws.options import WebSocketOptions, WebSocketStats
 from gateway.api.ws.protocols import (
@@ -90,8 +94,12 @@ class Connection:
         access: AccessControl | None = None,
         client: str = "unknown",
         handshake_credential: str | None = None,
+        admission: Admission | None = None,
+        slot: Slot | None = None,
     ) -> None:
         self.legacy = legacy
+        self._admission = admission
+        self._slot = slot
         self._receive = receive
         self._send = send
         # The GraphQL context: `context` as given, or made by `context_for` once the client is
@@ -212,6 +220,7 @@ class Connection:
             if self._operations:  # a running operation is activity, however quiet
                 self._last_activity = trio.current_time()
             elif trio.current_time() >= self._last_activity + timeout:
+                self._stats.idle_closes += 1
                 self.close(4408, "Connection idle timeout")
                 return
 
@@ -253,9 +262,9 @@ class Connection:
     # -- messages -----------------------------------------------------------------------------
 
     async def _dispatch(self, text: str) -> None:
+        # No message resets the idle timer: only operations are use (`mark_active`), so a client
+        # cannot hold an idle socket open with pings (issue 10: 1,500 sockets held that way).
         kind, message = parse(text)
-        if kind != "pong":  # answering our keep-alive pings is not using the connection
-            self._last_activity = trio.current_time()
         if kind == "connection_init":
             await self._on_init(message)
         elif self.legacy:
@@ -285,6 +294,12 @@ class Connection:
                 log.warning("ws_authentication_failed", error=str(exc))
                 self.close(CLOSE_INTERNAL, "Internal server error")
                 return
+            if self._admission is not None and self._slot is not None:
+                # A key's socket now counts against the key, at the key's tier.
+                refusal = self._admission.at_init(self._slot, self.principal)
+                if refusal is not None:
+                    self._refuse_connection(refusal)
+                    return
             self._access.register(self.principal, self)
         if self._context_for is not None:
             self._context = self._context_for(self.principal)
@@ -293,6 +308,11 @@ class Connection:
         self.queue_control({"type": "connection_ack"})
         if self.legacy:
             self.queue_control({"type": "ka"})
+
+    def _refuse_connection(self, refusal: Refusal) -> None:
+        if self.legacy:
+            self.queue_control({"type": "connection_error", "payload": {"message": refusal.reason}})
+        self.close(refusal.code, refusal.reason)
 
     def _refuse(self, refused: Unauthenticated) -> None:
         code = CLOSE_FORBIDDEN if refused.presented else CLOSE_UNAUTHORIZED
@@ -315,11 +335,14 @@ async def serve_websocket(
     access: AccessControl | None = None,
     client: str = "unknown",
     handshake_credential: str | None = None,
+    admission: Admission | None = None,
 ) -> None:
     """The ASGI WebSocket endpoint for /graphql.
 
     `context_for(principal)` makes the connection's GraphQL context once the client is known;
     with `access`, the connection_init payload must authenticate (see the module docstring).
+    With `admission`, a socket over a connection cap or its client's request budget is closed
+    as soon as it is accepted, and costs nothing more (gateway.api.ws.admission).
     """
     message = await receive()
     if message["type"] != "websocket.connect":
@@ -332,26 +355,41 @@ async def serve_websocket(
             {"type": "websocket.close", "code": 4406, "reason": "Subprotocol not acceptable"}
         )
         return
-    await send({"type": "websocket.accept", "subprotocol": protocol})
-    connection = Connection(
-        legacy=protocol == GRAPHQL_WS,
-        receive=receive,
-        send=send,
-        engine=engine,
-        hub=hub,
-        context_for=context_for,
-        options=options,
-        stats=stats,
-        shutdown=shutdown,
-        access=access,
-        client=client,
-        handshake_credential=handshake_credential,
-    )
-    stats.connections += 1
-    stats.connections_total += 1
+    admitted = admission.at_handshake(client) if admission is not None else None
+    if isinstance(admitted, Refusal):
+        # Accepted, then closed at once: a close before accept is an HTTP 403 to the client,
+        # which would hide the code and reason that say which limit it met.
+        with trio.move_on_after(1):
+            await send({"type": "websocket.accept", "subprotocol": protocol})
+            close = {"type": "websocket.close", "code": admitted.code, "reason": admitted.reason}
+            await send(close)
+        return
     try:
-        await connection.run()
+        await send({"type": "websocket.accept", "subprotocol": protocol})
+        connection = Connection(
+            legacy=protocol == GRAPHQL_WS,
+            receive=receive,
+            send=send,
+            engine=engine,
+            hub=hub,
+            context_for=context_for,
+            options=options,
+            stats=stats,
+            shutdown=shutdown,
+            access=access,
+            client=client,
+            handshake_credential=handshake_credential,
+            admission=admission,
+            slot=admitted,
+        )
+        stats.connections += 1
+        stats.connections_total += 1
+        try:
+            await connection.run()
+        finally:
+            stats.connections -= 1
+            if access is not None and connection.principal is not None:
+                access.unregister(connection.principal, connection)
     finally:
-        stats.connections -= 1
-        if access is not None and connection.principal is not None:
-            access.unregister(connection.principal, connection)
+        if admission is not None and admitted is not None:
+            admission.release(admitted)

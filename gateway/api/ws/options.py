@@ -8,6 +8,7 @@ or do I/O.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 from gateway.config import Settings
@@ -52,3 +53,8 @@ class WebSocketStats:
         self.frames_dropped = 0
         self.slow_consumer_closes = 0
         self.operations = 0
+        # Sockets refused at the handshake or init, by limit ("total", "client", "rate"), the
+        # total cap they were held to, and connections closed for idling (admission.py).
+        self.refused: Counter[str] = Counter()
+        self.max_connections = 0
+        self.idle_closes = 0

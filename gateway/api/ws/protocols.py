@@ -13,10 +13,14 @@ at an operation, or within `auth_revocation_poll` of a revocation), 4408 init ti
 duplicate operation id, 4429 second connection_init, 4500 the key store could not be read
 (clients retry); 1001 server shutdown;
 1009 message too big; 4413 slow consumer (ours: the client stopped reading); 4408 also, with
-the reason "Connection idle timeout", when the client sent nothing (its pongs aside) and ran no
-operation for `idle_timeout` (like the init timeout it means "too slow": graphql-ws clients
-retry it, lazy ones reconnect at their next operation). The legacy protocol sees the same
-codes, and 1000 after its own connection_terminate.
+the reason "Connection idle timeout", when the connection ran no operation for `idle_timeout`
+whatever the client sent meanwhile, pings included (like the init timeout it means "too slow":
+graphql-ws clients retry it, lazy ones reconnect at their next operation). Right after the
+handshake, or at connection_init for a key (gateway.api.ws.admission): 4429 too, with a reason
+naming the limit, when the client already holds its tier's connections or its handshake is
+over its requests per minute or day, and 1013 ("Try Again Later", retried by clients) when the
+server holds its total of connections. The legacy protocol sees the same codes, and 1000 after
+its own connection_terminate.
 
 Must never: start an operation before connection_ack (4401), touch the socket, start tasks or
 wait: a message is answered by queueing frames and calling the session, nothing more.
