@@ -21,8 +21,6 @@ from gateway.errors import BadUserInput
 from gateway.models import Candle, PriceTick, epoch_ms, from_epoch_ms
 
 __all__ = [
-    "CANDLES_EACH_SQL",
-    "CANDLES_FROM_MINUTES_EACH_SQL",
     "CANDLES_FROM_MINUTES_SQL",
     "CANDLES_SQL",
     "CANDLE_UPSERT_SQL",
@@ -58,46 +56,6 @@ ON CONFLICT (symbol, provider, minute_ms) DO UPDATE SET
     low = min(low, excluded.low)
 """
 
-# Candles of a whole number of minutes, from candles_1m: same rules as CANDLES_SQL.
-CANDLES_FROM_MINUTES_SQL: Final = """
-WITH chosen AS (
-    SELECT provider FROM candles_1m INDEXED BY candles_1m_symbol_time
-    WHERE symbol = :symbol AND minute_ms >= :start AND minute_ms < :end
-    GROUP BY provider ORDER BY count(*) DESC, provider LIMIT 1
-), bucket AS (
-    SELECT minute_ms / :width AS n, min(minute_ms) AS first_minute, max(minute_ms) AS last_minute,
-           max(high) AS high, min(low) AS low, count(*) AS minutes
-    FROM candles_1m
-    WHERE symbol = :symbol AND provider = (SELECT provider FROM chosen)
-      AND minute_ms >= :start AND minute_ms < :end
-    GROUP BY n
-)
-SELECT b.n, o.open, b.high, b.low, c.close, b.minutes, o.provider
-FROM bucket AS b
-JOIN candles_1m AS o ON o.symbol = :symbol AND o.provider = (SELECT provider FROM chosen)
-                     AND o.minute_ms = b.first_minute
-JOIN candles_1m AS c
-  ON c.symbol = :symbol AND c.provider = o.provider AND c.minute_ms = b.last_minute
-ORDER BY b.n
-"""
-# Every provider's candles from candles_1m (or one provider's: :provider), several per bucket.
-CANDLES_FROM_MINUTES_EACH_SQL: Final = """
-WITH bucket AS (
-    SELECT provider, minute_ms / :width AS n, min(minute_ms) AS first_minute,
-           max(minute_ms) AS last_minute, max(high) AS high, min(low) AS low, count(*) AS minutes
-    FROM candles_1m INDEXED BY candles_1m_symbol_time
-    WHERE symbol = :symbol AND minute_ms >= :start AND minute_ms < :end
-      AND (:provider IS NULL OR provider = :provider)
-    GROUP BY provider, n
-)
-SELECT b.n, o.open, b.high, b.low, c.close, b.minutes, b.provider
-FROM bucket AS b
-JOIN candles_1m AS o
-  ON o.symbol = :symbol AND o.provider = b.provider AND o.minute_ms = b.first_minute
-JOIN candles_1m AS c
-  ON c.symbol = :symbol AND c.provider = b.provider AND c.minute_ms = b.last_minute
-ORDER BY b.n, b.provider
-"""
 INSERT_SQL: Final = f"INSERT OR IGNORE INTO price_ticks ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
 
 # Loose index scan: hop from provider to provider inside each symbol (one primary-key seek per
@@ -142,43 +100,56 @@ ORDER BY observed_ms, provider, symbol
 LIMIT :limit
 """
 
-# One statement, so the provider choice and the candles come from the same snapshot. Open and
-# close are found by joining back on the primary key at each bucket's first and last instant.
-# INDEXED BY: without ANALYZE statistics the planner would rather walk the primary key on
-# `symbol` alone (it yields providers already grouped), which reads the symbol's whole history.
+
+
+
+
+# Candles of a whole number of minutes, from candles_1m; the same rules as CANDLES_SQL.
+CANDLES_FROM_MINUTES_SQL: Final = """
+WITH chosen AS (
+    SELECT provider FROM candles_1m INDEXED BY candles_1m_symbol_time
+    WHERE symbol = :symbol AND minute_ms >= :start AND minute_ms < :end
+    GROUP BY provider ORDER BY count(*) DESC, provider LIMIT 1
+), bucket AS (
+    SELECT provider, minute_ms / :width AS n, min(minute_ms) AS first_minute,
+           max(minute_ms) AS last_minute, max(high) AS high, min(low) AS low, count(*) AS minutes
+    FROM candles_1m INDEXED BY candles_1m_symbol_time
+    WHERE symbol = :symbol AND minute_ms >= :start AND minute_ms < :end
+      AND CASE :choice WHEN 'each' THEN 1
+                       WHEN 'one' THEN provider = :provider
+                       ELSE provider = (SELECT provider FROM chosen) END
+    GROUP BY provider, n
+)
+SELECT b.n, o.open, b.high, b.low, c.close, b.minutes, b.provider
+FROM bucket AS b
+JOIN candles_1m AS o
+  ON o.symbol = :symbol AND o.provider = b.provider AND o.minute_ms = b.first_minute
+JOIN candles_1m AS c
+  ON c.symbol = :symbol AND c.provider = b.provider AND c.minute_ms = b.last_minute
+ORDER BY b.n, b.provider
+"""
+
+# One statement, so the provider choice and the candles come from the same snapshot. `:choice`
+# is 'chosen' (the one provider with the most ticks in the range, ties to the alphabetically
+# first), 'each' (every provider's candles, several per bucket) or 'one' (`:provider`'s).
+# Open and close are found by joining back on the primary key at each bucket's first and last
+# instant. INDEXED BY: without ANALYZE statistics the planner would rather walk the primary
+# key on `symbol` alone (it yields providers already grouped), which reads the symbol's whole
+# history.
 CANDLES_SQL: Final = """
 WITH chosen AS (
     SELECT provider FROM price_ticks INDEXED BY price_ticks_symbol_time
     WHERE symbol = :symbol AND observed_ms >= :start AND observed_ms < :end
     GROUP BY provider ORDER BY count(*) DESC, provider LIMIT 1
 ), bucket AS (
-    SELECT observed_ms / :width AS n, min(observed_ms) AS first_ms, max(observed_ms) AS last_ms,
-           max(usd) AS high, min(usd) AS low,
-           count(DISTINCT (observed_ms % :width) / 60000) AS minutes
-    FROM price_ticks
-    WHERE symbol = :symbol AND provider = (SELECT provider FROM chosen)
-      AND observed_ms >= :start AND observed_ms < :end
-    GROUP BY n
-)
-SELECT b.n, o.usd, b.high, b.low, c.usd, b.minutes, o.provider
-FROM bucket AS b
-JOIN price_ticks AS o ON o.symbol = :symbol AND o.provider = (SELECT provider FROM chosen)
-                      AND o.observed_ms = b.first_ms
-JOIN price_ticks AS c
-  ON c.symbol = :symbol AND c.provider = o.provider AND c.observed_ms = b.last_ms
-ORDER BY b.n
-"""
-
-
-# Every provider's candles from the ticks (or one provider's: :provider).
-CANDLES_EACH_SQL: Final = """
-WITH bucket AS (
     SELECT provider, observed_ms / :width AS n, min(observed_ms) AS first_ms,
            max(observed_ms) AS last_ms, max(usd) AS high, min(usd) AS low,
            count(DISTINCT (observed_ms % :width) / 60000) AS minutes
     FROM price_ticks INDEXED BY price_ticks_symbol_time
     WHERE symbol = :symbol AND observed_ms >= :start AND observed_ms < :end
-      AND (:provider IS NULL OR provider = :provider)
+      AND CASE :choice WHEN 'each' THEN 1
+                       WHEN 'one' THEN provider = :provider
+                       ELSE provider = (SELECT provider FROM chosen) END
     GROUP BY provider, n
 )
 SELECT b.n, o.usd, b.high, b.low, c.usd, b.minutes, b.provider
@@ -228,18 +199,23 @@ def candles_statement(
     Whole minutes are read over every minute the range touches (`start` rounded down, `end`
     up, to the minute).
     """
-    params: dict[str, Any] = {"symbol": symbol, "start": start_ms, "end": end_ms, "width": width}
-    each = each_provider or provider is not None
-    if each:
-        params["provider"] = provider
+    choice = "one" if provider is not None else "each" if each_provider else "chosen"
+    params: dict[str, Any] = {
+        "symbol": symbol,
+        "start": start_ms,
+        "end": end_ms,
+        "width": width,
+        "choice": choice,
+        "provider": provider,
+    }
     # Whole minutes: from candles_1m, one row per minute instead of one per tick
     # (bench/history.py: 100 ms -> 10 ms for a day at M5 of a one-tick-per-second stream).
     # Anything finer is computed from the ticks.
     if width % 60_000 == 0:
         params["start"] = start_ms // 60_000 * 60_000
         params["end"] = -(-end_ms // 60_000) * 60_000
-        return (CANDLES_FROM_MINUTES_EACH_SQL if each else CANDLES_FROM_MINUTES_SQL), params
-    return (CANDLES_EACH_SQL if each else CANDLES_SQL), params
+        return CANDLES_FROM_MINUTES_SQL, params
+    return CANDLES_SQL, params
 
 
 def candles_from_rows(

@@ -502,7 +502,8 @@ async def test_candles_reject_bad_arguments(storage: Storage) -> None:
 @pytest.mark.parametrize(
     ("query", "params", "time_range"),
     [
-        ("CANDLES_SQL", {"symbol": "BTC", "start": 0, "end": 10**13, "width": 60_000}, True),
+        ("CANDLES_SQL", {"symbol": "BTC", "start": 0, "end": 10**13, "width": 60_000, "choice": "chosen", "provider": None}, True),
+        ("CANDLES_SQL", {"symbol": "BTC", "start": 0, "end": 10**13, "width": 60_000, "choice": "each", "provider": None}, True),
         ("SINCE_SQL", {"symbols": json.dumps(["BTC"]), "since": 0, "limit": 10}, True),
         ("LATEST_SQL", {"symbols": json.dumps(["BTC", "ETH"])}, False),  # min/max seeks
     ],
@@ -561,7 +562,7 @@ async def test_minute_candles_are_an_index_range_scan(storage: Storage, db_path:
     with trio.fail_after(10):
         await storage.write_ticks([tick(i, provider=p) for i in range(50) for p in ("a", "b")])
         statement = "EXPLAIN QUERY PLAN " + ticks.CANDLES_FROM_MINUTES_SQL
-        params = {"symbol": "BTC", "start": 0, "end": 10**13, "width": 300_000}
+        params = {"symbol": "BTC", "start": 0, "end": 10**13, "width": 300_000, "choice": "each", "provider": None}
         plan = [row[3] for row in await sql(db_path, statement, params)]
     assert not any(step.startswith("SCAN candles_1m") for step in plan), plan
     searches = [step for step in plan if step.startswith("SEARCH candles_1m ")]
