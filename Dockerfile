@@ -15,7 +15,10 @@ WORKDIR /app
 # schema.graphql ships beside the code it describes (`gateway schema` prints the same text).
 COPY pyproject.toml README.md providers.toml schema.graphql ./
 COPY gateway ./gateway
-RUN pip install . \
+# torch first, as its CPU-only build: PyPI's torch for Linux is the CUDA build (gigabytes of
+# nvidia-* wheels) and this image has no GPU. `pip install .` then finds torch==2.13.0 satisfied.
+RUN pip install --no-deps --index-url https://download.pytorch.org/whl/cpu "torch==2.13.0" \
+    && pip install . \
     && useradd --create-home --uid 10001 gateway \
     && mkdir -p /data \
     && chown gateway:gateway /data

@@ -21,6 +21,13 @@ arguments, 1 no such key or an unusable database.
 built from the code alone (no database, providers file or environment), so it works in CI and
 on a fresh checkout; `schema.graphql` at the repository root is its output, kept current by a
 test. Exit codes: 0 printed, 2 bad arguments.
+
+`gateway sentiment train` fits the embedded sentiment model's head on
+gateway/data/sentiment/train.jsonl and writes gateway/data/sentiment/head.json (the one the
+package ships); `gateway sentiment evaluate` scores the held-out set with the configured model
+(GATEWAY_SENTIMENT_MODEL, or `--model`) and prints accuracy, per-class precision/recall and
+macro-F1 (gateway/news/sentiment_training.py). Exit codes: 0 done, 1 no model could be
+loaded, 2 bad arguments or a malformed data file.
 """
 
 from __future__ import annotations
@@ -96,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_keys_parser(commands)
     _add_backfill_parser(commands)
+    _add_sentiment_parser(commands)
     commands.add_parser(
         "schema",
         help="print the GraphQL schema (SDL) the gateway serves",
@@ -264,6 +272,48 @@ def _schema() -> int:
     return 0
 
 
+def _add_sentiment_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sentiment = commands.add_parser(
+        "sentiment",
+        help="train or evaluate the sentiment model",
+        description="Train the embedded model's head on the labelled headlines, or evaluate a "
+        "model on the held-out set (gateway/data/sentiment/README.md).",
+    )
+    actions = sentiment.add_subparsers(dest="sentiment_command", metavar="ACTION", required=True)
+    train = actions.add_parser("train", help="fit the head and write head.json")
+    train.add_argument("--train", type=Path, help="labelled JSON lines (default: the shipped set)")
+    train.add_argument("--out", type=Path, help="where to write the head (default: shipped)")
+    evaluate = actions.add_parser("evaluate", help="score the held-out set and print the figures")
+    evaluate.add_argument("--heldout", type=Path, help="labelled JSON lines (default: shipped)")
+    evaluate.add_argument(
+        "--model", help="embedded, a model id or a directory (default: GATEWAY_SENTIMENT_MODEL)"
+    )
+
+
+def _sentiment(args: argparse.Namespace) -> int:
+    """Run `gateway sentiment train|evaluate` (gateway/news/sentiment_training.py)."""
+    from gateway.news.sentiment_model import ModelLoadError
+    from gateway.news.sentiment_training import run_evaluate, run_train
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr)
+
+    try:
+        if args.sentiment_command == "train":
+            run_train(args.train, args.out, say)
+            return 0
+        model = args.model or settings_from_env().sentiment_model
+        threads = settings_from_env().sentiment_threads
+        print(run_evaluate(model, threads, args.heldout))
+        return 0
+    except ConfigError as exc:
+        return _fail(EXIT_CONFIG, str(exc))
+    except (OSError, ValueError) as exc:
+        return _fail(EXIT_CONFIG, str(exc))
+    except ModelLoadError as exc:
+        return _fail(EXIT_START_FAILED, str(exc))
+
+
 def _key_name(text: str) -> str:
     if not text.strip() or len(text) > 100 or not text.isprintable():
         raise argparse.ArgumentTypeError("a name is 1 to 100 printable characters")
@@ -415,6 +465,8 @@ def main(argv: list[str] | None = None) -> int:
         return _backfill(args)
     if args.command == "schema":
         return _schema()
+    if args.command == "sentiment":
+        return _sentiment(args)
     from gateway.providers.upstream_keys import Secrets
 
     try:

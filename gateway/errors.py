@@ -15,12 +15,16 @@ exactly what failed::
     ├── UpstreamError                 code UPSTREAM_UNAVAILABLE; carries provider/endpoint/status
     │   ├── UpstreamRateLimited       code RATE_LIMITED; carries retry_after seconds
     │   ├── UpstreamPayloadError      the body was malformed or of the wrong shape
+    │   ├── JsonRpcError              a JSON-RPC node answered an error object; carries the
+    │   │                             JSON-RPC code and message (RATE_LIMITED for a limit)
     │   ├── CircuitOpenError          the provider's circuit breaker is open; nothing was sent
     │   ├── UpstreamUnconfigured      disabled, or its API key is missing; nothing was sent
     │   ├── PoolExhausted             every provider of a pool failed; lists each one's error
     │   └── StaleData                 code STALE_DATA: the newest data is past its hard age
     │                                 limit; carries ageSeconds and maxAgeSeconds
-    └── StorageError                  the database could not be read or written
+    ├── StorageError                  the database could not be read or written
+    └── ModelUnavailable              code MODEL_UNAVAILABLE: no sentiment model could be
+                                      loaded (or it is still loading); carries the reason
 
 Never raise a bare Exception for a condition a user can cause or a provider can trigger.
 """
@@ -36,6 +40,8 @@ __all__ = [
     "ConfigError",
     "Forbidden",
     "GatewayError",
+    "JsonRpcError",
+    "ModelUnavailable",
     "PoolExhausted",
     "RateLimited",
     "StaleData",
@@ -141,6 +147,44 @@ class UpstreamPayloadError(UpstreamError):
     """
 
 
+class JsonRpcError(UpstreamError):
+    """A JSON-RPC 2.0 node answered an error object instead of a result.
+
+    `rpc_code` and `rpc_message` are the node's own (e.g. -32601 "method not found", -32005
+    "limit exceeded"); `data` its optional `data` member. The node did answer, so this is not
+    counted against its circuit breaker, but a pool fails over to its next node. A node's rate
+    limit (-32005, or a message saying so) carries the code RATE_LIMITED.
+    """
+
+    # Codes and words with which nodes say "too many requests" inside a 200 answer.
+    RATE_LIMIT_CODES = frozenset({-32005, -32029, 429})
+
+    def __init__(
+        self,
+        rpc_code: int,
+        rpc_message: str,
+        *,
+        provider: str,
+        method: str | None = None,
+        data: Any = None,
+        endpoint: str | None = None,
+    ) -> None:
+        self.rpc_code = rpc_code
+        self.rpc_message = rpc_message
+        self.method = method
+        self.data = data
+        lowered = rpc_message.lower()
+        if rpc_code in self.RATE_LIMIT_CODES or "rate limit" in lowered or "too many" in lowered:
+            self.code = "RATE_LIMITED"
+        where = f"{method}: " if method else ""
+        super().__init__(
+            f"{where}JSON-RPC error {rpc_code}: {rpc_message}", provider=provider, endpoint=endpoint
+        )
+
+    def extensions(self) -> dict[str, Any]:
+        return {**super().extensions(), "rpcCode": self.rpc_code, "rpcMessage": self.rpc_message}
+
+
 class CircuitOpenError(UpstreamError):
     """The provider's circuit breaker is open (or its one half-open probe is in flight), so the
     request was refused without being sent. `retry_in` is seconds until a probe may go."""
@@ -220,6 +264,21 @@ class StaleData(UpstreamError):
 
 class StorageError(GatewayError):
     """The SQLite database could not be opened, migrated, read or written."""
+
+
+class ModelUnavailable(GatewayError):
+    """No sentiment model is available: none could be loaded (`reason` says why: disabled,
+    missing files, labels it cannot map), or it is still loading. Nothing is scored, so nothing
+    is made up: articles keep `sentiment: null`, and a query that needs a score gets this."""
+
+    code = "MODEL_UNAVAILABLE"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"no sentiment model is available: {reason}")
+        self.reason = reason
+
+    def extensions(self) -> dict[str, Any]:
+        return {"reason": self.reason}
 
 
 class Unauthenticated(GatewayError):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import gc
 
-__all__ = ["tune_gc"]
+__all__ = ["freeze_late_load", "tune_gc"]
 
 GEN0_THRESHOLD = 50_000
 GEN1_THRESHOLD = 20
@@ -28,3 +28,13 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(GEN0_THRESHOLD, GEN1_THRESHOLD, GEN2_THRESHOLD)
+
+
+def freeze_late_load() -> None:
+    """Freeze what a permanent load made after start-up: the sentiment model (~380,000
+    objects once torch and transformers are imported) loads in a worker thread while the
+    gateway already serves, after `tune_gc`. Unfrozen, every full collection walks it: about
+    150 ms with the event loop stopped (bench/sentiment.py). No collection first, since that
+    would be the very pause this avoids; the load's few garbage objects stay frozen."""
+    gc.freeze()
+

@@ -4,7 +4,10 @@ One `trio.run` holds everything. Lifetimes nest so that shutdown happens in the 
 
     root nursery ─ storage writer        (cancelled last: flushes every queued write)
       └ service nursery ─ subscription hub
+                        ─ sentiment scorer (its model loads in a worker thread)
                         ─ collectors      (each restarted with capped doubling backoff)
+                        ─ news path       (ingest and scoring; news and Fear & Greed
+                                           collectors, restarted like the others)
                         ─ hypercorn       (stops accepting; connections drain)
 
 On the shutdown trigger (SIGINT/SIGTERM in the CLI, an Event in tests): readiness drops,
@@ -37,11 +40,15 @@ from gateway.api.graphql_trio import GraphQLEngine
 from gateway.api.server import serve_http
 from gateway.api.shared_subscriptions import SubscriptionHub
 from gateway.api.ws import WebSocketOptions, WebSocketStats, raise_descriptor_limit
-from gateway.chains.heads import ChainHeads
+from gateway.chains.data import ChainData
+from gateway.chains.onchain import OnchainData, price_symbols
 from gateway.config import SECONDS, ProviderConfig, ProvidersFile, Settings
-from gateway.gc_tuning import tune_gc
+from gateway.gc_tuning import freeze_late_load, tune_gc
 from gateway.ingest import Ingest
 from gateway.models import PriceTick, utc_now
+from gateway.news.sentiment import SentimentScorer
+from gateway.news.service import NewsService
+from gateway.prices.at_time import ConsensusAt
 from gateway.prices.consensus import OutlierWatch
 from gateway.prices.history import CandleHistory
 from gateway.prices.plausibility import GateLimits, PlausibilityGate
@@ -146,7 +153,7 @@ class Gateway:
             registry.board,
             WebSocketStats(),
             registry=registry,
-            chains=ChainHeads(registry, settings.chain_head_cache_seconds),
+            chains=ChainData.build(registry, settings, storage=storage, bus=bus),
             interest=SymbolInterest(settings.symbols),
             streams=StreamGroup(),
             history=CandleHistory(
@@ -174,6 +181,9 @@ class Gateway:
                 async with trio.open_nursery() as service:
                     await service.start(hub.run)
                     await service.start(registry.run)
+                    # Loads its model in a worker thread: "loading" (not available) until then.
+                    services.sentiment = SentimentScorer.from_settings(settings)
+                    await service.start(services.sentiment.run)
                     ingest = Ingest(
                         storage,
                         bus,
@@ -189,6 +199,11 @@ class Gateway:
                     )
                     await ingest.prime()
                     self._start_collectors(service, registry, services, ingest, running.restarts)
+                    self._start_chains(service, services, running.restarts)
+                    self._start_onchain(service, services, running.restarts)
+                    services.news = NewsService(storage, bus, settings, services.sentiment)
+                    await service.start(services.news.run)
+                    self._start_news(service, registry, services.news, running.restarts)
                     service.start_soon(
                         partial(
                             supervise,
@@ -264,7 +279,10 @@ class Gateway:
                 context = CollectorContext(
                     provider=provider,
                     client=client,
-                    symbols=self.settings.symbols,
+                    # Whale tracking prices its tokens by their own consensus (USDT, USDC...).
+                    symbols=tuple(
+                        dict.fromkeys(self.settings.symbols + price_symbols(self.settings))
+                    ),
                     publish=ingest,
                     key=registry.secrets.key_for(provider),
                 )
@@ -273,6 +291,80 @@ class Gateway:
                 partial(
                     supervise,
                     f"{'stream' if stream_class else 'collector'}:{provider.id}",
+                    runner,
+                    initial_backoff=self.settings.restart_backoff_initial,
+                    max_backoff=self.settings.restart_backoff_max,
+                    restarts=restarts,
+                )
+            )
+
+
+    def _start_onchain(
+        self, nursery: trio.Nursery, services: Services, restarts: dict[str, int]
+    ) -> None:
+        """Whale tracking, explorer statistics, DEX analytics and stored TVL (gateway.chains.
+        onchain): their records go to their own tables and the whales topic."""
+        assert services.chains is not None and services.registry is not None
+        onchain = OnchainData.build(
+            self.settings,
+            services.registry,
+            services.chains.rpc,
+            services.storage,
+            services.bus,
+            ConsensusAt(
+                services.storage, max_deviation_pct=self.settings.consensus_max_deviation_pct
+            ),
+        )
+        for name, runner in onchain.tasks().items():
+            nursery.start_soon(
+                partial(
+                    supervise,
+                    name,
+                    runner,
+                    initial_backoff=self.settings.restart_backoff_initial,
+                    max_backoff=self.settings.restart_backoff_max,
+                    restarts=restarts,
+                )
+            )
+
+    def _start_chains(
+        self, nursery: trio.Nursery, services: Services, restarts: dict[str, int]
+    ) -> None:
+        """The chain collectors (heads, gas): their records take the chain path
+        (gateway.chains: store, then the chain_heads and gas topics), not the price ingest."""
+        assert services.chains is not None
+        for name, runner in services.chains.tasks().items():
+            nursery.start_soon(
+                partial(
+                    supervise,
+                    name,
+                    runner,
+                    initial_backoff=self.settings.restart_backoff_initial,
+                    max_backoff=self.settings.restart_backoff_max,
+                    restarts=restarts,
+                )
+            )
+
+    def _start_news(
+        self,
+        nursery: trio.Nursery,
+        registry: ProviderRegistry,
+        news: NewsService,
+        restarts: dict[str, int],
+    ) -> None:
+        """A supervised task per news and Fear & Greed collector: their records take the news
+        path (gateway.news), not the price ingest."""
+        runners = news.runners(
+            self.providers.providers,
+            registry.client,
+            registry.secrets.key_for,
+            registry.secrets.is_configured,
+        )
+        for name, runner in runners:
+            nursery.start_soon(
+                partial(
+                    supervise,
+                    name,
                     runner,
                     initial_backoff=self.settings.restart_backoff_initial,
                     max_backoff=self.settings.restart_backoff_max,
@@ -377,6 +469,14 @@ async def _run_collector(collector_class: type[Collector], context: CollectorCon
     await collector_class(context).run()
 
 
+async def _freeze_model_when_loaded(scorer: SentimentScorer | None) -> None:
+    """Once the sentiment model is loaded, freeze it too (gateway.gc_tuning.freeze_late_load)."""
+    if scorer is not None:
+        await scorer.loaded.wait()
+        if scorer.available:
+            freeze_late_load()
+
+
 async def run_gateway(
     settings: Settings,
     providers: ProvidersFile,
@@ -404,6 +504,7 @@ async def run_gateway(
         nursery.start_soon(on_signals)
         running = await nursery.start(gateway.run)
         tune_gc()  # everything start-up built is permanent: see gc_tuning.py
+        nursery.start_soon(_freeze_model_when_loaded, running.services.sentiment)
         task_status.started(running)
         await gateway.stopped.wait()
         nursery.cancel_scope.cancel()

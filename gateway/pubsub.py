@@ -22,7 +22,10 @@ from typing import Any, Generic, TypeVar
 import trio
 from trio.lowlevel import ParkingLot
 
+from gateway.chain_models import ChainHead, GasPrice
 from gateway.models import AlertRecord, PriceTick, ProviderStateChange
+from gateway.news_models import FearGreedPoint, StoredArticle
+from gateway.onchain_models import WhaleTransfer
 
 __all__ = ["EventBus", "Subscriber", "Topic"]
 
@@ -131,10 +134,30 @@ class EventBus:
         self.provider_states: Topic[ProviderStateChange] = Topic("provider_states", buffer)
         self.rotations: Topic[Any] = Topic("rotations", buffer)  # pool.RotationEvent
         self.alerts: Topic[AlertRecord] = Topic("alerts", buffer)
+        # News: each new story once stored (and scored, when a model is loaded); each new or
+        # revised Fear & Greed value (gateway.news).
+        self.news: Topic[StoredArticle] = Topic("news", buffer)
+        self.fear_greed: Topic[FearGreedPoint] = Topic("fear_greed", buffer)
+        # Chains: each chain's head when it advances, each chain's fee tiers as observed
+        # (gateway.chains).
+        self.chain_heads: Topic[ChainHead] = Topic("chain_heads", buffer)
+        self.gas: Topic[GasPrice] = Topic("gas", buffer)
+        # Whale transfers as found, and withdrawn (`removed`) when a reorg replaced their block.
+        self.whales: Topic[WhaleTransfer] = Topic("whales", buffer)
 
     @property
     def topics(self) -> tuple[Topic[Any], ...]:
-        return (self.prices, self.provider_states, self.rotations, self.alerts)
+        return (
+            self.prices,
+            self.provider_states,
+            self.rotations,
+            self.alerts,
+            self.news,
+            self.fear_greed,
+            self.chain_heads,
+            self.gas,
+            self.whales,
+        )
 
     def close(self) -> None:
         for topic in self.topics:

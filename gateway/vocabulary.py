@@ -28,6 +28,7 @@ __all__ = [
     "Interval",
     "ProviderState",
     "RotationStrategy",
+    "SentimentLabel",
 ]
 
 
@@ -77,6 +78,14 @@ class RotationStrategy(enum.StrEnum):
     WEIGHTED_RANDOM = "WEIGHTED_RANDOM"
     LEAST_USED = "LEAST_USED"
     FASTEST_RESPONSE = "FASTEST_RESPONSE"
+
+
+class SentimentLabel(enum.StrEnum):
+    """What a sentiment model says of a text (articles in the store, the public API)."""
+
+    BULLISH = "BULLISH"
+    BEARISH = "BEARISH"
+    NEUTRAL = "NEUTRAL"
 
 
 class Interval(enum.StrEnum):

@@ -58,6 +58,9 @@ async def start_gateway(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[
 
     async def start(providers: ProvidersFile | None = None, **overrides: Any) -> RunningGateway:
         overrides.setdefault("db_path", tmp_path / "gateway.db")
+        # The transformer model costs seconds of CPU and ~400 MB: only tests about sentiment
+        # load it (sentiment_model="embedded"); elsewhere the scorer is off (null sentiment).
+        overrides.setdefault("sentiment_model", "off")
         settings = Settings(port=0, **overrides).validated()
         gateway = Gateway(settings, providers or ProvidersFile(()))
         started.append(gateway)

@@ -38,32 +38,6 @@ CONTRACT_PATH = Path(__file__).resolve().parents[2] / "shared" / "schema.graphql
 # (its arguments come with it), `Type.field(arg)` for an argument of a field we serve, and
 # `Enum.VALUE` for a value of an enum we serve. Sorted within each area; later work empties it.
 NOT_SERVED_YET = {
-    # news & sentiment
-    "FearGreed",
-    "Mutation.analyzeSentiment",
-    "NewsArticle",
-    "NewsConnection",
-    "NewsEdge",
-    "PageInfo",
-    "Query.fearGreed",
-    "Query.fearGreedHistory",
-    "Query.news",
-    "Query.sentimentSummary",
-    "Sentiment",
-    "SentimentLabel",
-    "SentimentSummary",
-    "Subscription.fearGreed",
-    "Subscription.news",
-    # chains & whales
-    "DexPool",
-    "GasPrice",
-    "Query.dexPools",
-    "Query.gas",
-    "Query.whaleTransactions",
-    "Subscription.chainHeads",
-    "Subscription.gas",
-    "Subscription.whaleTransactions",
-    "WhaleTransaction",
     # operations: data freshness and schedule compliance
     "DataFreshness",
     "Freshness",

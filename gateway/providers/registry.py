@@ -139,6 +139,8 @@ class ProviderRegistry:
             rng=self._rng,
         )
         self.pools: dict[str, Pool] = {}
+        # Providers pools must not use now, with why (an RPC node lagging behind its chain).
+        self.benched: dict[str, str] = {}
         client.on_attempt = self._attempted
         client.on_rate_threshold = lambda pid, window, used, limit: self._emit(
             "threshold", (pid, window, used, limit)
@@ -194,12 +196,28 @@ class ProviderRegistry:
             is_configured=self.secrets.is_configured,
             on_rotation=lambda event: self._emit("rotation", event),
             rng=self._rng,
+            excluded=self.bench_reason,
         )
         if isinstance(config, PoolRecord):
+            chain = self._declared_chain(config.id)
             for provider_id, priority, weight in config.members:
                 provider = self.providers.get(provider_id)
-                if provider is not None:
-                    pool.add_member(PoolMember(provider, priority=priority, weight=weight))
+                if provider is None:
+                    continue
+                if pool.category == "RPC":
+                    # A member of another chain (saved before that was refused) would make the
+                    # pool's chain ambiguous: it is dropped, and the rest of the pool kept.
+                    chain = chain or provider.chain
+                    if provider.chain != chain:
+                        log.warning(
+                            "pool.member_dropped",
+                            pool=config.id,
+                            provider=provider_id,
+                            chain=provider.chain,
+                            pool_chain=chain,
+                        )
+                        continue
+                pool.add_member(PoolMember(provider, priority=priority, weight=weight))
             pool.current = config.current
         else:
             for provider_id in config.members:
@@ -244,6 +262,7 @@ class ProviderRegistry:
             is_configured=self.secrets.is_configured,
             on_rotation=lambda event: self._emit("rotation", event),
             rng=self._rng,
+            excluded=self.bench_reason,
         )
         await self.store.save_pool(self._record(pool))
         self.pools[pool_id] = pool
@@ -264,11 +283,70 @@ class ProviderRegistry:
                 f"provider {provider_id!r} is not in category {pool.category} "
                 f"(it is {', '.join(provider.categories)})"
             )
+        chain = self.pool_chain(pool)
+        if pool.category == "RPC" and chain is not None and provider.chain != chain:
+            # Nodes of another chain answer other blocks: the pool's chain would become
+            # ambiguous and drop out of chainHeads. Refused, with nothing changed.
+            raise BadUserInput(
+                f"provider {provider_id!r} serves chain {provider.chain}, but pool {pool_id!r}"
+                f" serves {chain}: an RPC pool only takes nodes of its own chain"
+                " (nothing was changed)"
+            )
         if weight <= 0:
             raise BadUserInput("weight must be positive")
         pool.add_member(PoolMember(provider, priority=priority, weight=weight))
         await self.store.save_pool(self._record(pool))
         return pool
+
+    def _declared_chain(self, pool_id: str) -> str | None:
+        """The chain of the providers.toml (or default) pool with this id, if it is one."""
+        for config in self.providers.all_pools():
+            if config.id == pool_id:
+                chains = {
+                    p.chain for m in config.members if (p := self.providers.get(m)) is not None
+                }
+                return chains.pop() if len(chains) == 1 else None
+        return None
+
+    def pool_chain(self, pool: Pool) -> str | None:
+        """The chain an RPC pool serves: its members' (they share one), else the chain of the
+        providers.toml pool of that id; None for an empty runtime pool (its first member
+        decides) and for every pool of another category."""
+        if pool.category != "RPC":
+            return None
+        chains = {m.provider.chain for m in pool.members if m.provider.chain is not None}
+        if len(chains) == 1:
+            return chains.pop()
+        return self._declared_chain(pool.id)
+
+    def rpc_pools(self) -> dict[str, Pool]:
+        """chain -> its RPC pool (the default `rpc-<chain>` one first, else the first found)."""
+        found: dict[str, Pool] = {}
+        for pool in sorted(
+            self.pools.values(), key=lambda p: p.id != default_pool_id("RPC", self.pool_chain(p))
+        ):
+            chain = self.pool_chain(pool)
+            if chain is not None and pool.members:
+                found.setdefault(chain, pool)
+        return found
+
+    # -- benched providers --------------------------------------------------------------------
+
+    def bench_reason(self, provider: ProviderConfig) -> str | None:
+        """Why pools must not use this provider now (None: they may)."""
+        return self.benched.get(provider.id)
+
+    def bench(self, provider_id: str, reason: str, *, state: str = ProviderState.DEGRADED) -> None:
+        """Keep every pool from using a provider (skipped like a disabled one) and show it as
+        `state` with `reason` on the status board, until `unbench`. For an RPC node lagging
+        behind its chain's head (gateway/chains/heads.py)."""
+        self.benched[provider_id] = reason
+        self.board.report(provider_id, state, reason, at=utc_now())
+
+    def unbench(self, provider_id: str, reason: str) -> None:
+        """Let pools use the provider again; its state is derived from its requests again."""
+        if self.benched.pop(provider_id, None) is not None:
+            self.board.clear_report(provider_id, reason)
 
     async def remove_member(self, pool_id: str, provider_id: str) -> Pool:
         pool = self.require_pool(pool_id)

@@ -14,7 +14,9 @@ upstream client's observer hook, and the state follows from the recent outcomes:
 A live stream (a WebSocket feed: no requests to count) reports its state directly instead,
 through `report(provider, state, reason, ...)`: connected and receiving is ONLINE, reconnecting
 or silent DEGRADED, repeated failed connections OFFLINE (gateway/sources/streams.py decides).
-A reported state stands until the next report.
+A reported state stands until the next report, or until `clear_report` hands the provider
+back to the derivation (an RPC node reported DEGRADED while it lags behind its chain's head
+is cleared once it catches up: gateway/chains/heads.py).
 
 A change of state is reported through `on_change(provider, old, new, reason)` — synchronously,
 so the callback must not block (the supervisor hands it to a bounded channel). Health checks,
@@ -178,6 +180,18 @@ class ProviderStatusBoard:
             self._changed(record, before, after, reason)
         else:
             record.reason = reason
+
+    def clear_report(self, provider_id: str, reason: str) -> None:
+        """End a reported state: the provider's state is again derived from its requests (an
+        RPC node that caught up with its chain's head, after `report(…, DEGRADED, …)`)."""
+        record = self.records.get(provider_id)
+        if record is None or record.reported is None:
+            return
+        before = record.state()
+        record.reported = None
+        after = record.state()
+        if after != before:
+            self._changed(record, before, after, reason)
 
     def set_circuit_open(self, provider_id: str, is_open: bool) -> None:
         """The provider's breaker opened (OFFLINE until it lets a probe through) or closed."""

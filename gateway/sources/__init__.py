@@ -1,6 +1,7 @@
 """Sources: one module per upstream family, each turning an upstream's payload into records.
 
-`base` holds the collector base classes and shared parsing helpers, `streams` the live
+`base` holds the collector base classes and shared parsing helpers, `news_base` the polling
+collector of news and Fear & Greed records (with conditional GET), `streams` the live
 WebSocket client machinery (with its `stream_*` siblings: settings and status values, parsing
 helpers, the publish throttle, connection trouble, the group of all streams), `candles` the
 candle-fetcher contract; each other module is one upstream family (a pure `parse_…` function

@@ -4,7 +4,7 @@ Each `Migration` is a version, a name and the statements that make it; `migrate(
 order and each in a transaction of its own, every one not yet recorded in `schema_migrations`, and
 refuses a database whose schema is newer than the newest one here. The tables themselves are
 read and written by their own modules (`ticks` and the writer for price_ticks and candles_1m,
-`provider_records`, `api_keys`, `candles`).
+`provider_records`, `api_keys`, `candles`, `quarantine`, `news`, `whales`, `onchain`).
 
 This module must never edit or reorder a migration that has shipped (append a new one instead),
 and never commit a migration half applied: its statements and its record go in one transaction.
@@ -250,6 +250,207 @@ MIGRATIONS: Final = (
             """CREATE INDEX quarantined_ticks_time ON quarantined_ticks (quarantined_ms)""",
             """CREATE INDEX quarantined_ticks_series
                 ON quarantined_ticks (symbol, provider, quarantined_ms)""",
+        ),
+    ),
+    # News (gateway.store.news): one row per story, however many sources carried it
+    # (news_article_sources: each source's link and title, so a story is found again by any of
+    # its canonical URLs or by a title near any of its sources' titles; `rank` is the provider
+    # priority of the source whose title and link the story shows); the coins it mentions,
+    # keyed for the `news(coin)` walk in time order; an external-content FTS5 index over title
+    # and summary kept in step by triggers; and the daily Fear & Greed values per provider.
+    # Pages are walked by (published_ms, id), never by offset, so a page boundary stays put
+    # while new stories arrive.
+    Migration(
+        7,
+        "news articles, their sources and coins, full-text search, fear & greed",
+        (
+            """CREATE TABLE news_articles (
+                id INTEGER PRIMARY KEY,
+                url TEXT NOT NULL,
+                title TEXT NOT NULL,
+                summary TEXT,
+                source TEXT NOT NULL,
+                rank INTEGER NOT NULL,
+                published_ms INTEGER NOT NULL,
+                seen_ms INTEGER NOT NULL,
+                coins TEXT NOT NULL,
+                sentiment_label TEXT,
+                sentiment_score REAL,
+                sentiment_confidence REAL,
+                sentiment_model TEXT,
+                scored_ms INTEGER
+            )""",
+            "CREATE INDEX news_articles_time ON news_articles (published_ms, id)",
+            """CREATE TABLE news_article_sources (
+                article_id INTEGER NOT NULL REFERENCES news_articles (id) ON DELETE CASCADE,
+                source TEXT NOT NULL,
+                url TEXT NOT NULL,
+                title_key TEXT NOT NULL,
+                published_ms INTEGER NOT NULL,
+                seen_ms INTEGER NOT NULL,
+                PRIMARY KEY (article_id, source)
+            ) WITHOUT ROWID""",
+            "CREATE INDEX news_article_sources_url ON news_article_sources (url)",
+            """CREATE INDEX news_article_sources_title
+                ON news_article_sources (length(title_key), published_ms)""",
+            """CREATE TABLE news_article_coins (
+                coin TEXT NOT NULL,
+                published_ms INTEGER NOT NULL,
+                article_id INTEGER NOT NULL REFERENCES news_articles (id) ON DELETE CASCADE,
+                PRIMARY KEY (coin, published_ms, article_id)
+            ) WITHOUT ROWID""",
+            """CREATE VIRTUAL TABLE news_fts USING fts5(
+                title, summary, content = 'news_articles', content_rowid = 'id',
+                tokenize = 'unicode61 remove_diacritics 2'
+            )""",
+            """CREATE TRIGGER news_articles_fts_insert AFTER INSERT ON news_articles BEGIN
+                INSERT INTO news_fts (rowid, title, summary)
+                VALUES (new.id, new.title, new.summary);
+            END""",
+            """CREATE TRIGGER news_articles_fts_delete AFTER DELETE ON news_articles BEGIN
+                INSERT INTO news_fts (news_fts, rowid, title, summary)
+                VALUES ('delete', old.id, old.title, old.summary);
+            END""",
+            """CREATE TRIGGER news_articles_fts_update
+                AFTER UPDATE OF title, summary ON news_articles BEGIN
+                INSERT INTO news_fts (news_fts, rowid, title, summary)
+                VALUES ('delete', old.id, old.title, old.summary);
+                INSERT INTO news_fts (rowid, title, summary)
+                VALUES (new.id, new.title, new.summary);
+            END""",
+            """CREATE TABLE fear_greed (
+                provider TEXT NOT NULL,
+                day_ms INTEGER NOT NULL,
+                value INTEGER NOT NULL,
+                classification TEXT NOT NULL,
+                updated_ms INTEGER NOT NULL,
+                PRIMARY KEY (provider, day_ms)
+            ) WITHOUT ROWID""",
+            "CREATE INDEX fear_greed_day ON fear_greed (day_ms)",
+        ),
+    ),
+    # Chain data (gateway.store.chains): each chain's head as it advanced (one row per new head
+    # block, pruned after the chain-data retention), the latest report of every node of a chain
+    # (one row per node, replaced each polling round: block, lag, whether it is benched as
+    # lagging, its error), and fee tiers per chain as they were observed (pruned likewise).
+    Migration(
+        8,
+        "chain heads, node heads, gas prices",
+        (
+            """CREATE TABLE chain_heads (
+                chain TEXT NOT NULL,
+                observed_ms INTEGER NOT NULL,
+                block_number INTEGER NOT NULL,
+                provider TEXT NOT NULL,
+                lag_blocks INTEGER NOT NULL,
+                PRIMARY KEY (chain, observed_ms)
+            ) WITHOUT ROWID""",
+            """CREATE TABLE chain_node_heads (
+                chain TEXT NOT NULL,
+                provider TEXT NOT NULL,
+                block_number INTEGER,
+                lag_blocks INTEGER,
+                lagging INTEGER NOT NULL,
+                error TEXT,
+                observed_ms INTEGER NOT NULL,
+                PRIMARY KEY (chain, provider)
+            ) WITHOUT ROWID""",
+            """CREATE TABLE gas_prices (
+                chain TEXT NOT NULL,
+                observed_ms INTEGER NOT NULL,
+                provider TEXT NOT NULL,
+                slow REAL NOT NULL,
+                standard REAL NOT NULL,
+                fast REAL NOT NULL,
+                base_fee REAL,
+                unit TEXT NOT NULL,
+                method TEXT NOT NULL,
+                block_number INTEGER,
+                PRIMARY KEY (chain, observed_ms, provider)
+            ) WITHOUT ROWID""",
+        ),
+    ),
+    # Whale transfers, explorer statistics, DEX pools and volumes, stored TVL
+    # (gateway.store.whales, gateway.store.onchain). A whale transfer is keyed by (chain, hash,
+    # log_index), log_index -1 for a transaction's own value; `block_hash` is the block it was
+    # seen in, and `removed` is set when a reorg replaced that block (the row is kept, so it is
+    # revived, not duplicated, if the transfer comes back in the new branch). DEX pools and
+    # volumes hold each provider's latest snapshot; TVL is one row per (scope, UTC day), so
+    # `tvlHistory` has a history of its own that outlives an upstream outage and a restart.
+    Migration(
+        9,
+        "whale transactions, network statistics, DEX pools and volumes, daily TVL",
+        (
+            """CREATE TABLE whale_transactions (
+                chain TEXT NOT NULL,
+                hash TEXT NOT NULL,
+                log_index INTEGER NOT NULL,
+                block_number INTEGER,
+                block_hash TEXT,
+                from_address TEXT NOT NULL,
+                to_address TEXT NOT NULL,
+                from_label TEXT,
+                to_label TEXT,
+                asset TEXT NOT NULL,
+                amount REAL NOT NULL,
+                amount_usd REAL NOT NULL,
+                price_usd REAL,
+                at_ms INTEGER NOT NULL,
+                provider TEXT NOT NULL,
+                removed INTEGER NOT NULL DEFAULT 0,
+                recorded_ms INTEGER NOT NULL,
+                PRIMARY KEY (chain, hash, log_index)
+            )""",
+            "CREATE INDEX whale_transactions_time ON whale_transactions (at_ms)",
+            "CREATE INDEX whale_transactions_block ON whale_transactions (chain, block_hash)",
+            """CREATE TABLE network_stats (
+                chain TEXT NOT NULL,
+                provider TEXT NOT NULL,
+                metric TEXT NOT NULL,
+                observed_ms INTEGER NOT NULL,
+                value REAL NOT NULL,
+                PRIMARY KEY (chain, provider, metric, observed_ms)
+            ) WITHOUT ROWID""",
+            "CREATE INDEX network_stats_time ON network_stats (observed_ms)",
+            """CREATE TABLE dex_pools (
+                provider TEXT NOT NULL,
+                pool_id TEXT NOT NULL,
+                chain TEXT NOT NULL,
+                dex TEXT NOT NULL,
+                pair TEXT NOT NULL,
+                tvl_usd REAL,
+                volume_24h_usd REAL,
+                observed_ms INTEGER NOT NULL,
+                PRIMARY KEY (provider, pool_id)
+            ) WITHOUT ROWID""",
+            "CREATE INDEX dex_pools_chain_tvl ON dex_pools (chain, tvl_usd)",
+            """CREATE TABLE dex_volumes (
+                provider TEXT NOT NULL,
+                dex TEXT NOT NULL,
+                name TEXT NOT NULL,
+                chains TEXT NOT NULL,
+                volume_24h_usd REAL,
+                change_1d_pct REAL,
+                observed_ms INTEGER NOT NULL,
+                PRIMARY KEY (provider, dex)
+            ) WITHOUT ROWID""",
+            """CREATE TABLE tvl_daily (
+                scope TEXT NOT NULL,
+                day_ms INTEGER NOT NULL,
+                tvl_usd REAL NOT NULL,
+                provider TEXT NOT NULL,
+                fetched_ms INTEGER NOT NULL,
+                PRIMARY KEY (scope, day_ms)
+            ) WITHOUT ROWID""",
+            """CREATE TABLE protocol_tvl_daily (
+                slug TEXT NOT NULL,
+                day_ms INTEGER NOT NULL,
+                name TEXT NOT NULL,
+                tvl_usd REAL NOT NULL,
+                provider TEXT NOT NULL,
+                PRIMARY KEY (slug, day_ms)
+            ) WITHOUT ROWID""",
+            "CREATE INDEX protocol_tvl_daily_day ON protocol_tvl_daily (day_ms)",
         ),
     ),
 )

@@ -46,7 +46,9 @@ shape) is a provider failure too: use `request_parsed` (the parser runs inside t
 call `report_payload_error` after parsing a `request_json`/`get_json` result.
 
 `get_json` is the original single-attempt call kept for existing callers: the same pipeline with
-no retries (collectors have their own backoff loop).
+no retries (collectors have their own backoff loop). `request_raw` is the same pipeline returning
+the undecoded body and its validators, for conditional GET (`gateway.upstream.conditional`): a
+304 is then an answer, not an error.
 
 Resource rules: the *whole* exchange (connect, headers, body) runs under a Trio deadline of
 `provider.timeout_seconds`, in addition to httpx's per-operation timeouts, so a server that
@@ -87,6 +89,7 @@ from gateway.errors import (
 from gateway.upstream.attempts import ATTEMPTS_KEPT, Attempt, AttemptCall, Outcome
 from gateway.upstream.breaker import BreakerState, CircuitBreaker
 from gateway.upstream.coalescing import Coalescer
+from gateway.upstream.conditional import NOT_MODIFIED, RawResponse, kept_headers
 from gateway.upstream.decoding import (
     DEFAULT_MAX_RESPONSE_BYTES,
     LARGE_BODY_BYTES,
@@ -339,6 +342,25 @@ class UpstreamClient:
         result: str = await self._perform(request, retry or self.retry, None)
         return result
 
+    async def request_raw(
+        self,
+        provider: ProviderConfig,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        key: str | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> RawResponse:
+        """GET with the full policy, returning the undecoded body and its validators
+        (`gateway.upstream.conditional`). With `If-None-Match`/`If-Modified-Since` in `headers`,
+        a 304 is an answer (`not_modified`, empty body) and a success for the breaker."""
+        request = build_request(provider, path, "GET", params, None, headers, None, key)
+        result: RawResponse = await self._perform(
+            replace(request, raw=True), retry or self.retry, None
+        )
+        return result
+
     async def request_parsed(
         self,
         provider: ProviderConfig,
@@ -490,8 +512,11 @@ class UpstreamClient:
     async def _attempt(self, call: AttemptCall, request: UpstreamRequest, time_limit: float) -> Any:
         """Exactly one request, recorded. The retry policy is a loop around this method."""
         try:
-            body = await self._exchange(call, request, time_limit)
+            body, headers = await self._exchange(call, request, time_limit)
             call.size = len(body)
+            if request.raw:
+                call.outcome = "ok"
+                return RawResponse(call.status or 0, body, kept_headers(headers))
             if request.text:
                 call.outcome = "ok"
                 return body.decode("utf-8", errors="replace")
@@ -507,10 +532,12 @@ class UpstreamClient:
 
     async def _exchange(
         self, call: AttemptCall, request: UpstreamRequest, time_limit: float
-    ) -> bytes:
-        """Send the request and return the raw 2xx body, under the attempt's deadline."""
+    ) -> tuple[bytes, httpx.Headers]:
+        """Send the request and return the raw 2xx body (for a `raw` request, a 304's empty
+        one) and the response headers, under the attempt's deadline."""
         timeout = time_limit
         body = b""
+        headers = httpx.Headers()
         # A chained httpx exception can quote the URL; with a secret in play it is dropped.
         hide = bool(request.secrets)
         with trio.move_on_after(timeout) as deadline:
@@ -524,6 +551,10 @@ class UpstreamClient:
                     timeout=httpx.Timeout(timeout),
                 ) as response:
                     call.status = response.status_code
+                    headers = response.headers
+                    if request.raw and response.status_code == NOT_MODIFIED:
+                        # Read the (empty) body, so the connection goes back to the pool clean.
+                        return await read_capped(call, response, 0), headers
                     if not response.is_success:
                         raise await status_error(call, response)
                     limit = call.provider.max_response_bytes or self.max_response_bytes
@@ -543,7 +574,7 @@ class UpstreamClient:
                 raise error from (None if hide else exc)
         if deadline.cancelled_caught:
             raise call.fail("timeout", f"timed out after {timeout:g}s")
-        return body
+        return body, headers
 
     def _record(self, call: AttemptCall) -> None:
         assert call.outcome is not None

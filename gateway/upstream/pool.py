@@ -12,8 +12,9 @@ fails over to the next member *within the same call* when one raises an `Upstrea
                       every member gets measured
 
 Members are skipped, not called, when their provider is disabled, its API key is not configured
-(`is_configured(provider)`, injected), its circuit is open (or its half-open probe is taken),
-or it told us to back off (a Retry-After still running). A member whose rate limiter has no
+(`is_configured(provider)`, injected), it is benched (`excluded(provider)` gives a reason, e.g.
+an RPC node lagging behind its chain's head), its circuit is open (or its half-open probe is
+taken), or it told us to back off (a Retry-After still running). A member whose rate limiter has no
 budget right now is skipped too, without waiting; only when no other member could be used (all
 lacked budget, or the others failed) does the pool wait for budget on the first such member.
 
@@ -135,7 +136,8 @@ class Pool:
 
     `guards` gives access to each provider's limiter and breaker (normally the shared
     `UpstreamClient`; None: no such checks). `is_configured(provider)` says whether its API key
-    is available (default: always). `rng` drives WEIGHTED_RANDOM. `on_rotation` is called
+    is available (default: always); `excluded(provider)` why it must not be used now, or None
+    (default: never excluded). `rng` drives WEIGHTED_RANDOM. `on_rotation` is called
     synchronously; it must be quick and must not raise.
     """
 
@@ -151,6 +153,7 @@ class Pool:
         is_configured: Callable[[ProviderConfig], bool] | None = None,
         on_rotation: Callable[[RotationEvent], None] | None = None,
         rng: random.Random | None = None,
+        excluded: Callable[[ProviderConfig], str | None] | None = None,
     ) -> None:
         self.id = id
         self.name = name
@@ -158,6 +161,7 @@ class Pool:
         self.strategy = RotationStrategy(strategy)
         self.guards = guards
         self.is_configured = is_configured or (lambda provider: True)
+        self.excluded = excluded or (lambda provider: None)
         self.on_rotation = on_rotation
         self.rng = rng or random.Random()
         self.members: list[PoolMember] = []
@@ -353,6 +357,9 @@ class Pool:
             return _Skip("provider is disabled", "manual")
         if not self.is_configured(provider):
             return _Skip("API key not configured", "manual")
+        benched = self.excluded(provider)
+        if benched is not None:
+            return _Skip(benched, "failure")
         if self.guards is not None:
             breaker = self.guards.breaker_for(provider)
             if not breaker.would_allow():

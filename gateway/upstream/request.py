@@ -42,6 +42,7 @@ class UpstreamRequest:
     secrets: tuple[str, ...]
     idempotent: bool
     text: bool = False  # return the body as text (RSS/Atom feeds) instead of decoded JSON
+    raw: bool = False  # return a RawResponse (bytes, validators; a 304 is an answer, not an error)
 
     def coalesce_key(self, parse: object) -> tuple[Any, ...]:
         """What makes two concurrent requests identical (`gateway.upstream.coalescing`)."""
@@ -55,6 +56,7 @@ class UpstreamRequest:
             tuple(sorted(self.headers)),
             parse,
             self.text,
+            self.raw,
         )
 
 

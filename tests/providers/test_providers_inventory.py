@@ -123,8 +123,9 @@ def test_every_inventory_row_is_an_entry_and_nothing_else(shipped: ProvidersFile
     ids = [p.id for p in shipped.providers]
     assert len(ids) == len(set(ids)), "duplicate ids"
     assert sorted(set(INVENTORY) - set(ids)) == [], "inventory rows missing from providers.toml"
-    # DefiLlama's one inventory row spans two hosts: TVL (defillama) and prices (defillama-coins).
-    extras = {"defillama-coins"}
+    # DefiLlama's one inventory row spans three hosts: TVL (defillama), prices (defillama-coins)
+    # and pools (defillama-yields, for dexPools).
+    extras = {"defillama-coins", "defillama-yields"}
     assert sorted(set(ids) - set(INVENTORY) - extras) == [], "entries not in the inventory"
 
 

@@ -22,8 +22,16 @@ nursery, serves every simulated provider under its own prefix::
     /cryptocompare/data/pricemultifull, /price, /v2/histominute|histohour|histoday
                                       (authorization: Apikey …, or api_key=)
     /messari/metrics/v2/assets/details?assets=|slugs=, /metrics/v2/assets (x-messari-api-key)
-    POST /rpc-a, /rpc-b               Ethereum JSON-RPC 2.0: eth_blockNumber, eth_chainId
-                                      (single or batch), as any public node answers
+    POST /rpc-a, /rpc-b, /rpc/{node}  EVM JSON-RPC 2.0 nodes (single calls and batches) of the
+                                      scripted chains in `evm` (tests/simulator/jsonrpc.py)
+    /mempool/api/…, /blockchair/…, /trongrid/wallet/…, /etherscan/v2/api
+                                      chain tips, fees, gas oracle (tests/simulator/chain_apis.py)
+    /blockscout/…, /ethplorer/…, /tronscan/…, /whale-alert/…, /bitquery/…, /defillama-dexs/…,
+    /defillama-yields/…, /thegraph/…, /covalent/…, /mempool/api/blocks…
+                                      explorers, DEX analytics, whale APIs, Bitcoin blocks
+                                      (tests/simulator/onchain.py)
+    /coindesk/…, /reddit-cryptocurrency/…, /cryptopanic/…, /newsdata/…, /alternative-me/fng/
+                                      the news feeds and Fear & Greed (tests/simulator/news.py)
 
 The four keyed providers (tier B) check the key as the real APIs do: `provider()` gives their
 entries the providers.toml `auth`, and a request without the simulator's key (`api_keys`,
@@ -72,6 +80,16 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.config import AuthSpec, ProviderConfig
+from tests.simulator.chain_apis import CHAIN_AUTH, CHAIN_PREFIX, CHAIN_PROVIDERS, ChainApis
+from tests.simulator.jsonrpc import JsonRpcUpstream
+from tests.simulator.news import (
+    NEWS_AUTH,
+    NEWS_PREFIX,
+    NEWS_PROVIDERS,
+    NewsFeeds,
+    news_key,
+)
+from tests.simulator.onchain import ONCHAIN_AUTH, ONCHAIN_PREFIX, ONCHAIN_PROVIDERS, Onchain
 
 __all__ = ["API_KEYS", "PROVIDERS", "Fault", "FaultKind", "Simulator", "run_simulator"]
 
@@ -89,6 +107,9 @@ PROVIDERS = (
     "coinmarketcap",
     "cryptocompare",
     "messari",
+    *NEWS_PROVIDERS,  # the news and Fear & Greed upstreams (tests/simulator/news.py)
+    *CHAIN_PROVIDERS,  # mempool.space, Blockchair, TronGrid, Etherscan (chain_apis.py)
+    *ONCHAIN_PROVIDERS,  # explorers, DEX analytics, whale APIs (onchain.py)
 )
 _PREFIX = {
     "coingecko": "/coingecko/api/v3",
@@ -106,6 +127,9 @@ _PREFIX = {
     "coinmarketcap": "/coinmarketcap/v1",  # pro-api.coinmarketcap.com/v1
     "cryptocompare": "/cryptocompare/data",  # min-api.cryptocompare.com/data
     "messari": "/messari",  # api.messari.io
+    **NEWS_PREFIX,
+    **CHAIN_PREFIX,
+    **ONCHAIN_PREFIX,
 }
 # The auth of the keyed providers, as in providers.toml; `provider()` applies it.
 _AUTH: dict[str, AuthSpec] = {
@@ -115,6 +139,9 @@ _AUTH: dict[str, AuthSpec] = {
         kind="header", name="authorization", prefix="Apikey ", env="CRYPTOCOMPARE_API_KEY"
     ),
     "messari": AuthSpec(kind="header", name="x-messari-api-key", env="MESSARI_API_KEY"),
+    **NEWS_AUTH,
+    **CHAIN_AUTH,
+    **ONCHAIN_AUTH,
 }
 # The key each keyed provider accepts unless a test changes `Simulator.api_keys`.
 API_KEYS: dict[str, str] = {provider: f"sim-{provider}-key" for provider in _AUTH}
@@ -353,19 +380,24 @@ class Simulator:
             }
             for provider in PROVIDERS
         }
-        self._faults: dict[str, collections.deque[_Armed]] = {
-            p: collections.deque() for p in PROVIDERS
-        }
+        # Per provider; JSON-RPC nodes a test adds (`evm.add_node`) get theirs on first use.
+        self._faults: collections.defaultdict[str, collections.deque[_Armed]] = (
+            collections.defaultdict(collections.deque, {p: collections.deque() for p in PROVIDERS})
+        )
         self._origin: str | None = None
         self._closing = trio.Event()
         self.hits: collections.Counter[str] = collections.Counter()
-        self.blocks: dict[str, int] = {"rpc-a": 21_000_000, "rpc-b": 21_000_000}
+        # The EVM chains and their JSON-RPC nodes (rpc-a, rpc-b on ethereum; tests add more).
+        self.evm = JsonRpcUpstream()
         self._hit = trio.Event()  # set (and replaced) on every request
         # Every request received, oldest first: (provider, path, query params, headers).
         self.requests: list[tuple[str, str, dict[str, str], dict[str, str]]] = []
         self.api_keys: dict[str, str] = dict(API_KEYS)  # what the keyed providers accept
         # When each provider's market-wide answers say they were computed (None: now).
         self.market_times: dict[str, float | None] = {}
+        self.news = NewsFeeds()  # the news and Fear & Greed upstreams' state
+        self.chain_apis = ChainApis(self.api_keys)  # Bitcoin, Tron, gas oracle state
+        self.onchain = Onchain(self.api_keys)  # explorers, DEX, whale APIs, Bitcoin blocks
         self.app = Starlette(routes=self._routes())
 
     # -- control ----------------------------------------------------------------------------
@@ -374,9 +406,7 @@ class Simulator:
         """The base URL to put in a ProviderConfig for this provider."""
         if self._origin is None:
             raise RuntimeError("the simulator is not running")
-        if provider_id not in _PREFIX:
-            raise KeyError(f"the simulator does not serve {provider_id!r}")
-        return self._origin + _PREFIX[provider_id]
+        return self._origin + self._prefix(provider_id)
 
     def provider(self, provider_id: str, **overrides: Any) -> ProviderConfig:
         """A ProviderConfig pointing at the simulator (short timeout; overrides applied).
@@ -395,6 +425,11 @@ class Simulator:
         if provider_id in _AUTH:
             config = replace(config, auth=_AUTH[provider_id])
         return replace(config, **overrides)
+
+    def rpc_provider(self, node: str, **overrides: Any) -> ProviderConfig:
+        """A ProviderConfig for one of `evm`'s JSON-RPC nodes: category RPC, the node's chain."""
+        settings: dict[str, Any] = {"categories": ("RPC",), "chain": self.evm.node(node).chain.name}
+        return self.provider(node, **(settings | overrides))
 
     def price(self, symbol: str, provider: str) -> float:
         return self._quotes[provider][symbol.upper()].usd
@@ -419,7 +454,7 @@ class Simulator:
         self._faults[provider_id].append(_Armed(fault, fault.times))
 
     def clear_faults(self, provider_id: str | None = None) -> None:
-        for p in (provider_id,) if provider_id else PROVIDERS:
+        for p in (provider_id,) if provider_id else list(self._faults):
             self._faults[p].clear()
 
     # -- serving ----------------------------------------------------------------------------
@@ -472,44 +507,33 @@ class Simulator:
                 Route(_PREFIX[node], partial(self._rpc_endpoint, node), methods=["POST"])
                 for node in ("rpc-a", "rpc-b")
             ),
+            Route("/rpc/{node}", self._rpc_node, methods=["POST"]),
+            *self.chain_apis.routes(self._serve),
+            *self.onchain.routes(self._serve),
+            *self.news.routes(route),
         ]
 
     def set_block(self, node: str, number: int) -> None:
-        """The head block a simulated RPC node reports."""
-        self.blocks[node] = number
+        """The head block a simulated RPC node reports (its chain is extended to it)."""
+        self.evm.pin(node, number)
+
+    def _prefix(self, provider: str) -> str:
+        if provider in _PREFIX:
+            return _PREFIX[provider]
+        if provider in self.evm.nodes:
+            return self.evm.prefix(provider)
+        raise KeyError(f"the simulator does not serve {provider!r}")
 
     async def _rpc_endpoint(self, node: str, request: Request) -> Response:
         body = await request.body()
-        return await self._serve(node, "/", request, lambda r: self._json_rpc(node, body))
+        answer = self.evm.node(node).respond
+        return await self._serve(node, "/", request, lambda r: _json(answer(body)))
 
-    def _json_rpc(self, node: str, body: bytes) -> Response:
-        try:
-            message = json.loads(body)
-        except ValueError:
-            return _json(
-                {"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": "Parse error"}}
-            )
-        results = {
-            "eth_blockNumber": lambda: hex(self.blocks[node]),
-            "eth_chainId": lambda: "0x1",
-        }
-
-        def answer(call: Any) -> dict[str, Any]:
-            if not isinstance(call, dict) or call.get("jsonrpc") != "2.0" or "method" not in call:
-                return {
-                    "jsonrpc": "2.0",
-                    "id": None,
-                    "error": {"code": -32600, "message": "Invalid Request"},
-                }
-            method = results.get(call["method"])
-            if method is None:
-                error = {"code": -32601, "message": "the method does not exist/is not available"}
-                return {"jsonrpc": "2.0", "id": call.get("id"), "error": error}
-            return {"jsonrpc": "2.0", "id": call.get("id"), "result": method()}
-
-        if isinstance(message, list):
-            return _json([answer(call) for call in message])
-        return _json(answer(message))
+    async def _rpc_node(self, request: Request) -> Response:
+        node = request.path_params["node"]
+        if node not in self.evm.nodes:
+            return _json({"error": f"no node {node}"}, 404)
+        return await self._rpc_endpoint(node, request)
 
     def _take_fault(self, provider: str) -> Fault | None:
         queue = self._faults[provider]
@@ -532,7 +556,7 @@ class Simulator:
         self.hits[provider] += 1
         self._hit.set()
         self._hit = trio.Event()
-        concrete = request.url.path.removeprefix(_PREFIX[provider]) or path
+        concrete = request.url.path.removeprefix(self._prefix(provider)) or path
         self.requests.append(
             (provider, concrete, dict(request.query_params), dict(request.headers))
         )
@@ -1280,6 +1304,8 @@ class Simulator:
 def _presented_key(provider: str, request: Request) -> str | None:
     """The key a request carries, in any of the ways the provider's API accepts one."""
     headers, params = request.headers, request.query_params
+    if provider in NEWS_AUTH:
+        return news_key(provider, request)
     if provider == "coincap":
         bearer = headers.get("authorization", "")
         return params.get("apiKey") or (bearer[7:] if bearer.startswith("Bearer ") else None)

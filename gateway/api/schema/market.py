@@ -12,6 +12,7 @@ invented.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from functools import partial
 from typing import cast
 
 import strawberry
@@ -23,6 +24,7 @@ from gateway.market.answers import MarketAnswers
 from gateway.market.cache import MarketCache
 from gateway.market.freshness import Warn
 from gateway.market.kinds import OVERVIEW, PROTOCOLS, TRENDING, TVL
+from gateway.market.stored import stored_answer
 from gateway.models import utc_now
 
 __all__ = ["MarketQuery"]
@@ -99,6 +101,7 @@ def _answers(info: Info) -> MarketAnswers:
         registry.client,
         registry.pool_for,
         registry.secrets.key_for,
+        partial(stored_answer, services.storage),
     )
 
 

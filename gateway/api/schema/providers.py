@@ -286,17 +286,6 @@ def _aware(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
-@strawberry.type(description="A chain's newest block, as one of its RPC nodes reports it.")
-class ChainHead:
-    chain: str
-    block_number: int
-    provider: str = strawberry.field(description="The node that answered (via its RPC pool).")
-    lag_blocks: int = strawberry.field(
-        description="How far that node is behind the highest block seen on the chain recently."
-    )
-    observed_at: datetime
-
-
 @strawberry.enum(description="What an API key may do.")
 class ApiKeyRole(enum.Enum):
     VIEWER = "viewer"
@@ -355,32 +344,6 @@ class ApiKeyUsage:
 
 @strawberry.type
 class ProviderQuery:
-    @strawberry.field(
-        description="Each chain's head block through its RPC pool (failing over between "
-        "nodes). Chains whose every node failed are left out and named in extensions.warnings; "
-        "if every chain failed, the error lists each provider's last error."
-    )
-    async def chain_heads(self, info: Info) -> list[ChainHead]:
-        context = cast(RequestContext, info.context)
-        chains = context.services.chains
-        if chains is None:
-            raise GatewayError("chain heads are not available")
-        heads, errors = await chains.heads()
-        if errors and not heads:
-            raise errors[0]
-        for error in errors:
-            context.warn(error.code, str(error), **error.extensions())
-        return [
-            ChainHead(
-                chain=h.chain,
-                block_number=h.block_number,
-                provider=h.provider,
-                lag_blocks=h.lag_blocks,
-                observed_at=h.observed_at,
-            )
-            for h in heads
-        ]
-
     @strawberry.field(description="Every provider in providers.toml, optionally of one category.")
     def providers(self, info: Info, category: Category | None = None) -> list[Provider]:
         registry = _registry(info)
@@ -486,7 +449,11 @@ class ProviderMutation:
     async def delete_pool(self, info: Info, id: strawberry.ID) -> bool:
         return await _admin(info).delete_pool(str(id))
 
-    @strawberry.mutation(description="Add a provider to a pool (admin).")
+    @strawberry.mutation(
+        description="Add a provider to a pool (admin). The provider must be of the pool's "
+        "category and, for an RPC pool, of its chain: anything else is BAD_USER_INPUT and "
+        "nothing changes."
+    )
     async def add_pool_member(
         self,
         info: Info,

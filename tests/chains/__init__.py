@@ -1,0 +1,1 @@
+"""Tests of gateway/chains/: whale detection, the block follower, the chain data files."""
