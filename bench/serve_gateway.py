@@ -91,6 +91,7 @@ async def serve(port: int, db_dir: Path, gc_stats: GCStats) -> None:
         db_path=db_dir / "bench.db",
         tier_free_subscriptions=0,
         tier_free_connections=0,  # sockets per address (gateway/api/ws/admission.py)
+        http_max_connections_per_client=0,  # handshakes in flight (gateway/api/connections.py)
         tier_free_per_minute=0,
         tier_free_per_day=0,
     ).validated()

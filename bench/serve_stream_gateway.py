@@ -74,6 +74,7 @@ async def serve(
         symbols=("BTC",),
         tier_free_subscriptions=0,
         tier_free_connections=0,  # sockets per address (gateway/api/ws/admission.py)
+        http_max_connections_per_client=0,  # handshakes in flight (gateway/api/connections.py)
         tier_free_per_minute=0,
         tier_free_per_day=0,
     ).validated()

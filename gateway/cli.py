@@ -22,6 +22,13 @@ built from the code alone (no database, providers file or environment), so it wo
 on a fresh checkout; `schema.graphql` at the repository root is its output, kept current by a
 test. Exit codes: 0 printed, 2 bad arguments.
 
+`gateway backup --to DIR [--keep N]` copies the database with SQLite's online backup API (safe
+while a server writes) as DIR/gateway-<UTC time>.db; `gateway restore FILE` checks FILE with
+`PRAGMA integrity_check` and copies it into the database, refusing (exit 2, one line) while a
+gateway runs on it; `gateway doctor [--offline]` checks configuration, keys, the database, one
+request per provider and the sentiment model, and prints a table (gateway/ops/). Exit codes:
+backup 0/1; restore 0, 2 refused, 1 failed; doctor 0, 1 a critical problem, 2 bad configuration.
+
 `gateway sentiment train` fits the embedded sentiment model's head on
 gateway/data/sentiment/train.jsonl and writes gateway/data/sentiment/head.json (the one the
 package ships); `gateway sentiment evaluate` scores the held-out set with the configured model
@@ -104,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_keys_parser(commands)
     _add_backfill_parser(commands)
     _add_sentiment_parser(commands)
+    _add_operations_parsers(commands)
     commands.add_parser(
         "schema",
         help="print the GraphQL schema (SDL) the gateway serves",
@@ -111,6 +119,64 @@ def build_parser() -> argparse.ArgumentParser:
         "schema.graphql in the repository. Needs no database, providers file or environment.",
     )
     return parser
+
+
+def _add_operations_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`backup`, `restore` and `doctor` (gateway/ops/)."""
+    db_help = "SQLite database file (GATEWAY_DB; default ./data/gateway.db)"
+    backup = commands.add_parser(
+        "backup",
+        help="copy the database now (safe while the server runs)",
+        description="Copy the database with SQLite's online backup API into DIR as "
+        "gateway-<UTC time>.db. Safe while a server writes to it. Exit codes: 0 done, 1 failed.",
+    )
+    backup.add_argument("--to", required=True, type=Path, metavar="DIR", help="backup folder")
+    backup.add_argument("--keep", type=int, help="then keep only the newest KEEP backups in DIR")
+    backup.add_argument("--db", type=Path, help=db_help)
+    restore = commands.add_parser(
+        "restore",
+        help="replace the database with a backup (the server must be stopped)",
+        description="Check FILE with PRAGMA integrity_check, then copy it into the database; "
+        "what the database held is kept beside it. Refused while a gateway runs on the "
+        "database. Exit codes: 0 done, 2 refused (bad file, database in use), 1 failed.",
+    )
+    restore.add_argument("file", type=Path, metavar="FILE", help="a backup made by `backup`")
+    restore.add_argument("--db", type=Path, help=db_help)
+    doctor = commands.add_parser(
+        "doctor",
+        help="check configuration, keys, database, providers and the sentiment model",
+        description="Check what the gateway needs and print a table. One request per provider "
+        "unless --offline. Exit codes: 0 nothing critical, 1 a critical problem, 2 bad "
+        "configuration.",
+    )
+    doctor.add_argument("--offline", action="store_true", help="send no upstream request")
+    doctor.add_argument("--db", type=Path, help=db_help)
+    doctor.add_argument(
+        "--providers",
+        type=Path,
+        help="providers file (GATEWAY_PROVIDERS; default ./providers.toml)",
+    )
+
+
+def _operations(args: argparse.Namespace) -> int:
+    """Run `gateway backup|restore|doctor`; returns the exit code."""
+    from gateway.ops.commands import backup_command, restore_command
+
+    try:
+        settings = settings_from_env().with_overrides(
+            db_path=args.db, providers_path=getattr(args, "providers", None)
+        )
+    except ConfigError as exc:
+        return _fail(EXIT_CONFIG, str(exc))
+    if args.command == "backup":
+        if args.keep is not None and args.keep < 1:
+            return _fail(EXIT_CONFIG, "--keep must be at least 1")
+        return backup_command(settings.db_path, args.to, args.keep)
+    if args.command == "restore":
+        return restore_command(args.file, settings.db_path)
+    from gateway.ops.doctor import doctor_command
+
+    return doctor_command(settings, _load_providers, offline=args.offline)
 
 
 def _load_providers(path: Path) -> ProvidersFile:
@@ -184,6 +250,7 @@ def _backfill(args: argparse.Namespace) -> int:
         ProgressBar,
         backfill,
         market_providers,
+        nothing_stored_reason,
         open_history,
         window,
     )
@@ -243,6 +310,8 @@ def _backfill(args: argparse.Namespace) -> int:
             )
             for provider, message in result.errors:
                 print(f"  {provider} failed: {message}", file=sys.stderr)
+            if (reason := nothing_stored_reason(result)) is not None:
+                print(f"{symbol} {args.interval}: nothing was stored: {reason}", file=sys.stderr)
             if result.errors and result.missing:
                 return _fail(
                     EXIT_START_FAILED, "some ranges are still missing; run again to resume"
@@ -467,6 +536,8 @@ def main(argv: list[str] | None = None) -> int:
         return _schema()
     if args.command == "sentiment":
         return _sentiment(args)
+    if args.command in {"backup", "restore", "doctor"}:
+        return _operations(args)
     from gateway.providers.upstream_keys import Secrets
 
     try:

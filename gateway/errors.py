@@ -53,6 +53,7 @@ __all__ = [
     "UpstreamPayloadError",
     "UpstreamRateLimited",
     "UpstreamUnconfigured",
+    "without_provider",
 ]
 
 
@@ -97,6 +98,15 @@ class Forbidden(GatewayError):
     code = "FORBIDDEN"
 
 
+def without_provider(provider: str, message: str) -> str:
+    """`message` with any leading "provider: " removed (repeated ones too), so a text that
+    already names its provider is not prefixed a second time."""
+    prefix = f"{provider}: "
+    while message.startswith(prefix):
+        message = message[len(prefix) :]
+    return message
+
+
 class UpstreamError(GatewayError):
     """An upstream provider failed; the message and fields say which one and how."""
 
@@ -113,7 +123,10 @@ class UpstreamError(GatewayError):
         self.provider = provider
         self.endpoint = endpoint
         self.status = status
-        super().__init__(f"{provider}: {message}")
+        # What went wrong, without the provider: callers that name the provider themselves
+        # ("kraken failed: …") print this, so no text says "kraken: kraken: …".
+        self.reason = without_provider(provider, message)
+        super().__init__(f"{provider}: {self.reason}")
 
     def extensions(self) -> dict[str, Any]:
         return {"provider": self.provider, "endpoint": self.endpoint, "httpStatus": self.status}
@@ -214,7 +227,10 @@ class PoolExhausted(UpstreamError):
     def __init__(self, pool: str, errors: list[tuple[str, str, int | None]]) -> None:
         self.pool = pool
         self.errors = list(errors)
-        detail = "; ".join(f"{provider}: {message}" for provider, message, _ in self.errors)
+        detail = "; ".join(
+            f"{provider}: {without_provider(provider, message)}"
+            for provider, message, _ in self.errors
+        )
         super().__init__(
             f"every provider failed ({detail})" if detail else "the pool has no providers",
             provider=pool,

@@ -2,7 +2,10 @@
 
 Configured once by the CLI (or a test). Every module logs through
 `structlog.get_logger(__name__)` with an event name and key-value fields, never formatted
-strings, so JSON logs stay queryable.
+strings, so JSON logs stay queryable. Libraries that log through the stdlib (hypercorn's error
+logger, trio's accept loop, httpx) go through the same renderer and masking, by one handler on
+the root logger: under the json format every line is JSON, and each is written once. Their
+lines below WARNING are dropped (httpx logs every request at INFO).
 """
 
 from __future__ import annotations
@@ -89,6 +92,7 @@ def configure_logging(
         if console
         else structlog.processors.JSONRenderer()
     )
+    masker = SecretMasker(secrets)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -96,11 +100,29 @@ def configure_logging(
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.StackInfoRenderer(),
             structlog.processors.format_exc_info,
-            SecretMasker(secrets),
+            masker,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
-    logging.basicConfig(level=max(numeric, logging.WARNING), stream=stream, force=True)
+    # The stdlib's records: the same fields (their text is the event), masked, rendered alike.
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.stdlib.add_log_level,
+                structlog.stdlib.add_logger_name,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+            ],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                masker,
+                renderer,
+            ],
+        )
+    )
+    logging.basicConfig(level=max(numeric, logging.WARNING), handlers=[handler], force=True)
+    logging.captureWarnings(True)  # Python warnings too, not bare text on stderr

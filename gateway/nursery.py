@@ -8,7 +8,11 @@ One `trio.run` holds everything. Lifetimes nest so that shutdown happens in the 
                         ─ collectors      (each restarted with capped doubling backoff)
                         ─ news path       (ingest and scoring; news and Fear & Greed
                                            collectors, restarted like the others)
+                        ─ daily backup    (with GATEWAY_BACKUP_DIR: gateway/ops/backup.py)
                         ─ hypercorn       (stops accepting; connections drain)
+
+Before any of it, the HTTP port is checked with a trial bind (gateway/ops/ports.py), so a
+port in use is one line and exit 1 before any upstream is called.
 
 On the shutdown trigger (SIGINT/SIGTERM in the CLI, an Event in tests): readiness drops,
 WebSockets are closed with 1001, hypercorn stops accepting and drains for `shutdown_grace`
@@ -27,7 +31,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
 from functools import partial
 from typing import Final
 
@@ -39,6 +42,7 @@ from gateway.api.context import RequestContext, Services
 from gateway.api.graphql_trio import GraphQLEngine
 from gateway.api.server import serve_http
 from gateway.api.shared_subscriptions import SubscriptionHub
+from gateway.api.system_metrics import snapshots_forever
 from gateway.api.ws import WebSocketOptions, WebSocketStats, raise_descriptor_limit
 from gateway.chains.data import ChainData
 from gateway.chains.onchain import OnchainData, price_symbols
@@ -48,6 +52,8 @@ from gateway.ingest import Ingest
 from gateway.models import PriceTick, utc_now
 from gateway.news.sentiment import SentimentScorer
 from gateway.news.service import NewsService
+from gateway.ops.backup import backup_forever
+from gateway.ops.ports import check_port_free
 from gateway.prices.at_time import ConsensusAt
 from gateway.prices.consensus import OutlierWatch
 from gateway.prices.history import CandleHistory
@@ -60,10 +66,11 @@ from gateway.schema import build_schema
 from gateway.sources.base import Collector, CollectorContext
 from gateway.sources.interest import SymbolInterest
 from gateway.sources.registry import collector_for, stream_for
+from gateway.sources.schedule import ScheduleBook, ScheduleRun, current_book
 from gateway.sources.stream_group import StreamGroup
 from gateway.sources.stream_state import StreamHealth, StreamSettings
 from gateway.sources.streams import StreamClient
-from gateway.storage import QUARANTINE_RETENTION_DAYS, ProviderStore, QuarantineStore, Storage
+from gateway.storage import ProviderStore, ScheduleStore, Storage, prune_all
 from gateway.upstream.client import UpstreamClient
 
 __all__ = ["Gateway", "RunningGateway", "run_gateway", "supervise"]
@@ -128,6 +135,9 @@ class Gateway:
         self, *, task_status: trio.TaskStatus[RunningGateway] = trio.TASK_STATUS_IGNORED
     ) -> None:
         settings = self.settings
+        # Before any upstream is called: a port in use is one line at once, not after the
+        # collectors have started and logged their first warnings.
+        check_port_free(settings.host, settings.port)
         storage = await Storage.open(settings.db_path, settings)
         try:
             await self._run_with_storage(storage, task_status)
@@ -164,6 +174,8 @@ class Gateway:
                 max_deviation_pct=settings.consensus_max_deviation_pct,
             ),
         )
+        services.schedule = schedule_book(settings, storage, registry)
+        book_token = current_book.set(services.schedule)  # every task spawned below sees it
         engine = GraphQLEngine(build_schema()._schema)
         hub = SubscriptionHub(engine, RequestContext(services))
         services.hub = hub
@@ -204,16 +216,39 @@ class Gateway:
                     services.news = NewsService(storage, bus, settings, services.sentiment)
                     await service.start(services.news.run)
                     self._start_news(service, registry, services.news, running.restarts)
-                    service.start_soon(
-                        partial(
-                            supervise,
-                            "retention",
-                            partial(prune_forever, storage, settings.tick_retention_days),
-                            initial_backoff=settings.restart_backoff_initial,
-                            max_backoff=settings.restart_backoff_max,
-                            restarts=running.restarts,
+                    for name, job in (
+                        ("retention", partial(prune_forever, storage, settings)),
+                        (
+                            "system_metrics",
+                            partial(snapshots_forever, services, settings.metrics_interval),
+                        ),
+                    ):
+                        service.start_soon(
+                            partial(
+                                supervise,
+                                name,
+                                job,
+                                initial_backoff=settings.restart_backoff_initial,
+                                max_backoff=settings.restart_backoff_max,
+                                restarts=running.restarts,
+                            )
                         )
-                    )
+                    if settings.backup_dir is not None:  # daily backups: gateway/ops/backup.py
+                        service.start_soon(
+                            partial(
+                                supervise,
+                                "backup",
+                                partial(
+                                    backup_forever,
+                                    settings.db_path,
+                                    settings.backup_dir,
+                                    settings.backup_keep,
+                                ),
+                                initial_backoff=settings.restart_backoff_initial,
+                                max_backoff=settings.restart_backoff_max,
+                                restarts=running.restarts,
+                            )
+                        )
                     server_done = trio.Event()
 
                     async def serve(*, task_status: trio.TaskStatus[list[str]]) -> None:
@@ -237,6 +272,7 @@ class Gateway:
                     await server_done.wait()
                     service.cancel_scope.cancel()
             finally:
+                current_book.reset(book_token)
                 await client.aclose()
                 bus.close()
                 root.cancel_scope.cancel()  # the writer flushes what it holds, then returns
@@ -257,8 +293,20 @@ class Gateway:
         client = registry.client
         assert services.interest is not None and services.streams is not None
         for provider in self.providers.providers:
-            if not provider.enabled or not registry.secrets.is_configured(provider):
-                continue  # UNCONFIGURED: never called
+            if not provider.enabled:
+                continue
+            if not registry.secrets.is_configured(provider):
+                if services.schedule is not None and collector_for(provider) is not None:
+                    nursery.start_soon(  # UNCONFIGURED: never called, its slots skipped
+                        partial(
+                            services.schedule.skipped,
+                            f"collector:{provider.id}",
+                            provider.interval_seconds,
+                            "unconfigured",
+                            utc_now(),
+                        )
+                    )
+                continue
             stream_class = stream_for(provider)
             runner: Callable[[], Awaitable[object]]
             if stream_class is not None:
@@ -297,7 +345,6 @@ class Gateway:
                     restarts=restarts,
                 )
             )
-
 
     def _start_onchain(
         self, nursery: trio.Nursery, services: Services, restarts: dict[str, int]
@@ -409,20 +456,31 @@ async def _run_stream(
 PRUNE_EVERY: Final = 3600 * SECONDS
 
 
-async def prune_forever(storage: Storage, tick_retention_days: float) -> None:
-    """A minute after start and then hourly: delete raw ticks older than their retention (0:
-    keep all) and quarantined ticks older than theirs (QUARANTINE_RETENTION_DAYS)."""
-    quarantine = QuarantineStore(storage)
+async def prune_forever(storage: Storage, settings: Settings) -> None:
+    """A minute after start and then hourly: delete raw ticks older than their retention, and
+    the rows of every other growing table older than theirs (gateway.storage.RETENTION_RULES;
+    a limit of 0 keeps all), in small batches; then give the freed pages back to the file
+    system (incremental vacuum) so the database file shrinks."""
     await trio.sleep(60 * SECONDS)
     while True:
-        now = utc_now()
-        if tick_retention_days > 0:
-            cutoff = now - timedelta(days=tick_retention_days)
-            deleted = await storage.prune_ticks(cutoff)
-            if deleted:
-                log.info("storage.ticks_pruned", deleted=deleted, before=cutoff.isoformat())
-        await quarantine.prune(now - timedelta(days=QUARANTINE_RETENTION_DAYS))
+        await prune_all(storage, settings, utc_now())
         await trio.sleep(PRUNE_EVERY)
+
+
+def schedule_book(settings: Settings, storage: Storage, registry: ProviderRegistry) -> ScheduleBook:
+    """The schedule book: each slot stored (best-effort), an alert when a job falls behind."""
+    store = ScheduleStore(storage)
+
+    def record(run: ScheduleRun) -> None:
+        store.record(
+            run.task, run.interval_seconds, run.expected_at, run.actual_at, run.outcome, run.reason
+        )
+
+    async def alert(task: str, message: str) -> None:
+        provider = task.split(":", 1)[1] if task.startswith("collector:") else None
+        await registry.alerts.raise_alert("MEDIUM", "schedule_behind", message, provider)
+
+    return ScheduleBook(tolerance=settings.schedule_tolerance, record=record, alert=alert)
 
 
 async def serve_resiliently(

@@ -20,6 +20,7 @@ from gateway.api.schema.chains import ChainQuery, ChainSubscription
 from gateway.api.schema.market import MarketQuery
 from gateway.api.schema.news import NewsQuery, NewsSubscription
 from gateway.api.schema.onchain import OnchainQuery
+from gateway.api.schema.operations import OperationsQuery
 from gateway.api.schema.prices import PriceQuery, PriceSubscription
 from gateway.api.schema.providers import ProviderMutation, ProviderQuery, ProviderSubscription
 from gateway.api.schema.quarantine import QuarantineQuery
@@ -44,6 +45,7 @@ def build_schema() -> strawberry.Schema:
                 SentimentQuery,
                 WhaleQuery,
                 OnchainQuery,
+                OperationsQuery,
             ),
         ),
         mutation=merge_types("Mutation", (ProviderMutation, SentimentMutation)),

@@ -7,7 +7,9 @@ about its providers), `QuarantineStore` (prices the plausibility gate refused), 
 (articles, their sources and search; Fear & Greed values), `sentiment_tally` (a window's
 articles counted by sentiment label), `WhaleStore` (whale transfers),
 `NetworkStatStore`, `DexStore` and `TvlStore` (explorer statistics, DEX pools and volumes,
-daily TVL), `ticks_near` (each provider's price around a moment) and `KeyStore`
+daily TVL), `ScheduleStore` and `MetricsStore` (collector schedule slots, system metrics
+snapshots), `prune_tables` (retention of every other growing table), `ticks_near` (each
+provider's price around a moment) and `KeyStore`
 with the API-key functions read and write their own tables through it. Import these names from
 here, never from the modules of `gateway.store` (an import-linter contract checks it), so the
 store's inner layout can change without touching its callers.
@@ -28,8 +30,16 @@ from gateway.store.chains import ChainStore
 from gateway.store.database import Storage
 from gateway.store.news import MAX_SEARCH_TERMS, AddedArticle, NewsStore, PageQuery, fts_query
 from gateway.store.onchain import DexStore, NetworkStatStore, TvlStore, day_start
+from gateway.store.operations import JobCompliance, MetricsSnapshot, MetricsStore, ScheduleStore
 from gateway.store.provider_records import PoolRecord, ProviderStore, RotationRecord
 from gateway.store.quarantine import QUARANTINE_RETENTION_DAYS, QuarantinedTick, QuarantineStore
+from gateway.store.retention import (
+    RETENTION_RULES,
+    RetentionRule,
+    prune_all,
+    prune_table,
+    prune_tables,
+)
 from gateway.store.sentiment_tally import SentimentTally, sentiment_tally
 from gateway.store.ticks_near import ticks_near
 from gateway.store.whales import WhaleStore
@@ -38,12 +48,16 @@ __all__ = [
     "KEY_PATTERN",
     "MAX_SEARCH_TERMS",
     "QUARANTINE_RETENTION_DAYS",
+    "RETENTION_RULES",
     "AddedArticle",
     "CandleStore",
     "ChainStore",
     "DexStore",
+    "JobCompliance",
     "KeyRecord",
     "KeyStore",
+    "MetricsSnapshot",
+    "MetricsStore",
     "NetworkStatStore",
     "NewsStore",
     "PageQuery",
@@ -51,7 +65,9 @@ __all__ = [
     "ProviderStore",
     "QuarantineStore",
     "QuarantinedTick",
+    "RetentionRule",
     "RotationRecord",
+    "ScheduleStore",
     "SentimentTally",
     "Span",
     "Storage",
@@ -64,6 +80,9 @@ __all__ = [
     "hash_key",
     "list_keys",
     "merge_spans",
+    "prune_all",
+    "prune_table",
+    "prune_tables",
     "revoke_key",
     "sentiment_tally",
     "subtract_spans",

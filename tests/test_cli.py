@@ -246,3 +246,33 @@ def test_a_missing_or_malformed_env_file_exits_2_naming_it(tmp_path: Path) -> No
     )
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert f"{broken}:3: expected NAME=VALUE" in result.stderr
+
+
+def test_port_in_use_is_one_line_before_any_upstream_is_called(tmp_path: Path) -> None:
+    """The port is checked before the collectors start: no upstream sees a connection and the
+    only thing on stderr is the one error line (issue 13)."""
+    with socket.socket() as taken, socket.socket() as upstream:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        upstream.bind(("127.0.0.1", 0))
+        upstream.listen()
+        url = f"http://127.0.0.1:{upstream.getsockname()[1]}"
+        providers = tmp_path / "providers.toml"
+        providers.write_text(ENTRY.format(id="coingecko", url=url, extra=""))
+        quiet_env = tmp_path / "quiet.env"
+        quiet_env.write_text("")
+        result = gateway(
+            "serve",
+            "--port",
+            str(taken.getsockname()[1]),
+            "--db",
+            str(tmp_path / "g.db"),
+            env={"GATEWAY_PROVIDERS": str(providers), "GATEWAY_ENV_FILE": str(quiet_env)},
+        )
+        upstream.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            upstream.accept()  # nothing connected: no upstream was called
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert lines[-1].startswith("gateway: error: cannot listen on 127.0.0.1:")
+    assert not [line for line in lines if "warning" in line or "upstream" in line]

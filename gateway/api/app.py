@@ -13,14 +13,16 @@ WebSocket traffic is dispatched to ws/ before Starlette sees it: the per-frame p
 free of framework layers, and Starlette never touches the socket.
 
 Around every HTTP request: gateway.api.http_policy (allowed hosts, security headers, CORS, Origin
-check); a WebSocket handshake is held to the same hosts and origins. A POST body must arrive
-whole within `http_body_timeout` (else 408, the connection closed); a body cut short is one
-`http.upload_aborted` log line, never a traceback. On /graphql, before anything is parsed: the
-caller is authenticated (gateway.api.auth: 401 UNAUTHENTICATED for a bad key, or for none while
-anonymous access is off) and the request is counted against its tier (429 RATE_LIMITED with
-Retry-After when over). A mutation the caller's role may not run is refused whole (FORBIDDEN)
-before any resolver runs. The ASGI lifespan runs `AccessControl.run` (revocation polling, usage
-saving) for as long as the server serves.
+check); a WebSocket handshake is held to the same hosts and origins. A POST body must arrive whole
+within `http_body_timeout` (else 408, the connection closed); a body cut short is one
+`http.upload_aborted` log line, never a traceback. Once the shutdown starts, a body still on its
+way is not waited for: 503 SHUTTING_DOWN with `Connection: close`, at once, so uploads that could
+never finish inside the grace period do not hold the shutdown for all of it. On /graphql, before
+anything is parsed: the caller is authenticated (gateway.api.auth: 401 UNAUTHENTICATED for a bad
+key, or for none while anonymous access is off) and the request is counted against its tier (429
+RATE_LIMITED with Retry-After when over). A mutation the caller's role may not run is refused whole
+(FORBIDDEN) before any resolver runs. The ASGI lifespan runs `AccessControl.run` (revocation
+polling, usage saving) for as long as the server serves.
 
 Must never: execute a mutation from a GET, run an operation for a caller it did not
 authenticate, or let a failing request take the process down.
@@ -29,6 +31,7 @@ authenticate, or let a failing request take the process down.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from importlib import resources
 from typing import Any
 
@@ -50,6 +53,7 @@ from gateway.api.auth import (
     forbidden_result,
     use_principal,
 )
+from gateway.api.connections import ConnectionCaps
 from gateway.api.context import RequestContext, Services
 from gateway.api.graphiql_assets import graphiql_assets_route
 from gateway.api.graphql_trio import (
@@ -62,8 +66,16 @@ from gateway.api.graphql_trio import (
 )
 from gateway.api.http_policy import HttpPolicy, inline_script_hashes, page_csp
 from gateway.api.metrics import HttpStats, render_metrics
+from gateway.api.operator_metrics import MetricsGuard, operator_metrics
 from gateway.api.query_limits import QueryLimits
-from gateway.api.ws import Admission, WebSocketOptions, serve_websocket, total_connection_cap
+from gateway.api.ws import (
+    Admission,
+    WebSocketOptions,
+    fresh_allowance,
+    http_connection_cap,
+    serve_websocket,
+    total_connection_cap,
+)
 from gateway.errors import GatewayError, StorageError
 
 __all__ = ["GatewayApp"]
@@ -75,11 +87,18 @@ GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
 
 
 class _HttpError(Exception):
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        headers: dict[str, str] | None = None,
+        code: str = "BAD_USER_INPUT",
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = headers or {}
+        self.code = code
 
 
 class _ClientGone(Exception):
@@ -133,6 +152,7 @@ class GatewayApp:
     ) -> None:
         self.services = services
         self.engine = engine
+        self.metrics_guard = MetricsGuard(services.settings.metrics_token)  # /metrics token
         # The query limits are shared by HTTP and both WebSocket protocols through the engine;
         # applied here, so whoever builds the app gets them enforced.
         engine.set_limits(QueryLimits.from_settings(services.settings))
@@ -149,8 +169,19 @@ class GatewayApp:
         # client by tier, and the handshake's request: gateway.api.ws.admission.
         cap = total_connection_cap(services.settings)
         self.ws_admission = Admission(cap, services.ws_stats, self.access)
+        # Every client connection, per address and in total, at accept (the server offers each
+        # to it: gateway.api.server): gateway.api.connections.
+        self.connections = ConnectionCaps(
+            total=http_connection_cap(services.settings),
+            per_client=services.settings.http_max_connections_per_client,
+            fresh=fresh_allowance(services.settings),
+            trusted_proxy=self.policy.is_trusted_proxy,
+            stats=self.http_stats,
+        )
         self._max_body = services.settings.max_body_bytes
         self._body_timeout = services.settings.http_body_timeout
+        # The body reads under way: cancelled when the shutdown starts (_end_body_reads).
+        self._body_reads: set[trio.CancelScope] = set()
         self._graphiql = _graphiql_html()
         self._graphiql_scripts = inline_script_hashes(self._graphiql)
         self._starlette = Starlette(
@@ -190,6 +221,7 @@ class GatewayApp:
                     client=self.policy.client_address(scope),
                     handshake_credential=credential_from_headers(scope.get("headers") or ()),
                     admission=self.ws_admission,
+                    on_admitted=partial(self.connections.upgraded, scope.get("client")),
                 )
             return
         if scope["type"] == "http":
@@ -213,11 +245,23 @@ class GatewayApp:
                     except GatewayError as exc:
                         await send({"type": "lifespan.startup.failed", "message": str(exc)})
                         return
+                    nursery.start_soon(self._end_body_reads)
                     await send({"type": "lifespan.startup.complete"})
                 elif message["type"] == "lifespan.shutdown":
                     nursery.cancel_scope.cancel()  # access.run saves usage on its way out
                     break
         await send({"type": "lifespan.shutdown.complete"})
+
+    async def _end_body_reads(self) -> None:
+        """When the shutdown starts, end every request still waiting for its body: its client
+        may trickle it for `http_body_timeout` (15 s), far past the shutdown's grace, and the
+        grace would be spent on uploads that cannot finish in it. Each is answered 503 with
+        `Connection: close` (`_read_params`), and so is a body that starts after this."""
+        await self.shutdown.wait()
+        if self._body_reads:  # one line for them all, not one per upload
+            log.info("http.uploads_ended", reason="shutting down", requests=len(self._body_reads))
+        for scope in list(self._body_reads):
+            scope.cancel()
 
     def _counting_send(self, scope: Scope, send: Send) -> Send:
         async def counted(message: Any) -> None:
@@ -255,7 +299,15 @@ class GatewayApp:
         return JSONResponse({"status": "ready", **notes})
 
     async def _metrics(self, request: Request) -> Response:
+        if not self.metrics_guard.allows(request.headers.get("authorization")):
+            return PlainTextResponse(
+                "/metrics needs the metrics token: Authorization: Bearer <GATEWAY_METRICS_TOKEN>\n",
+                status_code=401,
+                headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+            )
         text = render_metrics(self.services, self.http_stats, self._upstream_counters())
+        extra = operator_metrics(self.services, self.engine.operations, self.metrics_guard)
+        text += "\n".join(extra) + "\n"
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     # -- GraphQL over HTTP --------------------------------------------------------------------
@@ -290,9 +342,7 @@ class GatewayApp:
         except _ClientGone:
             return Response(status_code=499)  # nobody reads this; hypercorn drops it
         except _HttpError as error:
-            body = {
-                "errors": [{"message": error.message, "extensions": {"code": "BAD_USER_INPUT"}}]
-            }
+            body = {"errors": [{"message": error.message, "extensions": {"code": error.code}}]}
             return Response(dumps(body), error.status, error.headers, media_type)
         if result is None:  # the client went away; nobody reads this
             return Response(status_code=499)
@@ -320,8 +370,11 @@ class GatewayApp:
         limit = self._max_body
         if declared.isdecimal() and int(declared) > limit:
             raise _HttpError(413, f"request body over {limit} bytes", _CLOSE)
+        if self.shutdown.is_set():
+            raise _shutting_down()
         body = bytearray()
         with trio.move_on_after(self._body_timeout) as reading:
+            self._body_reads.add(reading)
             try:
                 async for chunk in request.stream():
                     body += chunk
@@ -330,6 +383,10 @@ class GatewayApp:
             except ClientDisconnect:
                 self._upload_aborted(request, len(body), "client disconnected")
                 raise _ClientGone from None
+            finally:
+                self._body_reads.discard(reading)
+        if reading.cancelled_caught and self.shutdown.is_set():
+            raise _shutting_down()  # logged once for all of them (_end_body_reads)
         if reading.cancelled_caught:
             limit_s = f"{self._body_timeout:g} s"
             self._upload_aborted(request, len(body), f"body not complete in {limit_s}")
@@ -415,6 +472,16 @@ class GatewayApp:
             result = await self.engine.execute(prepared, variables=variables, context=context)
             nursery.cancel_scope.cancel()
         return result
+
+
+def _shutting_down() -> _HttpError:
+    """The answer to a request whose body was not read because the shutdown started."""
+    return _HttpError(
+        503,
+        "the gateway is shutting down; send the request again",
+        {**_CLOSE, "Retry-After": "5"},
+        code="SHUTTING_DOWN",
+    )
 
 
 def _error_response(

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from gateway.providers.status import ProviderStatusBoard
     from gateway.pubsub import EventBus
     from gateway.sources.interest import SymbolInterest
+    from gateway.sources.schedule import ScheduleBook
     from gateway.sources.stream_group import StreamGroup
     from gateway.storage import Storage
 
@@ -56,6 +57,7 @@ class Services:
     news: NewsService | None = None  # news, its sentiment and Fear & Greed (gateway.news)
     sentiment: SentimentScorer | None = None  # the sentiment model (gateway.news.sentiment)
     access: AccessControl | None = None  # set by GatewayApp when not given
+    schedule: ScheduleBook | None = None  # collector schedule compliance (sources.schedule)
     version: str = __version__
     started_monotonic: float = field(default_factory=time.monotonic)
     ready: bool = False

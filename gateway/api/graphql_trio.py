@@ -23,6 +23,7 @@ Must never: start work outside the caller's nursery, or swallow trio.Cancelled.
 from __future__ import annotations
 
 import json
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ from graphql.execution import execute, subscribe
 from graphql.execution import executor as _executor_module
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
+from gateway.api.operation_stats import OperationStats, outcome_code
 from gateway.api.query_limits import QueryLimits, check_cost, check_document, check_size
 from gateway.errors import GatewayError
 
@@ -241,6 +243,7 @@ class GraphQLEngine:
         self._cache_size = cache_size
         self._limits = limits or QueryLimits()
         self._documents: OrderedDict[str, _Document] = OrderedDict()
+        self.operations = OperationStats()  # for /metrics
 
     @property
     def limits(self) -> QueryLimits:
@@ -274,7 +277,18 @@ class GraphQLEngine:
     def prepare(
         self, query: Any, operation_name: Any = None, variables: Any = None
     ) -> PreparedOperation | ExecutionResult:
-        """Parse, validate and check the limits; an ExecutionResult with errors means "reject".
+        """Parse, validate and check the limits; an ExecutionResult with errors means "reject"
+        (counted in `operations` as kind "refused")."""
+        prepared = self._prepare(query, operation_name, variables)
+        if isinstance(prepared, ExecutionResult):
+            name = operation_name if isinstance(operation_name, str) else None
+            self.operations.record("refused", name, outcome_code(prepared.errors), 0.0)
+        return prepared
+
+    def _prepare(
+        self, query: Any, operation_name: Any, variables: Any
+    ) -> PreparedOperation | ExecutionResult:
+        """See `prepare`.
 
         `variables` (the request's, when they are an object) only feed the cost estimate; they
         are coerced and checked against the operation by `execute`/`subscribe` as usual.
@@ -325,7 +339,25 @@ class GraphQLEngine:
         context: Any,
         root_value: Any = None,
     ) -> ExecutionResult:
-        """Run a query or mutation; all of its resolvers run under the caller's cancel scope."""
+        """Run a query or mutation; all of its resolvers run under the caller's cancel scope.
+        Counted in `operations` (by name and outcome code, with its duration)."""
+        began = time.perf_counter()
+        result = await self._execute(prepared, variables, context, root_value)
+        self.operations.record(
+            prepared.operation.operation.value,
+            _name(prepared.operation),
+            outcome_code(result.errors),
+            time.perf_counter() - began,
+        )
+        return result
+
+    async def _execute(
+        self,
+        prepared: PreparedOperation,
+        variables: Mapping[str, Any] | None,
+        context: Any,
+        root_value: Any,
+    ) -> ExecutionResult:
         result = execute(
             self.schema,
             prepared.document,

@@ -223,6 +223,12 @@ class HttpPolicy:
     def _is_trusted(self, address: _Address) -> bool:
         return any(address in network for network in self._trusted)
 
+    def is_trusted_proxy(self, host: str) -> bool:
+        """Whether a TCP peer at `host` is one of `trusted_proxies` (the connection caps exempt
+        such a peer from the per-client count: gateway.api.connections)."""
+        peer = _parse_address(host)
+        return peer is not None and self._is_trusted(peer)
+
     def _trusted_peer(self, scope: Scope) -> bool:
         client = scope.get("client")
         if not self._trusted or not client:

@@ -43,9 +43,27 @@ do what the replacement does?), then moving `WRITTEN_FOR`.
    bench/stream_latency.py at 1,000 subscribers, 2 events/s: first delivery p50 51 -> 12 ms,
    p99 126-181 -> 105 ms, server CPU 136-146 -> 85 µs per delivered message.
 
+3. `hypercorn.trio.tcp_server.TCPServer.run` (`tcp_server_run`): connection caps at accept.
+   Hypercorn serves every connection trio's accept loop hands it, with no cap per client or in
+   total, so slow request bodies from a few dozen addresses used up every descriptor: the
+   gateway hit EMFILE, `/readyz` timed out and trio's accept loop logged thousands of lines.
+   A Config may carry a `ConnectionGate` (gateway.api.connections.ConnectionCaps) as
+   `gateway_connection_gate`: each connection is first offered to it with its peer's address,
+   and one it refuses is closed at once, before its request (or TLS handshake) is read; one it
+   admits is released when the connection ends, however it ends.
+
+4. `hypercorn.trio.tcp_server.TCPServer._read_data` (`read_data`): close a connection whose
+   client closed it between requests. Hypercorn's read loop ends at the client's EOF, but when
+   no request is under way nothing tells the connection to close: it waits for its keep-alive
+   timer (`http_header_timeout`, 10 s), socket open. Every client that closes its connection
+   after a response (curl, most probes) held a descriptor, and a place under the caps of patch
+   3, 10 s longer (measured: 20 of 20 such connections). Here, once the read loop is over, the
+   timer is stopped, so the connection ends as soon as its last response is out.
+
 Must never: patch hypercorn anywhere but here, patch a hypercorn it was not written for
 without saying so loudly, or change what hypercorn does for a server whose Config carries no
-`gateway_send_stall_timeout` (hypercorn's own `protocol_send` then runs unchanged).
+`gateway_send_stall_timeout` (hypercorn's own `protocol_send` then runs unchanged) or no
+`gateway_connection_gate` (its own `run`).
 
 Slow clients are bounded by hypercorn's own settings, set in `gateway.api.server`, not by a
 patch: its keep-alive timer runs from a connection's start (and from the end of each response)
@@ -62,22 +80,26 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import structlog
 import trio
 from hypercorn.events import Closed, Event, RawData
 from hypercorn.protocol import ws_stream
 from hypercorn.trio import tcp_server
+from hypercorn.utils import parse_socket_addr
 
 __all__ = [
     "WRITTEN_FOR",
+    "ConnectionGate",
     "WriteDeadline",
     "buffer_extend",
     "check",
     "hypercorn_version",
     "install",
     "protocol_send",
+    "read_data",
+    "tcp_server_run",
 ]
 
 log = structlog.get_logger(__name__)
@@ -92,6 +114,18 @@ _STALL_CHUNK: Final = 64 * 1024
 # (None when missing: `check()` says so before anything is patched).
 _HYPERCORN_EXTEND: Final[Any] = getattr(ws_stream.WebsocketBuffer, "extend", None)
 _HYPERCORN_PROTOCOL_SEND: Final[Any] = getattr(tcp_server.TCPServer, "protocol_send", None)
+_HYPERCORN_RUN: Final[Any] = getattr(tcp_server.TCPServer, "run", None)
+_HYPERCORN_READ_DATA: Final[Any] = getattr(tcp_server.TCPServer, "_read_data", None)
+
+
+class ConnectionGate(Protocol):
+    """What patch 3 asks about each accepted connection (gateway.api.connections)."""
+
+    def admit(self, peer: tuple[str, int] | None) -> object | None:
+        """A ticket for the connection from `peer`, or None: close it at once."""
+
+    def release(self, ticket: Any) -> None:
+        """The admitted connection is over."""
 
 
 class WriteDeadline:
@@ -177,6 +211,42 @@ async def protocol_send(self: tcp_server.TCPServer, event: Event) -> None:
         lock.release()
 
 
+async def tcp_server_run(self: tcp_server.TCPServer) -> None:
+    """hypercorn's `TCPServer.run`, behind the Config's connection caps (patch 3 in the module
+    docstring)."""
+    gate: ConnectionGate | None = getattr(self.config, "gateway_connection_gate", None)
+    if gate is None:
+        await _HYPERCORN_RUN(self)
+        return
+    ticket = gate.admit(_peer(self.stream))
+    if ticket is None:
+        await trio.aclose_forcefully(self.stream)  # before a byte of it is read
+        return
+    try:
+        await _HYPERCORN_RUN(self)
+    finally:
+        gate.release(ticket)
+
+
+async def read_data(self: tcp_server.TCPServer) -> None:
+    """hypercorn's `TCPServer._read_data`, then no keep-alive wait: the client can send nothing
+    more (patch 4 in the module docstring)."""
+    await _HYPERCORN_READ_DATA(self)
+    await self.idle_task.stop()
+
+
+def _peer(stream: object) -> tuple[str, int] | None:
+    """The connection's peer as hypercorn names it (the ASGI scope's "client"); None when the
+    socket cannot tell (the peer already gone, or not an IP socket)."""
+    sock = getattr(stream, "socket", None) or getattr(
+        getattr(stream, "transport_stream", None), "socket", None
+    )
+    try:
+        return parse_socket_addr(sock.family, sock.getpeername())  # type: ignore[union-attr]
+    except (OSError, AttributeError):
+        return None
+
+
 def _write_now(stream: object, data: memoryview) -> int:
     """Write what the socket's buffer takes right now, without yielding; 0 when it is full or
     the stream is not a plain socket (TLS). Raises trio.BrokenResourceError if the peer is
@@ -243,10 +313,27 @@ _METHODS: Final = (
         replacement=protocol_send,
         original=_HYPERCORN_PROTOCOL_SEND,
     ),
+    _Method(
+        tcp_server.TCPServer,
+        "run",
+        ("self",),
+        coroutine=True,
+        replacement=tcp_server_run,
+        original=_HYPERCORN_RUN,
+    ),
+    _Method(
+        tcp_server.TCPServer,
+        "_read_data",
+        ("self",),
+        coroutine=True,
+        replacement=read_data,
+        original=_HYPERCORN_READ_DATA,
+    ),
 )
 
-# Instance attributes `protocol_send` reads, set by TCPServer.__init__ or TCPServer.run.
-_TCP_SERVER_ATTRIBUTES: Final = ("config", "protocol", "send_lock", "stream")
+# Instance attributes `protocol_send` and `tcp_server_run` read, set by TCPServer.__init__ or
+# TCPServer.run.
+_TCP_SERVER_ATTRIBUTES: Final = ("config", "idle_task", "protocol", "send_lock", "stream")
 
 
 def hypercorn_version() -> str:
@@ -273,6 +360,8 @@ def check() -> None:
         for name in _TCP_SERVER_ATTRIBUTES
         if name not in _names_used_by(tcp_server.TCPServer, "__init__", "run")
     )
+    if "run" not in _names_used_by(tcp_server.TCPServer, "__await__"):  # how patch 3 is reached
+        problems.append("hypercorn.trio.tcp_server.TCPServer no longer serves through self.run")
     if problems:
         raise RuntimeError(
             f"gateway.api.hypercorn_patches was written for hypercorn {WRITTEN_FOR} and the "
@@ -288,7 +377,10 @@ def _names_used_by(owner: type, *functions: str) -> set[str]:
     """The attribute and global names the given methods' code refers to."""
     names: set[str] = set()
     for name in functions:
-        code = getattr(getattr(owner, name, None), "__code__", None)
+        method: Any = getattr(owner, name, None)
+        # A method a patch replaced: hypercorn's own is the one to read.
+        patched = {m.replacement: m.original for m in _METHODS if m.replacement is not None}
+        code = getattr(patched.get(method, method), "__code__", None)
         if code is not None:
             names.update(code.co_names)
     return names

@@ -17,10 +17,14 @@ __all__ = ["HttpStats", "render_metrics"]
 
 
 class HttpStats:
-    """HTTP requests by method and status, counted by the app."""
+    """HTTP requests by method and status, counted by the app; client connections, open and
+    refused by a cap, counted by gateway.api.connections."""
 
     def __init__(self) -> None:
         self.requests: Counter[tuple[str, int]] = Counter()
+        self.connections = 0
+        self.connection_limit = 0
+        self.connections_refused: Counter[str] = Counter()
 
 
 def _escape(value: str) -> str:
@@ -69,6 +73,25 @@ def render_metrics(
             ({"method": method, "status": str(status)}, count)
             for (method, status), count in sorted(http.requests.items())
         ),
+    )
+    w.one(
+        "gateway_http_connections",
+        "gauge",
+        "Client connections open (WebSockets included).",
+        http.connections,
+    )
+    w.one(
+        "gateway_http_connection_limit",
+        "gauge",
+        "Client connections that may be open at once (http_max_connections, or descriptors less"
+        " a reserve), before the allowance for addresses that hold none.",
+        http.connection_limit,
+    )
+    w.metric(
+        "gateway_http_connections_refused_total",
+        "counter",
+        "Connections closed as soon as they were accepted, over the total or the client's cap.",
+        (({"limit": label}, http.connections_refused[label]) for label in ("total", "client")),
     )
     ws = services.ws_stats
     w.one("gateway_ws_connections", "gauge", "Open GraphQL WebSocket connections.", ws.connections)

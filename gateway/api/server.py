@@ -12,13 +12,21 @@ here at import, before anything is served; that module lists each one and why). 
 writes to a client that stops reading by `send_stall_timeout`, which `hypercorn_config` carries
 on the Config as `gateway_send_stall_timeout`. A client slow to send is bounded by hypercorn's
 keep-alive timer, which runs until a request's headers are complete (`http_header_timeout`), and
-by the app for the body (`http_body_timeout`).
+by the app for the body (`http_body_timeout`), which stops waiting for bodies as soon as the
+shutdown starts (503). Every connection is first offered to the app's connection caps
+(gateway.api.connections, through patch 3, as the Config's `gateway_connection_gate`): one over
+a cap is closed before it is read. The kernel queues up to `http_backlog` connections before
+they are accepted (hypercorn's default, 100, overflowed in a WebSocket flood, and a new
+`/readyz` connection waited seconds behind it). Hypercorn's own log lines go to the stdlib
+logger `hypercorn.error`, which gateway.log renders like every other line (JSON under
+`--log-format json`), never to a handler of hypercorn's.
 
 Must never: serve without the patches, or let a client hold the shutdown past the grace period.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -48,6 +56,10 @@ def hypercorn_config(settings: Settings) -> Config:
     config.graceful_timeout = settings.shutdown_grace
     config.websocket_max_message_size = settings.ws_max_message_bytes
     config.accesslog = None
+    # A Logger rather than hypercorn's "-": hypercorn then adds no handler of its own, and its
+    # lines propagate to the root logger, which gateway.log renders (one line each, JSON or not).
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.backlog = settings.http_backlog
     # From a connection's start, or the end of its previous response, to a request's complete
     # headers: hypercorn's idle timer runs exactly then (gateway.api.hypercorn_patches).
     config.keep_alive_timeout = settings.http_header_timeout
@@ -67,6 +79,7 @@ async def serve_http(
     """Serve until `shutdown_trigger` returns and connections have drained (or the grace
     period is over)."""
     config = hypercorn_config(settings)
+    config.gateway_connection_gate = app.connections  # type: ignore[attr-defined]
     writes: hypercorn_patches.WriteDeadline = config.gateway_write_deadline  # type: ignore[attr-defined]
     if settings.host.strip("[]") in {"0.0.0.0", "::"} and not settings.allowed_hosts:
         log.warning(

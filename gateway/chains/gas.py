@@ -43,6 +43,7 @@ from gateway.sources.gas import (
     fetch_mempool_fees,
 )
 from gateway.sources.jsonrpc import JsonRpcClient
+from gateway.sources.schedule import JobClock
 from gateway.storage import ChainStore
 from gateway.upstream.pool import Pool
 
@@ -121,10 +122,13 @@ class GasTracker:
             for gas in await self.store.latest_gas():
                 self._latest.setdefault(gas.chain, gas)
         task_status.started()
+        clock = JobClock("chain:gas", self.interval)
         while True:
+            await clock.begin()
             async with trio.open_nursery() as nursery:
                 for chain in self.chains():
                     nursery.start_soon(self.observe, chain)
+            await clock.plan(self.interval)
             await trio.sleep(self.interval)
 
     async def observe(self, chain: str) -> GasPrice | None:

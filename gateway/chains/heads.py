@@ -45,6 +45,7 @@ from gateway.pubsub import EventBus
 from gateway.sources.chain_tips import tip_reader_for
 from gateway.sources.jsonrpc import JsonRpcClient
 from gateway.sources.jsonrpc_results import parse_quantity
+from gateway.sources.schedule import JobClock
 from gateway.storage import ChainStore
 from gateway.vocabulary import ProviderState
 
@@ -172,7 +173,9 @@ class ChainHeads:
         await self._seed()
         task_status.started()
         pruned_at = -math.inf
+        clock = JobClock("chain:heads", self.interval)
         while True:
+            await clock.begin()
             async with trio.open_nursery() as nursery:
                 for chain, sources in self.sources().items():
                     nursery.start_soon(self.poll, chain, sources)
@@ -180,6 +183,7 @@ class ChainHeads:
             if self.store is not None and trio.current_time() - pruned_at >= PRUNE_EVERY:
                 pruned_at = trio.current_time()
                 await self._prune()
+            await clock.plan(self.interval)
             await trio.sleep(self.interval)
 
     async def poll(self, chain: str, sources: HeadSources | None = None) -> ChainHead | None:

@@ -17,6 +17,7 @@ import trio
 
 from gateway.errors import StorageError, UpstreamError, UpstreamRateLimited
 from gateway.sources.base import backoff_delay
+from gateway.sources.schedule import JobClock
 
 __all__ = ["poll_forever"]
 
@@ -34,11 +35,15 @@ async def poll_forever(
     task_status.started()
     await trio.sleep(first_delay)
     failures = 0
+    clock = JobClock(name, interval)
     while True:
+        await clock.begin()
         retry_after: float | None = None
+        error: Exception | None = None
         try:
             await round_()
         except (UpstreamError, StorageError) as exc:
+            error = exc
             failures += 1
             if isinstance(exc, UpstreamRateLimited):
                 retry_after = exc.retry_after
@@ -47,4 +52,6 @@ async def poll_forever(
             if failures:
                 log.info("chain_data.recovered", task=name, after_failures=failures)
             failures = 0
-        await trio.sleep(backoff_delay(interval, failures, retry_after))
+        delay = backoff_delay(interval, failures, retry_after)
+        await clock.plan(delay, error)
+        await trio.sleep(delay)

@@ -2,9 +2,10 @@
 command-line flags) and the providers.toml model and parser. Everything is validated here, once,
 so the rest of the code never sees a bad value: a problem is a `ConfigError` naming the setting
 (or, for providers.toml, the file and line), which the CLI prints as one line and exits 2. The
-modules: `units` (SECONDS, MINUTES), `settings` (the typed class and its checks), `environment`
-(GATEWAY_* variables), `providers_file` (the model and default pools), `provider_entry` and
-`providers_loader` (the parser). Every layer of the gateway imports this package, so it must
+modules: `units` (SECONDS, MINUTES), `settings` (the typed class and its checks), `addresses`
+(allowed hosts, CORS origins, trusted proxies), `environment` (GATEWAY_* variables),
+`providers_file` (the model and default pools), `provider_entry` and `providers_loader` (the
+parser). Every layer of the gateway imports this package, so it must
 never import anything of the gateway above `gateway.errors` and `gateway.vocabulary`; its
 modules import each other directly, never through this file.
 """

@@ -16,6 +16,7 @@ from typing import Any
 from gateway.config.settings import (
     ANONYMOUS_ACCESS,
     FRESHNESS_CATEGORIES,
+    RETENTION_SETTINGS,
     TIER_LIMIT_NAMES,
     TTL_CATEGORIES,
     Settings,
@@ -84,10 +85,13 @@ def settings_from_env(env: dict[str, str] | None = None) -> Settings:
         **_env_http(env),
         **_env_freshness(env),
         **_env_ws_limits(env),
+        **_env_connections(env),
         **_env_chains(env),
         **_env_whales(env),
         **_env_sentiment(env),
         **_env_news(env),
+        **_env_operations(env),
+        **_env_backups(env),
     )
 
 
@@ -237,6 +241,26 @@ def _env_ws_limits(env: dict[str, str]) -> dict[str, Any]:
     return overrides
 
 
+# -- connection caps and the listen backlog (gateway/api/connections.py, server.py) -----------
+
+
+def _env_connections(env: dict[str, str]) -> dict[str, Any]:
+    """GATEWAY_HTTP_MAX_CONNECTIONS (a number, or `auto`: derived from the descriptor limit),
+    GATEWAY_HTTP_MAX_CONNECTIONS_PER_CLIENT (0: no cap) and GATEWAY_HTTP_BACKLOG (1-65535)."""
+    overrides: dict[str, Any] = {}
+    raw = env.get("GATEWAY_HTTP_MAX_CONNECTIONS")
+    if raw is not None and raw.strip().lower() != "auto":
+        overrides["http_max_connections"] = _env_count(env, "GATEWAY_HTTP_MAX_CONNECTIONS", 1)
+    overrides["http_max_connections_per_client"] = _env_count(
+        env, "GATEWAY_HTTP_MAX_CONNECTIONS_PER_CLIENT", 0
+    )
+    backlog = _env_count(env, "GATEWAY_HTTP_BACKLOG", 1)
+    if backlog is not None and backlog > 65535:
+        raise ConfigError(f"GATEWAY_HTTP_BACKLOG must be at most 65535, got {backlog}")
+    overrides["http_backlog"] = backlog
+    return overrides
+
+
 # -- slow clients and allowed hosts (gateway/api/server.py, app.py, http_policy.py) ------------
 
 
@@ -345,4 +369,34 @@ def _env_news(env: dict[str, str]) -> dict[str, Any]:
     return {
         "news_summary_chars": _env_count(env, "GATEWAY_NEWS_SUMMARY_CHARS", 1),
         "news_dedup_window_hours": _env_positive(env, "GATEWAY_NEWS_DEDUP_WINDOW_HOURS"),
+    }
+
+
+# -- operations (gateway/store/retention.py, gateway/sources/schedule.py, api/metrics.py) -----
+
+
+def _env_operations(env: dict[str, str]) -> dict[str, Any]:
+    """GATEWAY_<NAME>_RETENTION_DAYS (days, 0 keeps all) for each retention setting,
+    GATEWAY_SCHEDULE_TOLERANCE and GATEWAY_METRICS_INTERVAL (seconds, positive) and
+    GATEWAY_METRICS_TOKEN (a secret: never logged or echoed)."""
+    overrides: dict[str, Any] = {
+        name: _env_seconds(env, f"GATEWAY_{name.upper()}") for name in RETENTION_SETTINGS
+    }
+    overrides["schedule_tolerance"] = _env_positive(env, "GATEWAY_SCHEDULE_TOLERANCE")
+    overrides["metrics_interval"] = _env_positive(env, "GATEWAY_METRICS_INTERVAL")
+    token = env.get("GATEWAY_METRICS_TOKEN", "").strip()
+    overrides["metrics_token"] = token or None
+    return overrides
+
+
+# -- backups (gateway/ops/backup.py) -------------------------------------------------------------
+
+
+def _env_backups(env: dict[str, str]) -> dict[str, Any]:
+    """GATEWAY_BACKUP_DIR (a folder; daily backups are off when unset) and GATEWAY_BACKUP_KEEP
+    (how many backups to keep, an integer >= 1)."""
+    folder = env.get("GATEWAY_BACKUP_DIR", "").strip()
+    return {
+        "backup_dir": Path(folder) if folder else None,
+        "backup_keep": _env_count(env, "GATEWAY_BACKUP_KEEP", 1),
     }

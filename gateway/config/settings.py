@@ -11,14 +11,16 @@ flags (`Settings.with_overrides`). This module must never read the environment (
 
 from __future__ import annotations
 
-import ipaddress
 import math
-import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
+from gateway.config.addresses import (
+    parse_allowed_hosts,
+    parse_cors_origins,
+    parse_trusted_proxies,
+)
 from gateway.config.units import MINUTES, SECONDS
 from gateway.errors import ConfigError
 from gateway.vocabulary import TIER_NAMES
@@ -26,6 +28,7 @@ from gateway.vocabulary import TIER_NAMES
 __all__ = [
     "ANONYMOUS_ACCESS",
     "FRESHNESS_CATEGORIES",
+    "RETENTION_SETTINGS",
     "TIER_LIMIT_NAMES",
     "TTL_CATEGORIES",
     "Settings",
@@ -39,6 +42,9 @@ TTL_CATEGORIES = ("trending", "overview", "protocols", "tvl")
 # The categories with a freshness limit and a hard age limit (Settings.fresh_<category>,
 # Settings.max_age_<category>): the four market answers and the latest prices.
 FRESHNESS_CATEGORIES = (*TTL_CATEGORIES, "prices")
+# The retention settings of gateway/store/retention.py (days).
+_KEPT = "candle attempt rate_limit schedule metrics alert news quarantine"
+RETENTION_SETTINGS = tuple(f"{name}_retention_days" for name in _KEPT.split())
 
 # What anonymous_access may be, and the limits each tier has (Settings.tier_<tier>_<limit>).
 ANONYMOUS_ACCESS = ("read", "off")
@@ -255,6 +261,24 @@ class Settings:
             if not isinstance(value, int) or value < least:
                 raise ConfigError(f"{name} must be an integer of at least {least}, got {value!r}")
 
+    # Operations (README): retention in days, 0 keeps all (GATEWAY_<NAME>_RETENTION_DAYS);
+    # GATEWAY_SCHEDULE_TOLERANCE, GATEWAY_METRICS_INTERVAL (seconds), GATEWAY_METRICS_TOKEN.
+    candle_retention_days: float = 365.0  # one-minute candles (raw ticks: tick_retention_days)
+    attempt_retention_days: float = 30.0  # upstream attempts and failures
+    rate_limit_retention_days: float = 30.0
+    schedule_retention_days: float = 30.0
+    metrics_retention_days: float = 90.0
+    alert_retention_days: float = 90.0  # alerts and pool rotations
+    news_retention_days: float = 365.0
+    quarantine_retention_days: float = 7.0
+    schedule_tolerance: float = 5 * SECONDS  # a run this close to due is on time
+    metrics_interval: float = 60 * SECONDS  # a system metrics snapshot this often
+    metrics_token: str | None = field(default=None, repr=False)  # /metrics wants it as Bearer
+    # Backups (gateway/ops/backup.py): a daily online copy into GATEWAY_BACKUP_DIR (off when
+    # unset), keeping the newest GATEWAY_BACKUP_KEEP of them.
+    backup_dir: Path | None = None
+    backup_keep: int = 7
+
     # Symbols collected by every price collector unless a provider entry says otherwise.
     symbols: tuple[str, ...] = ("BTC", "ETH", "SOL", "BNB", "XRP", "ADA", "DOGE")
 
@@ -304,6 +328,12 @@ class Settings:
         self._validate_whales()
         self._validate_access()
         self._validate_http()
+        self._validate_connections()
+        for name in (*RETENTION_SETTINGS, "schedule_tolerance", "metrics_interval"):  # operations
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise ConfigError(f"{name} must be 0 or a positive number")
+        if not isinstance(self.backup_keep, int) or self.backup_keep < 1:  # backups
+            raise ConfigError(f"backup_keep must be an integer >= 1, got {self.backup_keep!r}")
         return self
 
     def _validate_chains(self) -> None:
@@ -492,6 +522,43 @@ class Settings:
     # subdomains, "*" any Host (behind a proxy that checks Host itself). GATEWAY_ALLOWED_HOSTS.
     allowed_hosts: tuple[str, ...] = ()
 
+    # Connections (gateway/api/connections.py), held to their caps the moment hypercorn accepts
+    # them, before a byte is read: one over a cap is closed at once and counted in
+    # gateway_http_connections_refused_total. Per client: an address's connections (its /64 for
+    # IPv6) that are not WebSockets (those have their tier's `connections`), at most
+    # `http_max_connections_per_client` (0: no cap; connections from `trusted_proxies` are
+    # exempt, every client behind them shares their address). In total: every client
+    # connection, WebSockets included, as each costs a descriptor; None derives it from the
+    # descriptor limit, less three quarters of `fd_reserve`: with the WebSockets at their cap (the
+    # limit less all of it), a quarter of the reserve is left for plain HTTP, one more quarter
+    # for addresses that hold no connection (a health probe still gets in when the cap is
+    # reached), and half for the process's own descriptors. `http_backlog`: connections the
+    # kernel queues before they are accepted (a flood of handshakes must not crowd out a probe;
+    # the kernel caps it at net.core.somaxconn). GATEWAY_HTTP_MAX_CONNECTIONS (a number, or
+    # `auto`), GATEWAY_HTTP_MAX_CONNECTIONS_PER_CLIENT, GATEWAY_HTTP_BACKLOG.
+    http_max_connections: int | None = None
+    http_max_connections_per_client: int = 64
+    http_backlog: int = 1024
+
+    def _validate_connections(self) -> None:
+        """The connection caps and the listen backlog (block above)."""
+        total = self.http_max_connections
+        if total is not None and (not isinstance(total, int) or total < 1):
+            raise ConfigError(
+                "http_max_connections must be at least 1 (or None: derived from the descriptor"
+                f" limit), got {total!r}"
+            )
+        per_client = self.http_max_connections_per_client
+        if not isinstance(per_client, int) or per_client < 0:
+            raise ConfigError(
+                f"http_max_connections_per_client must be an integer >= 0 (0: no cap),"
+                f" got {per_client!r}"
+            )
+        if not isinstance(self.http_backlog, int) or not 1 <= self.http_backlog <= 65535:
+            raise ConfigError(
+                f"http_backlog must be an integer from 1 to 65535, got {self.http_backlog!r}"
+            )
+
     def _validate_http(self) -> None:
         """The slow-client timeouts and the allowed hosts (block above)."""
         for name in ("http_header_timeout", "http_body_timeout"):
@@ -499,71 +566,3 @@ class Settings:
             if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
                 raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
         parse_allowed_hosts(self.allowed_hosts)
-
-
-# A DNS name of dot-separated labels (underscores tolerated, as resolvers do).
-_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
-_HOST_NAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*")
-
-
-def parse_allowed_hosts(
-    values: list[str] | tuple[str, ...], name: str = "allowed_hosts"
-) -> tuple[str, ...]:
-    """Host names as a Host header carries them, without a port, in lower case: a name (maybe
-    "*.parent.name"), an IPv4 address, an IPv6 address (written [::1] either way), or "*"."""
-    hosts = []
-    for value in values:
-        host = value.strip().lower().rstrip(".")
-        if host == "*":
-            hosts.append(host)
-            continue
-        bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-        try:
-            address = ipaddress.ip_address(bare)
-        except ValueError:
-            address = None
-        if isinstance(address, ipaddress.IPv6Address):
-            hosts.append(f"[{address.compressed}]")
-        elif address is not None:
-            hosts.append(str(address))
-        elif _HOST_NAME.fullmatch(host.removeprefix("*.")):
-            hosts.append(host)
-        else:
-            raise ConfigError(
-                f"{name}: {value!r} is not a host name like gateway.example.com, *.example.com,"
-                " an IP address, or * (and carries no scheme, port or path)"
-            )
-    return tuple(hosts)
-
-
-def parse_cors_origins(
-    values: list[str] | tuple[str, ...], name: str = "cors_origins"
-) -> tuple[str, ...]:
-    """Origins as browsers send them (scheme://host[:port], lower case), or "*"."""
-    origins = []
-    for value in values:
-        if value == "*":
-            origins.append(value)
-            continue
-        parts = urlsplit(value)
-        if parts.scheme not in {"http", "https"} or not parts.netloc or parts.path not in {"", "/"}:
-            raise ConfigError(
-                f"{name}: {value!r} is not an origin like https://app.example.com (or *)"
-            )
-        if parts.query or parts.fragment or "@" in parts.netloc:
-            raise ConfigError(f"{name}: {value!r} is not an origin like https://app.example.com")
-        origins.append(f"{parts.scheme}://{parts.netloc}".lower())
-    return tuple(origins)
-
-
-def parse_trusted_proxies(
-    values: list[str] | tuple[str, ...], name: str = "trusted_proxies"
-) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    """CIDRs (or single addresses) of trusted proxies."""
-    networks = []
-    for value in values:
-        try:
-            networks.append(ipaddress.ip_network(value, strict=False))
-        except ValueError:
-            raise ConfigError(f"{name}: {value!r} is not an IP network like 10.0.0.0/8") from None
-    return tuple(networks)

@@ -14,7 +14,9 @@ before the next begins, so:
   A server running at the same time keeps its own count; the two together may use up to
   twice a provider's budget, which is why the default limits leave headroom.
 
-Progress goes to stderr: a bar redrawn in place on a terminal, a line per tenth otherwise.
+Progress goes to stderr: a bar redrawn in place on a terminal, a line per tenth otherwise. The
+bar counts slices *checked*, so a run that stores nothing still reaches 100 %; the command then
+says so in one plain line, with the reason (`nothing_stored_reason`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ __all__ = [
     "ProgressBar",
     "backfill",
     "market_providers",
+    "nothing_stored_reason",
     "open_history",
     "window",
 ]
@@ -134,6 +137,23 @@ async def backfill(
         if progress is not None:
             progress.update(number, f"{result.inserted} candles stored, {lo:%Y-%m-%d %H:%M}")
     return result
+
+
+def nothing_stored_reason(result: BackfillResult) -> str | None:
+    """Why a run stored no candle, in words for the person who ran it; None if it stored some."""
+    if result.inserted:
+        return None
+    if result.slices == 0:
+        return "the range holds no closed candle yet (move --until back or widen --days)"
+    if result.slices_held == result.slices:
+        return "every candle in the range is already stored"
+    if result.errors:
+        provider, message = result.errors[-1]
+        failed = sorted({p for p, _ in result.errors})
+        return f"{', '.join(failed)} failed (last error: {provider}: {message})"
+    if result.requests == 0:
+        return "the providers have already answered for this range with no candles"
+    return "the providers answered with no candles for this range (not listed on those dates?)"
 
 
 async def open_history(

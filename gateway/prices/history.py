@@ -283,12 +283,13 @@ class CandleHistory:
             return
         for window in self.client.limiter_for(provider).usage():
             if window.remaining - 1 < window.limit * self.reserve:
+                wait = max(0.0, (window.resets_at - utc_now()).total_seconds())
                 raise UpstreamRateLimited(
-                    f"{provider.id}: {window.name} budget {window.remaining}/{window.limit} is "
-                    "kept for the collectors",
+                    f"the requests left in this {window.name} ({window.remaining} of "
+                    f"{window.limit}) are reserved for live prices; try again in {wait:.0f} s",
                     provider=provider.id,
                     status=None,
-                    retry_after=max(0.0, (window.resets_at - utc_now()).total_seconds()),
+                    retry_after=wait,
                 )
 
     def _lock(self, symbol: str, interval_seconds: int) -> trio.Lock:
@@ -354,7 +355,7 @@ class CandleHistory:
                         interval=interval_seconds,
                         error=str(exc),
                     )
-                    report.errors.append((provider.id, str(exc)))
+                    report.errors.append((provider.id, exc.reason))
                     break  # this provider is in trouble: leave its ranges to the next one
         report.missing = remaining
         return report

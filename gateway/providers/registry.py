@@ -18,7 +18,6 @@ from __future__ import annotations
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -43,8 +42,8 @@ __all__ = ["ProviderRegistry", "make_probe"]
 log = structlog.get_logger(__name__)
 
 USAGE_SAVE_EVERY = 60.0  # seconds between rate-limit usage snapshots
-PRUNE_EVERY = 3600.0
-ATTEMPT_RETENTION = timedelta(days=7)
+# Attempts and failures are pruned by the one retention task (gateway.nursery.prune_forever,
+# Settings.attempt_retention_days), with every other growing table.
 EVENT_BUFFER = 1024
 
 
@@ -473,11 +472,6 @@ class ProviderRegistry:
     async def restore_usage(self) -> None:
         await restore_usage(self.store, self.client, self.providers.get)
 
-    async def _prune_periodically(self) -> None:
-        while True:
-            await trio.sleep(PRUNE_EVERY)
-            await self.store.prune(ATTEMPT_RETENTION)
-
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Load pools and usage, then process events, check health and save usage, forever."""
         await self.load_pools()
@@ -486,7 +480,6 @@ class ProviderRegistry:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._process_events)
                 nursery.start_soon(self._save_usage_periodically)
-                nursery.start_soon(self._prune_periodically)
                 await nursery.start(self.health.run)
                 task_status.started()
         finally:

@@ -18,6 +18,13 @@ A reported state stands until the next report, or until `clear_report` hands the
 back to the derivation (an RPC node reported DEGRADED while it lags behind its chain's head
 is cleared once it catches up: gateway/chains/heads.py).
 
+Reachability: an attempt that ended without any answer (a timeout, a refused or failed
+connection: `TRANSPORT_FAILURES`) marks its provider unreachable; any answer, even an HTTP
+error, marks it reachable. When every provider tried so far is unreachable (and enough of them
+have been tried: `MIN_TRIED`), one `upstream.none_reachable` line says so, instead of one
+warning per provider leaving the operator to add them up; `upstream.reachable_again` when one
+answers. `none_reachable()` lets a resolver say "check the network" instead of "no data yet".
+
 A change of state is reported through `on_change(provider, old, new, reason)` — synchronously,
 so the callback must not block (the supervisor hands it to a bounded channel). Health checks,
 breakers and streams all change state through this one callback, so `providerStates`
@@ -31,10 +38,26 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import structlog
+
 from gateway.config import ProviderConfig, ProvidersFile
 from gateway.vocabulary import ProviderState
 
-__all__ = ["REPORTED_STATES", "ProviderRecord", "ProviderStatusBoard"]
+__all__ = [
+    "MIN_TRIED",
+    "REPORTED_STATES",
+    "TRANSPORT_FAILURES",
+    "ProviderRecord",
+    "ProviderStatusBoard",
+]
+
+log = structlog.get_logger(__name__)
+
+# Attempt outcomes that got no answer at all: what a missing network or a firewall produces.
+TRANSPORT_FAILURES = frozenset({"timeout", "transport_error"})
+# How many providers must have been tried (or every enabled, configured one, if fewer) before
+# "none is reachable" is said: one refused connection at start-up is not an outage.
+MIN_TRIED = 3
 
 StateChange = Callable[[str, str, str, str], None]
 
@@ -66,6 +89,8 @@ class ProviderRecord:
     reason: str | None = None
     # A state reported by the provider's own observer (a stream), overriding the derivation.
     reported: str | None = None
+    answered: bool = False  # it has answered at all (even with an HTTP error) since start
+    unreachable: bool = False  # its last attempt got no answer (TRANSPORT_FAILURES)
 
     def state(self, offline_after: int = 3) -> str:
         if not self.enabled or not self.configured:
@@ -110,6 +135,41 @@ class ProviderStatusBoard:
             for p in providers.providers
         }
         self.on_change = on_change
+        self._none_reachable = False
+
+    def none_reachable(self) -> bool:
+        """Every provider tried so far got no answer on its last attempt (at least `MIN_TRIED`
+        of them tried, or every enabled, configured one)."""
+        return self._none_reachable
+
+    def answered_since_start(self) -> bool:
+        """Whether any provider has answered anything since the process started."""
+        return any(record.answered for record in self.records.values())
+
+    def _reached(self, record: ProviderRecord, *, answered: bool) -> None:
+        record.unreachable = not answered
+        if answered:
+            record.answered = True
+            if self._none_reachable:
+                self._none_reachable = False
+                log.info("upstream.reachable_again", provider=record.provider_id)
+            return
+        if self._none_reachable:
+            return
+        usable = [r for r in self.records.values() if r.enabled and r.configured]
+        tried = [r for r in usable if r.recent]
+        if len(tried) < min(MIN_TRIED, len(usable)) or not tried:
+            return
+        if all(r.unreachable for r in tried):
+            self._none_reachable = True
+            log.warning(
+                "upstream.none_reachable",
+                message=f"no upstream answered: the last request to each of the {len(tried)} "
+                "providers tried timed out or could not connect. Check the network, DNS, "
+                "proxy or firewall",
+                tried=sorted(r.provider_id for r in tried),
+                answered_since_start=self.answered_since_start(),
+            )
 
     def record(
         self,
@@ -138,6 +198,7 @@ class ProviderStatusBoard:
         else:
             record.failures += 1
             record.last_error = error
+        self._reached(record, answered=ok or error not in TRANSPORT_FAILURES)
         after = record.state()
         if after != before:
             self._changed(record, before, after, _reason(record, ok, error))
@@ -172,9 +233,11 @@ class ProviderStatusBoard:
             record.recent.append(False)
             record.failures += 1
             record.last_error = reason
+            self._reached(record, answered=False)  # a lost or refused connection
         elif state == ProviderState.ONLINE and before != ProviderState.ONLINE:
             record.recent.append(True)
             record.successes += 1
+            self._reached(record, answered=True)
         after = record.state()
         if after != before:
             self._changed(record, before, after, reason)

@@ -170,6 +170,13 @@ class Secrets:
             return True
         return auth.env in self._values
 
+    def key_set(self, provider: ProviderConfig) -> bool:
+        """True only when the provider's key variable holds a value: what `keyConfigured`
+        reports. An optional key left unset is False here, while `is_configured` stays True
+        (the provider runs keyless, so it is not UNCONFIGURED)."""
+        auth = provider.auth
+        return auth.kind != "none" and auth.env is not None and auth.env in self._values
+
     def base_url_for(self, provider: ProviderConfig) -> str:
         """The provider's base_url with a path-segment key filled in. Holds a secret: never
         log it."""

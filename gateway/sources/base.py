@@ -32,6 +32,7 @@ import trio
 from gateway.config import MINUTES, ProviderConfig
 from gateway.errors import UpstreamError, UpstreamRateLimited
 from gateway.models import PriceTick, utc_now
+from gateway.sources.schedule import JobClock
 from gateway.symbols import normalize_symbol
 from gateway.upstream import UpstreamClient
 from gateway.upstream.client import NO_RETRY
@@ -233,7 +234,9 @@ class PollingCollector:
         """Poll, publish, sleep; forever. See the module docstring for the error rules."""
         task_status.started()
         logger = log.bind(provider=self.provider.id, collector=self.name)
+        clock = JobClock(f"collector:{self.provider.id}", self.provider.interval_seconds)
         while True:
+            await clock.begin()
             error: UpstreamError | None = None
             try:
                 ticks = await self.poll()
@@ -258,4 +261,5 @@ class PollingCollector:
                     failures=self.consecutive_failures,
                     retry_in_s=round(delay, 3),
                 )
+            await clock.plan(delay, error)
             await trio.sleep(delay)

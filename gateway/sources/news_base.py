@@ -33,6 +33,7 @@ from gateway.errors import UpstreamError, UpstreamPayloadError, UpstreamRateLimi
 from gateway.models import utc_now
 from gateway.news_models import FearGreedPoint, NewsItem
 from gateway.sources.base import backoff_delay
+from gateway.sources.schedule import JobClock
 from gateway.upstream import UpstreamClient
 from gateway.upstream.client import NO_RETRY
 from gateway.upstream.conditional import RawResponse, Validators
@@ -144,7 +145,9 @@ class RecordCollector(Generic[R]):
         """Poll, publish, sleep; forever. Upstream errors never escape (see the docstring)."""
         task_status.started()
         logger = log.bind(provider=self.provider.id, collector=self.name)
+        clock = JobClock(f"collector:{self.provider.id}", self.provider.interval_seconds)
         while True:
+            await clock.begin()
             error: UpstreamError | None = None
             try:
                 records = await self.poll()
@@ -169,6 +172,7 @@ class RecordCollector(Generic[R]):
                     failures=self.consecutive_failures,
                     retry_in_s=round(delay, 3),
                 )
+            await clock.plan(delay, error)
             await trio.sleep(delay)
 
 

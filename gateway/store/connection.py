@@ -20,13 +20,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final, TypeVar, TypeVarTuple
 
+import structlog
 import trio
 from sqlite_utils import Database
 
 from gateway.errors import StorageError
 from gateway.store.migrations import migrate
 
-__all__ = ["Connections"]
+__all__ = ["VACUUM_AT_OPEN_MAX_BYTES", "Connections", "incremental_vacuum"]
+
+log = structlog.get_logger(__name__)
 
 _T = TypeVar("_T")
 _Ts = TypeVarTuple("_Ts")
@@ -42,6 +45,8 @@ def _connect(path: Path, *, writer: bool) -> Database:
         conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
         db = Database(conn, execute_plugins=False)
         if writer:
+            # Takes effect at once on a new, empty file (see incremental_vacuum for old ones).
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
             db.enable_wal()
             if db.journal_mode != "wal":
                 raise StorageError(f"{path}: the filesystem does not support WAL mode")
@@ -52,6 +57,37 @@ def _connect(path: Path, *, writer: bool) -> Database:
     except BaseException:
         conn.close()
         raise
+
+
+# An existing database without incremental auto-vacuum is converted (one VACUUM, which
+# rewrites the file) at open only up to this size; a larger one logs how to do it offline.
+VACUUM_AT_OPEN_MAX_BYTES: Final = 256 * 1024 * 1024
+
+
+def incremental_vacuum(db: Database, path: Path) -> None:
+    """Put the file in `auto_vacuum = INCREMENTAL` mode, so the retention task's
+    `PRAGMA incremental_vacuum` gives pruned pages back to the file system. A new database takes
+    the mode at once; an existing one needs a VACUUM, done here when it is small (seconds), else
+    logged with the command to run while the gateway is stopped (README "Operations")."""
+    conn = db.conn
+    if conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:
+        return
+    conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+    if conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:
+        return  # a new, empty file: the mode took effect without a VACUUM
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    size = pages * conn.execute("PRAGMA page_size").fetchone()[0]
+    if size <= VACUUM_AT_OPEN_MAX_BYTES:
+        conn.execute("VACUUM")
+        log.info("storage.auto_vacuum_enabled", path=str(path), bytes=size)
+    else:
+        log.warning(
+            "storage.auto_vacuum_off",
+            path=str(path),
+            bytes=size,
+            hint=f"stop the gateway, then: sqlite3 {path} 'PRAGMA auto_vacuum = INCREMENTAL;"
+            " VACUUM;' (pruned space is reused meanwhile, but the file does not shrink)",
+        )
 
 
 def _close_all(connections: list[Database]) -> None:
@@ -65,6 +101,7 @@ def _open_sync(path: Path) -> tuple[Database, list[Database]]:
         path.parent.mkdir(parents=True, exist_ok=True)
         writer = _connect(path, writer=True)
         opened.append(writer)
+        incremental_vacuum(writer, path)
         migrate(writer)
         readers = [_connect(path, writer=False) for _ in range(_READERS)]
         return writer, readers

@@ -30,6 +30,7 @@ from sqlite_utils import Database
 
 from gateway.config import Settings
 from gateway.errors import BadUserInput
+from gateway.histogram import Histogram
 from gateway.models import Candle, PriceTick, utc_now
 from gateway.store import writer
 from gateway.store.connection import Connections
@@ -82,6 +83,11 @@ class Storage:
     def rows_written(self) -> int:
         """Tick rows actually inserted (duplicates excluded)."""
         return self._writes.rows_written
+
+    @property
+    def commit_seconds(self) -> Histogram:
+        """How long each batch commit took (seconds), for metrics."""
+        return self._writes.commit_seconds
 
     @property
     def dropped_rows(self) -> int:
@@ -279,6 +285,29 @@ class Storage:
         await self.read(
             lambda db: db.execute("SELECT max(version) FROM schema_migrations").fetchone()
         )
+
+    async def reclaim_space(self, max_pages: int = 20_000) -> int:
+        """Give up to `max_pages` free pages back to the file system (`PRAGMA
+        incremental_vacuum`, then a WAL checkpoint that truncates the log), alone on the writer
+        connection like any batch. Returns the pages freed; 0 when auto-vacuum is off
+        (gateway.store.connection.incremental_vacuum says how to turn it on)."""
+        writer = self._connections.writer
+
+        def run() -> int:
+            conn = writer.conn
+            before = conn.execute("PRAGMA page_count").fetchone()[0]
+            # executescript steps the pragma to the end; execute() would free one page only.
+            conn.executescript(f"PRAGMA incremental_vacuum({int(max_pages)});")
+            # A reader in the way is not waited for long: the next checkpoint finishes the job.
+            timeout = conn.execute("PRAGMA busy_timeout").fetchone()[0]
+            conn.execute("PRAGMA busy_timeout = 200")
+            try:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            finally:
+                conn.execute(f"PRAGMA busy_timeout = {int(timeout)}")
+            return int(before - conn.execute("PRAGMA page_count").fetchone()[0])
+
+        return await self._connections.on_writer(run)
 
     def database_bytes(self) -> int:
         """Bytes on disk: the database file plus its write-ahead log."""

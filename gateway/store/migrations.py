@@ -453,6 +453,39 @@ MIGRATIONS: Final = (
             "CREATE INDEX protocol_tvl_daily_day ON protocol_tvl_daily (day_ms)",
         ),
     ),
+    # Operations (gateway.store.operations): one row per slot of every collector job (on time,
+    # late by `delay`, or skipped with a reason) for the `schedule` query, and a system metrics
+    # snapshot a minute for `systemMetrics`. Both are pruned by the retention task through their
+    # time columns (an index, and the rowid, keep its batched deletes cheap).
+    Migration(
+        10,
+        "schedule runs, system metrics",
+        (
+            """CREATE TABLE schedule_runs (
+                id INTEGER PRIMARY KEY,
+                task TEXT NOT NULL,
+                interval_s REAL NOT NULL,
+                expected_ms INTEGER NOT NULL,
+                actual_ms INTEGER,
+                outcome TEXT NOT NULL,
+                reason TEXT
+            )""",
+            "CREATE INDEX schedule_runs_task_time ON schedule_runs (task, expected_ms)",
+            "CREATE INDEX schedule_runs_time ON schedule_runs (expected_ms)",
+            """CREATE TABLE system_metrics (
+                at_ms INTEGER PRIMARY KEY,
+                cpu_pct REAL,
+                rss_bytes INTEGER,
+                open_fds INTEGER,
+                threads INTEGER,
+                subscribers INTEGER NOT NULL,
+                websockets INTEGER NOT NULL,
+                write_queue INTEGER NOT NULL,
+                dropped_rows INTEGER NOT NULL,
+                database_bytes INTEGER NOT NULL
+            )""",
+        ),
+    ),
 )
 
 

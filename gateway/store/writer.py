@@ -15,6 +15,7 @@ never run SQLite on the event loop: every statement runs through `Connections.on
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ import trio
 
 from gateway.config import SECONDS, Settings
 from gateway.errors import StorageError
+from gateway.histogram import Histogram
 from gateway.models import utc_now
 from gateway.store.connection import Connections
 from gateway.store.ticks import CANDLE_UPSERT_SQL, INSERT_SQL
@@ -65,6 +67,7 @@ class BatchWriter:
 
     def __init__(self, connections: Connections, settings: Settings) -> None:
         self.commits = 0  # batches committed
+        self.commit_seconds = Histogram()  # each batch's commit, queue wait excluded
         self.rows_written = 0  # tick rows actually inserted (duplicates excluded)
         self.dropped_rows = 0  # best-effort rows refused by write_nowait() on a full queue
         # When batch commits began to fail (disk full, read-only file); None once one succeeds.
@@ -179,6 +182,7 @@ class BatchWriter:
             size += len(batch[-1].rows)
         self._in_flight = batch[-1]
         error: StorageError | None = None
+        began = time.perf_counter()
         try:
             inserted = await self._connections.on_writer(self._insert_sync, batch)
         except StorageError as exc:
@@ -194,6 +198,7 @@ class BatchWriter:
             raise
         else:
             self.commits += 1
+            self.commit_seconds.observe(time.perf_counter() - began)
             self.rows_written += inserted
             self.failing_since = None
         for request in batch:

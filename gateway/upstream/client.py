@@ -86,6 +86,7 @@ from gateway.errors import (
     UpstreamPayloadError,
     UpstreamRateLimited,
 )
+from gateway.histogram import Histogram
 from gateway.upstream.attempts import ATTEMPTS_KEPT, Attempt, AttemptCall, Outcome
 from gateway.upstream.breaker import BreakerState, CircuitBreaker
 from gateway.upstream.coalescing import Coalescer
@@ -187,6 +188,8 @@ class UpstreamClient:
         self.retry = retry or RetryPolicy()
         self.attempts: collections.deque[Attempt] = collections.deque(maxlen=ATTEMPTS_KEPT)
         self.counters: collections.Counter[tuple[str, Outcome]] = collections.Counter()
+        # Each provider's request latency, in seconds (Prometheus histogram).
+        self.latency: dict[str, Histogram] = {}
         # Requests answered by another caller's identical in-flight exchange, per provider.
         self.coalesced: collections.Counter[str] = collections.Counter()
         # Parser rejections reported after a successful exchange, per provider.
@@ -581,5 +584,9 @@ class UpstreamClient:
         attempt = call.to_attempt()
         self.attempts.append(attempt)
         self.counters[(call.provider.id, call.outcome)] += 1
+        latency = self.latency.get(call.provider.id)
+        if latency is None:
+            latency = self.latency[call.provider.id] = Histogram()
+        latency.observe(attempt.latency_ms / 1000.0)
         if self.on_attempt is not None:
             self.on_attempt(attempt)

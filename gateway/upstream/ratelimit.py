@@ -43,6 +43,7 @@ from gateway.config import RateLimitWindow
 
 __all__ = [
     "DEFAULT_THRESHOLD",
+    "MIN_ALERTED_LIMIT",
     "RateLimiter",
     "ThresholdCallback",
     "WindowUsage",
@@ -50,6 +51,9 @@ __all__ = [
 
 # on_threshold fires when a window's usage reaches this fraction of its limit.
 DEFAULT_THRESHOLD: Final = 0.8
+# ...but only for windows of at least this many requests: "used 1 of 1" or "2 of 2" is how a
+# one-request-a-second budget is meant to be used, not a warning worth an operator's attention.
+MIN_ALERTED_LIMIT: Final = 5
 
 ThresholdCallback = Callable[[str, str, int, int], None]
 """`on_threshold(provider_id, window_name, used, limit)`."""
@@ -108,7 +112,8 @@ class RateLimiter:
     """Client-side limits for one provider; see the module docstring.
 
     `on_threshold(provider_id, window_name, used, limit)` is called once when a window's usage
-    reaches `threshold` (80 %) of its limit, and re-armed when usage is seen below that again.
+    reaches `threshold` (80 %) of its limit (windows under `MIN_ALERTED_LIMIT` requests never
+    call it), and re-armed when usage is seen below that again.
     It is called synchronously from `acquire()`/`try_acquire()`; it must be quick and must not
     raise. With no windows the limiter grants everything.
     """
@@ -199,6 +204,8 @@ class RateLimiter:
     def _check_thresholds(self) -> None:
         for window in self._windows:
             used = len(window.grants)
+            if window.spec.limit < MIN_ALERTED_LIMIT:
+                continue
             if window.armed and used >= window.threshold_count:
                 window.armed = False
                 if self.on_threshold is not None:

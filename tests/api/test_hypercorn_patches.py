@@ -17,9 +17,25 @@ def test_the_installed_hypercorn_passes_the_check_and_is_patched_once() -> None:
     assert hypercorn_patches.hypercorn_version().startswith(hypercorn_patches.WRITTEN_FOR + ".")
     assert TCPServer.protocol_send is hypercorn_patches.protocol_send
     assert WebsocketBuffer.extend is hypercorn_patches.buffer_extend
+    assert TCPServer.run is hypercorn_patches.tcp_server_run
+    assert TCPServer._read_data is hypercorn_patches.read_data
     hypercorn_patches.install()  # again: nothing changes, nothing wraps twice
     assert TCPServer.protocol_send is hypercorn_patches.protocol_send
     assert WebsocketBuffer.extend is hypercorn_patches.buffer_extend
+    assert TCPServer.run is hypercorn_patches.tcp_server_run
+
+
+def test_a_hypercorn_that_no_longer_serves_through_run_is_reported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Patch 3 is reached through `TCPServer.__await__` calling `self.run()`."""
+
+    def __await__(self: TCPServer) -> object:
+        return self.serve().__await__()  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(TCPServer, "__await__", __await__)
+    with pytest.raises(RuntimeError, match=r"no longer serves through self\.run"):
+        hypercorn_patches.check()
 
 
 def test_another_hypercorn_version_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> None:

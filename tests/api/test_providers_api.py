@@ -42,7 +42,13 @@ def providers_for(sim: Simulator) -> ProvidersFile:
         interval_seconds=FAST_HEALTH,
     )
     coingecko = sim.provider(
-        "coingecko", interval_seconds=60, health=replace(ping, expect_json_key="gecko_says")
+        "coingecko",
+        interval_seconds=60,
+        health=replace(ping, expect_json_key="gecko_says"),
+        # An optional key left unset (as COINGECKO_API_KEY usually is): keyless, not missing.
+        auth=AuthSpec(
+            kind="header", name="x-cg-demo-api-key", env="GATEWAY_TEST_NEVER_SET_KEY", required=False
+        ),
     )
     binance = sim.provider(
         "binance",
@@ -115,6 +121,10 @@ async def test_providers_report_health_keys_and_limits(
     assert by_id["keyed"]["state"] == "UNCONFIGURED"
     assert by_id["keyed"]["requiresKey"] is True and by_id["keyed"]["keyConfigured"] is False
     assert by_id["paid"]["state"] == "UNCONFIGURED" and by_id["paid"]["enabled"] is False
+    # keyConfigured means "a key is set": an unset optional key is not, yet it still runs.
+    assert by_id["coingecko"]["keyConfigured"] is False
+    assert by_id["coingecko"]["requiresKey"] is False
+    assert by_id["coingecko"]["state"] != "UNCONFIGURED"
     # an UNCONFIGURED provider is never called
     client = running.services.registry.client  # type: ignore[union-attr]
     assert not any(provider == "keyed" for provider, _ in client.counters)

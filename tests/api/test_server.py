@@ -6,15 +6,20 @@ header timeout that `gateway.api.server` sets."""
 
 from __future__ import annotations
 
+import shutil
 import socket as stdlib_socket
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 import trio
 import trio.lowlevel
 from hypercorn.events import Closed, RawData
 
 from gateway.api.hypercorn_patches import WriteDeadline, protocol_send
+from gateway.api.server import hypercorn_config
+from gateway.config import Settings, settings_from_env
+from gateway.errors import ConfigError
 from tests.conftest import StartGateway
 
 
@@ -145,3 +150,54 @@ async def test_a_client_slow_to_send_its_headers_is_disconnected(
                 break
         await stream.aclose()
     assert closed_after is not None and 0.4 < closed_after < 1.5
+
+
+async def test_a_connection_the_client_closed_after_its_response_ends_at_once(
+    start_gateway: StartGateway,
+) -> None:
+    """The client reads its answer and closes: the server's side goes too, not after its
+    keep-alive timer (hypercorn patch 4). It held the socket, and its place under the connection
+    caps, for `http_header_timeout` (10 s) after every such client."""
+    running = await start_gateway()  # http_header_timeout: 10 s
+    caps = running.app.connections
+    with trio.fail_after(5):
+        for _ in range(3):
+            stream = await trio.open_tcp_stream("127.0.0.1", running.port)
+            await stream.send_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            answer = b""
+            while b'"alive"' not in answer:
+                answer += await stream.receive_some(4096)
+            await trio.sleep(0.05)  # the server is idle, waiting for the next request
+            await stream.aclose()
+        began = trio.current_time()
+        while caps.open:
+            await trio.sleep(0.01)
+    assert trio.current_time() - began < 1.0
+
+
+def test_the_listen_backlog_is_a_setting_carried_to_hypercorn() -> None:
+    """hypercorn's default backlog (100) overflowed in a WebSocket flood: handshakes and a new
+    /readyz connection waited seconds to be accepted."""
+    assert hypercorn_config(Settings()).backlog == 1024
+    assert hypercorn_config(Settings(http_backlog=4096)).backlog == 4096
+    assert settings_from_env({"GATEWAY_HTTP_BACKLOG": "2048"}).http_backlog == 2048
+    for bad in ("0", "-5", "lots", "65536"):
+        with pytest.raises(ConfigError, match="GATEWAY_HTTP_BACKLOG"):
+            settings_from_env({"GATEWAY_HTTP_BACKLOG": bad})
+    with pytest.raises(ConfigError, match="http_backlog"):
+        Settings(http_backlog=0).validated()
+
+
+@pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2) to read the backlog")
+async def test_the_listening_socket_has_the_configured_backlog(
+    start_gateway: StartGateway,
+) -> None:
+    """What the kernel says of the gateway's listening socket: for a listener, `ss` shows the
+    accept queue's size as its Send-Q (the kernel caps it at net.core.somaxconn)."""
+    running = await start_gateway(http_backlog=77)
+    with trio.fail_after(10):
+        found = await trio.run_process(
+            ["ss", "-ltnH", f"sport = :{running.port}"], capture_stdout=True
+        )
+    listing = found.stdout.decode().split()
+    assert listing[0] == "LISTEN" and listing[2] == "77", listing

@@ -15,7 +15,14 @@ import pytest
 import trio
 
 from gateway.config import load_providers
-from gateway.prices.backfill import ProgressBar, backfill, market_providers, open_history
+from gateway.prices.backfill import (
+    BackfillResult,
+    ProgressBar,
+    backfill,
+    market_providers,
+    nothing_stored_reason,
+    open_history,
+)
 from gateway.prices.history import CandleHistory
 from gateway.providers.upstream_keys import Secrets
 from gateway.storage import Storage
@@ -139,6 +146,12 @@ async def test_the_backfill_command_twice_leaves_the_same_row_count(tmp_path: Pa
         again = await gateway("backfill", "--symbol", "ETH", "--days", "3", *common, cwd=tmp_path)
         assert again.returncode == 0, again.stderr
         assert b"stored 0 candles in 0 requests; 1 of 1 slices were already held" in again.stdout
+        # The bar reaches 100 % of slices checked; the next line says plainly why none was
+        # stored (issue 13).
+        assert (
+            b"ETH H1: nothing was stored: every candle in the range is already stored"
+            in again.stderr
+        )
         assert sqlite3.connect(db).execute("SELECT count(*) FROM upstream_candles").fetchone() == (
             rows,
         )
@@ -152,6 +165,7 @@ async def test_the_backfill_command_twice_leaves_the_same_row_count(tmp_path: Pa
         sim.inject("binance", Fault.status(500))
         failed = await gateway("backfill", "--symbol", "BTC", "--days", "1", *common, cwd=tmp_path)
         assert failed.returncode == 1 and b"run again to resume" in failed.stderr
+        assert b"BTC H1: nothing was stored: binance failed (last error: binance:" in failed.stderr
 
 
 @pytest.mark.parametrize(
@@ -169,3 +183,14 @@ async def test_bad_backfill_arguments_exit_2(
     done = await gateway("backfill", *args, "--db", str(tmp_path / "g.db"), cwd=tmp_path)
     assert done.returncode == 2 and message in done.stderr
     assert not (tmp_path / "g.db").exists()
+
+
+def test_a_run_that_stores_nothing_says_why() -> None:
+    held = BackfillResult(slices=2, slices_held=2)
+    assert nothing_stored_reason(held) == "every candle in the range is already stored"
+    empty = BackfillResult(slices=1, requests=1)
+    assert "answered with no candles" in (nothing_stored_reason(empty) or "")
+    assert "no closed candle" in (nothing_stored_reason(BackfillResult()) or "")
+    failed = BackfillResult(slices=1, requests=1, errors=[("kraken", "HTTP 500")])
+    assert nothing_stored_reason(failed) == "kraken failed (last error: kraken: HTTP 500)"
+    assert nothing_stored_reason(BackfillResult(slices=1, inserted=3)) is None

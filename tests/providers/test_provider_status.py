@@ -81,3 +81,47 @@ def test_requests_record_their_last_success_and_the_reason_of_a_change() -> None
     assert record.last_success_at == at and record.reason == "requests succeed"
     board.record("kraken-stream", ok=False, at=at, latency_ms=None, error="http_error")
     assert record.reason == "http_error" and record.last_success_at == at
+
+
+def _many(*ids: str) -> ProviderStatusBoard:
+    return ProviderStatusBoard(
+        ProvidersFile(
+            tuple(
+                ProviderConfig(
+                    id=i, name=i, categories=("MARKET_DATA",), base_url="http://127.0.0.1:9"
+                )
+                for i in ids
+            )
+        )
+    )
+
+
+def test_no_upstream_reachable_is_said_once_in_one_line() -> None:
+    """Issue 13: with no network, one `upstream.none_reachable` line, not a provider count."""
+    from structlog.testing import capture_logs
+
+    board = _many("a", "b", "c", "d")
+    now = utc_now()
+    with capture_logs() as logs:
+        board.record("a", ok=False, at=now, latency_ms=None, error="transport_error")
+        board.record("b", ok=False, at=now, latency_ms=None, error="timeout")
+        assert not board.none_reachable()  # two tried out of four: too early to say
+        board.record("c", ok=False, at=now, latency_ms=None, error="transport_error")
+        for _ in range(3):
+            board.record("a", ok=False, at=now, latency_ms=None, error="transport_error")
+        assert board.none_reachable() and not board.answered_since_start()
+        board.record("d", ok=False, at=now, latency_ms=None, error="http_error")  # an answer
+        assert not board.none_reachable() and board.answered_since_start()
+    events = [entry["event"] for entry in logs]
+    assert events.count("upstream.none_reachable") == 1
+    assert events.count("upstream.reachable_again") == 1
+    (line,) = [entry for entry in logs if entry["event"] == "upstream.none_reachable"]
+    assert "Check the network" in line["message"] and line["tried"] == ["a", "b", "c"]
+
+
+def test_an_http_error_is_an_answer_not_an_unreachable_upstream() -> None:
+    board = _many("a", "b", "c")
+    now = utc_now()
+    for provider in ("a", "b", "c"):
+        board.record(provider, ok=False, at=now, latency_ms=5.0, error="http_error")
+    assert not board.none_reachable() and board.answered_since_start()

@@ -278,3 +278,21 @@ async def test_restore_is_a_union_not_a_sum(
     await after.acquire()  # grants made since start-up merge with the restored ones
     after.restore(newer)
     assert [u.used for u in after.usage()] == [4, 8]
+
+
+@pytest.mark.parametrize("limit", [1, 2, 4])
+async def test_a_tiny_window_never_calls_its_threshold(
+    autojump_clock: trio.abc.Clock, limit: int
+) -> None:
+    """"used 1 of 1" / "2 of 2" is how a one-request budget is meant to be used: no
+    rate_limit_80 alert for windows under MIN_ALERTED_LIMIT requests (issue 13)."""
+    fired: list[int] = []
+    limiter = RateLimiter(
+        "kraken",
+        [RateLimitWindow(limit, 1.0, "second")],
+        on_threshold=lambda p, w, used, n: fired.append(used),
+    )
+    for _ in range(3 * limit):
+        await limiter.acquire()
+    assert fired == []
+    assert ratelimit_module.MIN_ALERTED_LIMIT == 5

@@ -23,6 +23,7 @@ from gateway.api.auth.control import (
     CLOSE_UNAUTHORIZED,
     AccessControl,
     Closeable,
+    address_bucket,
 )
 from gateway.api.auth.credentials import credential_from_headers, credential_from_init
 from gateway.api.auth.metering import UsageMeter, UsageSnapshot
@@ -49,6 +50,7 @@ __all__ = [
     "Unauthenticated",
     "UsageMeter",
     "UsageSnapshot",
+    "address_bucket",
     "check_history",
     "check_symbols",
     "credential_from_headers",

@@ -18,6 +18,7 @@ a refused request change anything, or let storage trouble end `run`.
 from __future__ import annotations
 
 import ipaddress
+from collections import Counter
 from collections.abc import Iterable
 from typing import Final, Protocol
 
@@ -32,7 +33,7 @@ from gateway.models import utc_now
 from gateway.storage import KeyRecord, KeyStore, Storage
 from gateway.vocabulary import TIER_NAMES
 
-__all__ = ["CLOSE_FORBIDDEN", "CLOSE_UNAUTHORIZED", "AccessControl", "Closeable"]
+__all__ = ["CLOSE_FORBIDDEN", "CLOSE_UNAUTHORIZED", "AccessControl", "Closeable", "address_bucket"]
 
 log = structlog.get_logger(__name__)
 
@@ -41,8 +42,9 @@ CLOSE_UNAUTHORIZED: Final = 4401
 CLOSE_FORBIDDEN: Final = 4403
 
 
-def _bucket(address: str) -> str:
-    """What anonymous limits count: the address, or its /64 for IPv6 (one host's usual share)."""
+def address_bucket(address: str) -> str:
+    """What anonymous limits count: the address, or its /64 for IPv6 (one host's usual share);
+    the connection caps (gateway.api.connections) count by it too."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
@@ -78,12 +80,14 @@ class AccessControl:
         self.limits = {tier: TierLimits.from_settings(settings, tier) for tier in TIER_NAMES}
         self._connections: dict[int, set[Closeable]] = {}
         self._touched: dict[int, float] = {}  # key id → trio time of the last last_used write
+        # Refused authentications by reason (missing_key, invalid_key), for /metrics.
+        self.refusals: Counter[str] = Counter()
 
     # -- who ----------------------------------------------------------------------------------
 
     def anonymous(self, client_address: str) -> Principal:
         return Principal(
-            client=f"ip:{_bucket(client_address)}",
+            client=f"ip:{address_bucket(client_address)}",
             role="viewer",
             limits=self.limits["free"],
             admin=self.settings.allow_admin_mutations,
@@ -107,12 +111,14 @@ class AccessControl:
         """
         if credential is None:
             if self.settings.anonymous_access == "off":
+                self.refusals["missing_key"] += 1
                 raise Unauthenticated(
                     "an API key is required: send Authorization: Bearer <key>", presented=False
                 )
             return self.anonymous(client_address)
         record = await self.keys.verify(credential) if credential else None
         if record is None:
+            self.refusals["invalid_key"] += 1
             raise Unauthenticated("the API key is not valid (unknown or revoked)", presented=True)
         self._touch(record.id)
         return self.principal_for(record)

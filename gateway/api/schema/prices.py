@@ -25,6 +25,7 @@ from strawberry.types import Info
 
 from gateway.api.auth import check_history, check_symbols
 from gateway.api.context import RequestContext
+from gateway.api.schema.operations import FreshnessState
 from gateway.errors import BadUserInput, StaleData, UnknownSymbol, UpstreamError
 from gateway.market.freshness import STALE_DATA, Freshness
 from gateway.models import Candle as CandleRecord
@@ -32,8 +33,9 @@ from gateway.models import PriceTick, from_epoch_ms, utc_now
 from gateway.prices.consensus import Consensus, consensus
 from gateway.prices.history import CandleHistory
 from gateway.prices.live_candles import bucket_start, live_candles
+from gateway.providers.freshness import data_freshness, worst
 from gateway.symbols import known_symbols, normalize_symbol
-from gateway.vocabulary import Interval
+from gateway.vocabulary import Category, Interval
 
 if TYPE_CHECKING:
     from gateway.api.context import Services
@@ -145,6 +147,13 @@ class SystemStatus:
     providers: ProviderCounts
     subscribers: int = strawberry.field(description="Live subscription operations right now.")
     database_bytes: int = strawberry.field(description="Size of the SQLite files on disk.")
+    freshness: FreshnessState | None = strawberry.field(
+        description="The worst category's data freshness (see `freshness`); null with no"
+        " enabled provider."
+    )
+    stalest_category: Category | None = strawberry.field(
+        description="The category in that state (the first, when several are)."
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -297,6 +306,13 @@ class PriceQuery:
                 result.append(consensus_price(symbol, agreed))
         result = _within_age(context, result, now)  # STALE_DATA: old ones warned, too old refused
         if missing and not result:
+            board = context.services.status_board
+            if board.none_reachable() and not board.answered_since_start():
+                raise UpstreamError(
+                    f"no price for {', '.join(missing)}: no upstream has answered since start: "
+                    "check the network",
+                    provider="gateway",
+                )
             raise UpstreamError(
                 f"no price has been collected yet for {', '.join(missing)}", provider="gateway"
             )
@@ -355,6 +371,15 @@ class PriceQuery:
         services = _context(info).services
         counts = services.status_board.counts()
         hub = services.hub
+        categories = [
+            row
+            for row in data_freshness(
+                services.settings, services.providers, services.status_board, utc_now()
+            )
+            if row.provider is None
+        ]
+        worst_state = worst(row.state for row in categories)
+        worst_category = next((r.category for r in categories if r.state == worst_state), None)
         return SystemStatus(
             status="ok" if counts["online"] or counts["total"] == 0 else "degraded",
             version=services.version,
@@ -362,6 +387,8 @@ class PriceQuery:
             providers=ProviderCounts(**counts),
             subscribers=hub.member_count if hub is not None else 0,
             database_bytes=services.storage.database_bytes(),
+            freshness=worst_state,
+            stalest_category=Category(worst_category) if worst_category else None,
         )
 
 

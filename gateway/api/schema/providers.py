@@ -118,7 +118,7 @@ class Provider:
             circuit=CircuitState(registry.circuit(config.id)),
             priority=config.priority,
             requires_key=config.requires_key,
-            key_configured=registry.secrets.is_configured(config) and config.auth.kind != "none",
+            key_configured=registry.secrets.key_set(config),
             enabled=config.enabled,
             disabled_reason=config.disabled_reason,
             docs_url=config.docs_url,

@@ -19,6 +19,8 @@ from gateway.api.ws.admission import (
 from gateway.api.ws.connection import Connection, serve_websocket
 from gateway.api.ws.descriptors import (
     descriptor_limit,
+    fresh_allowance,
+    http_connection_cap,
     raise_descriptor_limit,
     total_connection_cap,
 )
@@ -41,6 +43,8 @@ __all__ = [
     "WebSocketStats",
     "choose_subprotocol",
     "descriptor_limit",
+    "fresh_allowance",
+    "http_connection_cap",
     "raise_descriptor_limit",
     "serve_websocket",
     "total_connection_cap",

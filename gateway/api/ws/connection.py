@@ -336,13 +336,15 @@ async def serve_websocket(
     client: str = "unknown",
     handshake_credential: str | None = None,
     admission: Admission | None = None,
+    on_admitted: Callable[[], object] | None = None,
 ) -> None:
     """The ASGI WebSocket endpoint for /graphql.
 
     `context_for(principal)` makes the connection's GraphQL context once the client is known;
     with `access`, the connection_init payload must authenticate (see the module docstring).
     With `admission`, a socket over a connection cap or its client's request budget is closed
-    as soon as it is accepted, and costs nothing more (gateway.api.ws.admission).
+    as soon as it is accepted, and costs nothing more (gateway.api.ws.admission); one admitted
+    is reported to `on_admitted` (the app's connection caps stop counting it per client).
     """
     message = await receive()
     if message["type"] != "websocket.connect":
@@ -364,6 +366,8 @@ async def serve_websocket(
             close = {"type": "websocket.close", "code": admitted.code, "reason": admitted.reason}
             await send(close)
         return
+    if on_admitted is not None:
+        on_admitted()
     try:
         await send({"type": "websocket.accept", "subprotocol": protocol})
         connection = Connection(

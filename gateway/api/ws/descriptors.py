@@ -7,7 +7,10 @@ the `/healthz` probe that would tell an orchestrator it is alive. So `raise_desc
 RLIMIT_NOFILE to the hard limit, and `total_connection_cap` gives WebSockets what is left after
 `Settings.fd_reserve` descriptors are kept back for the database, the upstream client and HTTP
 clients (health, readiness, metrics, admin), unless `Settings.ws_max_connections` sets the cap
-outright.
+outright. `http_connection_cap` bounds every client connection, WebSockets included
+(gateway.api.connections): the limit less three quarters of the reserve, so at the WebSocket
+cap a quarter of the reserve is left for plain HTTP, another quarter (`fresh_allowance`) for
+addresses holding no connection, and half for the process's own descriptors: it never runs out.
 
 Must never: fail the start (a platform without `resource`, or a limit that cannot be raised,
 is logged and lived with), lower a limit, or log anything but the numbers.
@@ -21,7 +24,13 @@ import structlog
 
 from gateway.config import Settings
 
-__all__ = ["descriptor_limit", "raise_descriptor_limit", "total_connection_cap"]
+__all__ = [
+    "descriptor_limit",
+    "fresh_allowance",
+    "http_connection_cap",
+    "raise_descriptor_limit",
+    "total_connection_cap",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -85,3 +94,22 @@ def total_connection_cap(settings: Settings, limit: int | None = None) -> int:
             fd_reserve=settings.fd_reserve,
         )
     return max(1, cap)
+
+
+def http_connection_cap(settings: Settings, limit: int | None = None) -> int:
+    """How many client connections (WebSockets included) may be open at once, in total.
+
+    `http_max_connections` when set; otherwise the descriptor limit (`limit`, or the process's
+    own now) less three quarters of `fd_reserve` (see the module docstring), and at least 1.
+    """
+    if settings.http_max_connections is not None:
+        return settings.http_max_connections
+    if limit is None:
+        limit = descriptor_limit() or 1024
+    return max(1, limit - settings.fd_reserve + fresh_allowance(settings))
+
+
+def fresh_allowance(settings: Settings) -> int:
+    """Connections admitted past `http_connection_cap` from addresses holding none: a quarter
+    of the reserve."""
+    return settings.fd_reserve // 4
