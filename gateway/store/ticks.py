@@ -100,12 +100,8 @@ ORDER BY observed_ms, provider, symbol
 LIMIT :limit
 """
 
-
-
-
-
 # Candles of a whole number of minutes, from candles_1m; the same rules as CANDLES_SQL.
-CANDLES_FROM_MINUTES_SQL: Final = """
+_CANDLES_FROM_MINUTES_TEMPLATE: Final = """
 WITH chosen AS (
     SELECT provider FROM candles_1m INDEXED BY candles_1m_symbol_time
     WHERE symbol = :symbol AND minute_ms >= :start AND minute_ms < :end
@@ -113,11 +109,9 @@ WITH chosen AS (
 ), bucket AS (
     SELECT provider, minute_ms / :width AS n, min(minute_ms) AS first_minute,
            max(minute_ms) AS last_minute, max(high) AS high, min(low) AS low, count(*) AS minutes
-    FROM candles_1m INDEXED BY candles_1m_symbol_time
+    FROM candles_1m {index_hint}
     WHERE symbol = :symbol AND minute_ms >= :start AND minute_ms < :end
-      AND CASE :choice WHEN 'each' THEN 1
-                       WHEN 'one' THEN provider = :provider
-                       ELSE provider = (SELECT provider FROM chosen) END
+      {provider_filter}
     GROUP BY provider, n
 )
 SELECT b.n, o.open, b.high, b.low, c.close, b.minutes, b.provider
@@ -129,14 +123,15 @@ JOIN candles_1m AS c
 ORDER BY b.n, b.provider
 """
 
-# One statement, so the provider choice and the candles come from the same snapshot. `:choice`
-# is 'chosen' (the one provider with the most ticks in the range, ties to the alphabetically
-# first), 'each' (every provider's candles, several per bucket) or 'one' (`:provider`'s).
+# One statement, so the provider choice and the candles come from the same snapshot. The
+# provider filter is 'chosen' (the one provider with the most ticks in the range, ties to the
+# alphabetically first), 'each' (every provider's candles, several per bucket) or 'one'
+# (`:provider`'s): one template, three statements, each with the index that suits it.
 # Open and close are found by joining back on the primary key at each bucket's first and last
 # instant. INDEXED BY: without ANALYZE statistics the planner would rather walk the primary
 # key on `symbol` alone (it yields providers already grouped), which reads the symbol's whole
 # history.
-CANDLES_SQL: Final = """
+_CANDLES_TEMPLATE: Final = """
 WITH chosen AS (
     SELECT provider FROM price_ticks INDEXED BY price_ticks_symbol_time
     WHERE symbol = :symbol AND observed_ms >= :start AND observed_ms < :end
@@ -145,11 +140,9 @@ WITH chosen AS (
     SELECT provider, observed_ms / :width AS n, min(observed_ms) AS first_ms,
            max(observed_ms) AS last_ms, max(usd) AS high, min(usd) AS low,
            count(DISTINCT (observed_ms % :width) / 60000) AS minutes
-    FROM price_ticks INDEXED BY price_ticks_symbol_time
+    FROM price_ticks {index_hint}
     WHERE symbol = :symbol AND observed_ms >= :start AND observed_ms < :end
-      AND CASE :choice WHEN 'each' THEN 1
-                       WHEN 'one' THEN provider = :provider
-                       ELSE provider = (SELECT provider FROM chosen) END
+      {provider_filter}
     GROUP BY provider, n
 )
 SELECT b.n, o.usd, b.high, b.low, c.usd, b.minutes, b.provider
@@ -161,6 +154,28 @@ JOIN price_ticks AS c
 ORDER BY b.n, b.provider
 """
 
+
+# choice -> (index hint, provider condition). One provider is a range of the primary key
+# (symbol, provider, time); every provider is a range of the (symbol, time) index, which the
+# planner would not pick by itself without ANALYZE statistics.
+_PROVIDER_FILTERS: Final = {
+    "chosen": ("", "AND provider = (SELECT provider FROM chosen)"),
+    "each": ("INDEXED BY {time_index}", ""),
+    "one": ("", "AND provider = :provider"),
+}
+# choice -> statement
+CANDLES_SQL: Final = {
+    choice: _CANDLES_TEMPLATE.format(
+        index_hint=hint.format(time_index="price_ticks_symbol_time"), provider_filter=condition
+    )
+    for choice, (hint, condition) in _PROVIDER_FILTERS.items()
+}
+CANDLES_FROM_MINUTES_SQL: Final = {
+    choice: _CANDLES_FROM_MINUTES_TEMPLATE.format(
+        index_hint=hint.format(time_index="candles_1m_symbol_time"), provider_filter=condition
+    )
+    for choice, (hint, condition) in _PROVIDER_FILTERS.items()
+}
 
 def query_ms(moment: datetime, argument: str) -> int:
     """`moment` in epoch milliseconds; BadUserInput, naming `argument`, if it is naive."""
@@ -205,7 +220,6 @@ def candles_statement(
         "start": start_ms,
         "end": end_ms,
         "width": width,
-        "choice": choice,
         "provider": provider,
     }
     # Whole minutes: from candles_1m, one row per minute instead of one per tick
@@ -214,8 +228,8 @@ def candles_statement(
     if width % 60_000 == 0:
         params["start"] = start_ms // 60_000 * 60_000
         params["end"] = -(-end_ms // 60_000) * 60_000
-        return CANDLES_FROM_MINUTES_SQL, params
-    return CANDLES_SQL, params
+        return CANDLES_FROM_MINUTES_SQL[choice], params
+    return CANDLES_SQL[choice], params
 
 
 def candles_from_rows(

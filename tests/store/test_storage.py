@@ -502,18 +502,26 @@ async def test_candles_reject_bad_arguments(storage: Storage) -> None:
 @pytest.mark.parametrize(
     ("query", "params", "time_range"),
     [
-        ("CANDLES_SQL", {"symbol": "BTC", "start": 0, "end": 10**13, "width": 60_000, "choice": "chosen", "provider": None}, True),
-        ("CANDLES_SQL", {"symbol": "BTC", "start": 0, "end": 10**13, "width": 60_000, "choice": "each", "provider": None}, True),
+        (("CANDLES_SQL", "chosen"), {"symbol": "BTC", "start": 0, "end": 10**13, "width": 60_000, "provider": None}, True),
+        (("CANDLES_SQL", "each"), {"symbol": "BTC", "start": 0, "end": 10**13, "width": 60_000, "provider": None}, True),
+        (("CANDLES_SQL", "one"), {"symbol": "BTC", "start": 0, "end": 10**13, "width": 60_000, "provider": "a"}, True),
         ("SINCE_SQL", {"symbols": json.dumps(["BTC"]), "since": 0, "limit": 10}, True),
         ("LATEST_SQL", {"symbols": json.dumps(["BTC", "ETH"])}, False),  # min/max seeks
     ],
 )
 async def test_queries_are_index_range_scans(
-    storage: Storage, db_path: Path, query: str, params: dict[str, object], time_range: bool
+    storage: Storage,
+    db_path: Path,
+    query: str | tuple[str, str],
+    params: dict[str, object],
+    time_range: bool,
 ) -> None:
     with trio.fail_after(10):
         await storage.write_ticks([tick(i, provider=p) for i in range(50) for p in ("a", "b")])
-        statement = "EXPLAIN QUERY PLAN " + getattr(ticks, query)
+        if isinstance(query, tuple):  # a statement per provider choice
+            statement = "EXPLAIN QUERY PLAN " + getattr(ticks, query[0])[query[1]]
+        else:
+            statement = "EXPLAIN QUERY PLAN " + getattr(ticks, query)
         plan = [row[3] for row in await sql(db_path, statement, params)]
     searches = [step for step in plan if step.startswith("SEARCH price_ticks ")]
     assert searches, plan
@@ -561,8 +569,8 @@ async def test_count_ping_and_size(storage: Storage, db_path: Path) -> None:
 async def test_minute_candles_are_an_index_range_scan(storage: Storage, db_path: Path) -> None:
     with trio.fail_after(10):
         await storage.write_ticks([tick(i, provider=p) for i in range(50) for p in ("a", "b")])
-        statement = "EXPLAIN QUERY PLAN " + ticks.CANDLES_FROM_MINUTES_SQL
-        params = {"symbol": "BTC", "start": 0, "end": 10**13, "width": 300_000, "choice": "each", "provider": None}
+        statement = "EXPLAIN QUERY PLAN " + ticks.CANDLES_FROM_MINUTES_SQL["each"]
+        params = {"symbol": "BTC", "start": 0, "end": 10**13, "width": 300_000, "provider": None}
         plan = [row[3] for row in await sql(db_path, statement, params)]
     assert not any(step.startswith("SCAN candles_1m") for step in plan), plan
     searches = [step for step in plan if step.startswith("SEARCH candles_1m ")]
