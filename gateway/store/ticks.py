@@ -102,14 +102,20 @@ LIMIT :limit
 
 # Candles of a whole number of minutes, from candles_1m; the same rules as CANDLES_SQL.
 _CANDLES_FROM_MINUTES_TEMPLATE: Final = """
-WITH chosen AS (
+WITH RECURSIVE hop(provider) AS (
+    SELECT (SELECT min(provider) FROM candles_1m WHERE symbol = :symbol)
+    UNION ALL
+    SELECT (SELECT min(provider) FROM candles_1m
+            WHERE symbol = :symbol AND provider > hop.provider)
+    FROM hop WHERE hop.provider IS NOT NULL
+), chosen AS (
     SELECT provider FROM candles_1m INDEXED BY candles_1m_symbol_time
     WHERE symbol = :symbol AND minute_ms >= :start AND minute_ms < :end
     GROUP BY provider ORDER BY count(*) DESC, provider LIMIT 1
 ), bucket AS (
     SELECT provider, minute_ms / :width AS n, min(minute_ms) AS first_minute,
            max(minute_ms) AS last_minute, max(high) AS high, min(low) AS low, count(*) AS minutes
-    FROM candles_1m {index_hint}
+    FROM candles_1m
     WHERE symbol = :symbol AND minute_ms >= :start AND minute_ms < :end
       {provider_filter}
     GROUP BY provider, n
@@ -126,13 +132,19 @@ ORDER BY b.n, b.provider
 # One statement, so the provider choice and the candles come from the same snapshot. The
 # provider filter is 'chosen' (the one provider with the most ticks in the range, ties to the
 # alphabetically first), 'each' (every provider's candles, several per bucket) or 'one'
-# (`:provider`'s): one template, three statements, each with the index that suits it.
+# (`:provider`'s): one template, three statements.
 # Open and close are found by joining back on the primary key at each bucket's first and last
-# instant. INDEXED BY: without ANALYZE statistics the planner would rather walk the primary
-# key on `symbol` alone (it yields providers already grouped), which reads the symbol's whole
-# history.
+# instant. `chosen` reads through the (symbol, time) index (INDEXED BY: without ANALYZE
+# statistics the planner would rather walk the primary key on `symbol` alone, which reads the
+# symbol's whole history); the candles themselves read primary-key ranges (see below).
 _CANDLES_TEMPLATE: Final = """
-WITH chosen AS (
+WITH RECURSIVE hop(provider) AS (
+    SELECT (SELECT min(provider) FROM price_ticks WHERE symbol = :symbol)
+    UNION ALL
+    SELECT (SELECT min(provider) FROM price_ticks
+            WHERE symbol = :symbol AND provider > hop.provider)
+    FROM hop WHERE hop.provider IS NOT NULL
+), chosen AS (
     SELECT provider FROM price_ticks INDEXED BY price_ticks_symbol_time
     WHERE symbol = :symbol AND observed_ms >= :start AND observed_ms < :end
     GROUP BY provider ORDER BY count(*) DESC, provider LIMIT 1
@@ -140,7 +152,7 @@ WITH chosen AS (
     SELECT provider, observed_ms / :width AS n, min(observed_ms) AS first_ms,
            max(observed_ms) AS last_ms, max(usd) AS high, min(usd) AS low,
            count(DISTINCT (observed_ms % :width) / 60000) AS minutes
-    FROM price_ticks {index_hint}
+    FROM price_ticks
     WHERE symbol = :symbol AND observed_ms >= :start AND observed_ms < :end
       {provider_filter}
     GROUP BY provider, n
@@ -155,26 +167,23 @@ ORDER BY b.n, b.provider
 """
 
 
-# choice -> (index hint, provider condition). One provider is a range of the primary key
-# (symbol, provider, time); every provider is a range of the (symbol, time) index, which the
-# planner would not pick by itself without ANALYZE statistics.
+# choice -> provider condition. Each reads primary-key ranges (symbol, provider, time), with no
+# lookups: one provider's range, or (each) one range per provider found by the `hop` loose
+# index scan (a seek per provider). Through the (symbol, time) index instead, every row would
+# cost a lookup into the table: 41 ms instead of 24 for a week of four providers' minutes.
 _PROVIDER_FILTERS: Final = {
-    "chosen": ("", "AND provider = (SELECT provider FROM chosen)"),
-    "each": ("INDEXED BY {time_index}", ""),
-    "one": ("", "AND provider = :provider"),
+    "chosen": "AND provider = (SELECT provider FROM chosen)",
+    "each": "AND provider IN (SELECT provider FROM hop WHERE provider IS NOT NULL)",
+    "one": "AND provider = :provider",
 }
 # choice -> statement
 CANDLES_SQL: Final = {
-    choice: _CANDLES_TEMPLATE.format(
-        index_hint=hint.format(time_index="price_ticks_symbol_time"), provider_filter=condition
-    )
-    for choice, (hint, condition) in _PROVIDER_FILTERS.items()
+    choice: _CANDLES_TEMPLATE.format(provider_filter=condition)
+    for choice, condition in _PROVIDER_FILTERS.items()
 }
 CANDLES_FROM_MINUTES_SQL: Final = {
-    choice: _CANDLES_FROM_MINUTES_TEMPLATE.format(
-        index_hint=hint.format(time_index="candles_1m_symbol_time"), provider_filter=condition
-    )
-    for choice, (hint, condition) in _PROVIDER_FILTERS.items()
+    choice: _CANDLES_FROM_MINUTES_TEMPLATE.format(provider_filter=condition)
+    for choice, condition in _PROVIDER_FILTERS.items()
 }
 
 def query_ms(moment: datetime, argument: str) -> int:
