@@ -24,7 +24,7 @@ import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Final, Protocol
+from typing import Any, ClassVar, Final, Generic, Protocol, TypeVar
 
 import structlog
 import trio
@@ -37,6 +37,7 @@ from gateway.symbols import normalize_symbol
 from gateway.upstream import UpstreamClient
 from gateway.upstream.client import NO_RETRY
 
+R = TypeVar("R")  # what a polling loop collects
 TickParser = Callable[..., list[PriceTick]]  # parse(payload, observed_at, *, provider=…)
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "Collector",
     "CollectorContext",
     "PollingCollector",
+    "PollingLoop",
     "Publish",
     "backoff_delay",
     "epoch_millis",
@@ -171,23 +173,86 @@ def is_valid_price(value: float | None) -> bool:
     return value is not None and math.isfinite(value) and value > 0
 
 
-class PollingCollector:
-    """The shared polling loop; a subclass sets `name` and implements `poll()`.
+class PollingLoop(Generic[R]):
+    """poll -> publish -> sleep, forever: the one loop every polling collector runs, whatever
+    it collects (price ticks here, news items and index values in `news_base`).
 
-    Exposes `consecutive_failures`, `last_error` and `last_success_at` for health reporting.
+    A subclass sets `name` and implements `provider`, `poll()` and `publish()`. Exposes
+    `consecutive_failures`, `last_error` and `last_success_at` for health reporting.
     """
 
     name: ClassVar[str]
 
-    def __init__(self, ctx: CollectorContext) -> None:
-        self.ctx = ctx
+    def __init__(self) -> None:
         self.consecutive_failures = 0
         self.last_error: UpstreamError | None = None
         self.last_success_at: datetime | None = None
 
     @property
     def provider(self) -> ProviderConfig:
+        raise NotImplementedError
+
+    async def poll(self) -> Sequence[R]:
+        """One fetch + parse; raises `UpstreamError` subclasses on failure."""
+        raise NotImplementedError
+
+    async def publish(self, records: Sequence[R]) -> None:
+        """Hand a polled batch on (it may wait: backpressure delays the next poll)."""
+        raise NotImplementedError
+
+    def next_delay(self, error: UpstreamError | None) -> float:
+        """Delay before the next poll, given the current failure count and the last error."""
+        retry_after = error.retry_after if isinstance(error, UpstreamRateLimited) else None
+        return backoff_delay(self.provider.interval_seconds, self.consecutive_failures, retry_after)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Poll, publish, sleep; forever. See the module docstring for the error rules."""
+        task_status.started()
+        logger = log.bind(provider=self.provider.id, collector=self.name)
+        clock = JobClock(f"collector:{self.provider.id}", self.provider.interval_seconds)
+        while True:
+            await clock.begin()
+            error: UpstreamError | None = None
+            try:
+                records = await self.poll()
+            except UpstreamError as exc:
+                error = exc
+                self.consecutive_failures += 1
+                self.last_error = exc
+            else:
+                if self.consecutive_failures:
+                    logger.info("collector.recovered", after_failures=self.consecutive_failures)
+                self.consecutive_failures = 0
+                self.last_success_at = utc_now()
+                if records:
+                    await self.publish(records)
+            delay = self.next_delay(error)
+            if error is not None:
+                logger.warning(
+                    "collector.poll_failed",
+                    error=str(error),
+                    error_class=type(error).__name__,
+                    status=error.status,
+                    failures=self.consecutive_failures,
+                    retry_in_s=round(delay, 3),
+                )
+            await clock.plan(delay, error)
+            await trio.sleep(delay)
+
+
+class PollingCollector(PollingLoop[PriceTick]):
+    """The price collectors' base: a subclass sets `name` and implements `poll()`."""
+
+    def __init__(self, ctx: CollectorContext) -> None:
+        super().__init__()
+        self.ctx = ctx
+
+    @property
+    def provider(self) -> ProviderConfig:
         return self.ctx.provider
+
+    async def publish(self, records: Sequence[PriceTick]) -> None:
+        await self.ctx.publish(records)
 
     @property
     def symbols(self) -> tuple[str, ...]:
@@ -224,42 +289,3 @@ class PollingCollector:
             retry=NO_RETRY,
         )
         return ticks
-
-    def next_delay(self, error: UpstreamError | None) -> float:
-        """Delay before the next poll, given the current failure count and the last error."""
-        retry_after = error.retry_after if isinstance(error, UpstreamRateLimited) else None
-        return backoff_delay(self.provider.interval_seconds, self.consecutive_failures, retry_after)
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Poll, publish, sleep; forever. See the module docstring for the error rules."""
-        task_status.started()
-        logger = log.bind(provider=self.provider.id, collector=self.name)
-        clock = JobClock(f"collector:{self.provider.id}", self.provider.interval_seconds)
-        while True:
-            await clock.begin()
-            error: UpstreamError | None = None
-            try:
-                ticks = await self.poll()
-            except UpstreamError as exc:
-                error = exc
-                self.consecutive_failures += 1
-                self.last_error = exc
-            else:
-                if self.consecutive_failures:
-                    logger.info("collector.recovered", after_failures=self.consecutive_failures)
-                self.consecutive_failures = 0
-                self.last_success_at = utc_now()
-                if ticks:
-                    await self.ctx.publish(ticks)
-            delay = self.next_delay(error)
-            if error is not None:
-                logger.warning(
-                    "collector.poll_failed",
-                    error=str(error),
-                    error_class=type(error).__name__,
-                    status=error.status,
-                    failures=self.consecutive_failures,
-                    retry_in_s=round(delay, 3),
-                )
-            await clock.plan(delay, error)
-            await trio.sleep(delay)

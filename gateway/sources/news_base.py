@@ -4,7 +4,7 @@ not price ticks, with conditional GET.
 News and index values do not take the price path (`gateway.ingest`): a news collector hands
 `NewsItem`s to the news ingest (`gateway.news.ingest`), a Fear & Greed collector hands
 `FearGreedPoint`s to the index store, each through its own `publish`. `RecordCollector.run()` is
-the same loop as `gateway.sources.base.PollingCollector` — poll, publish, sleep
+the loop of `gateway.sources.base.PollingLoop`, as for prices — poll, publish, sleep
 `interval_seconds`, upstream trouble logged and retried with doubling backoff (`backoff_delay`),
 anything else a bug that escapes to the supervisor — over any record type.
 
@@ -29,11 +29,9 @@ import structlog
 import trio
 
 from gateway.config import ProviderConfig
-from gateway.errors import UpstreamError, UpstreamPayloadError, UpstreamRateLimited
-from gateway.models import utc_now
+from gateway.errors import UpstreamPayloadError
 from gateway.news_models import FearGreedPoint, NewsItem
-from gateway.sources.base import backoff_delay
-from gateway.sources.schedule import JobClock
+from gateway.sources.base import PollingLoop
 from gateway.upstream import UpstreamClient
 from gateway.upstream.client import NO_RETRY
 from gateway.upstream.conditional import RawResponse, Validators
@@ -67,7 +65,7 @@ class RecordContext(Generic[R]):
     newest: datetime | None = None
 
 
-class RecordCollector(Generic[R]):
+class RecordCollector(PollingLoop[R]):
     """The polling loop over records of type `R`; a subclass sets `name`, implements `poll()`.
 
     Exposes `consecutive_failures`, `last_error`, `last_success_at` and `not_modified` (the
@@ -77,10 +75,8 @@ class RecordCollector(Generic[R]):
     name: ClassVar[str]
 
     def __init__(self, ctx: RecordContext[R]) -> None:
+        super().__init__()
         self.ctx = ctx
-        self.consecutive_failures = 0
-        self.last_error: UpstreamError | None = None
-        self.last_success_at: datetime | None = None
         self.not_modified = 0
         self._validators: dict[str, Validators] = {}
 
@@ -91,6 +87,9 @@ class RecordCollector(Generic[R]):
     async def poll(self) -> list[R]:
         """One fetch + parse; raises `UpstreamError` subclasses on failure."""
         raise NotImplementedError
+
+    async def publish(self, records: Sequence[R]) -> None:
+        await self.ctx.publish(records)
 
     async def fetch_raw(
         self,
@@ -135,45 +134,6 @@ class RecordCollector(Generic[R]):
         except UpstreamPayloadError as exc:
             self.ctx.client.report_payload_error(self.provider, exc)
             raise
-
-    def next_delay(self, error: UpstreamError | None) -> float:
-        """Delay before the next poll, given the current failure count and the last error."""
-        retry_after = error.retry_after if isinstance(error, UpstreamRateLimited) else None
-        return backoff_delay(self.provider.interval_seconds, self.consecutive_failures, retry_after)
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Poll, publish, sleep; forever. Upstream errors never escape (see the docstring)."""
-        task_status.started()
-        logger = log.bind(provider=self.provider.id, collector=self.name)
-        clock = JobClock(f"collector:{self.provider.id}", self.provider.interval_seconds)
-        while True:
-            await clock.begin()
-            error: UpstreamError | None = None
-            try:
-                records = await self.poll()
-            except UpstreamError as exc:
-                error = exc
-                self.consecutive_failures += 1
-                self.last_error = exc
-            else:
-                if self.consecutive_failures:
-                    logger.info("collector.recovered", after_failures=self.consecutive_failures)
-                self.consecutive_failures = 0
-                self.last_success_at = utc_now()
-                if records:
-                    await self.ctx.publish(records)
-            delay = self.next_delay(error)
-            if error is not None:
-                logger.warning(
-                    "collector.poll_failed",
-                    error=str(error),
-                    error_class=type(error).__name__,
-                    status=error.status,
-                    failures=self.consecutive_failures,
-                    retry_in_s=round(delay, 3),
-                )
-            await clock.plan(delay, error)
-            await trio.sleep(delay)
 
 
 def _json_body(body: bytes, provider: str, path: str) -> object:
