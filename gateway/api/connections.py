@@ -34,6 +34,7 @@ from typing import Final
 import structlog
 
 from gateway.api.auth import address_bucket
+from gateway.api.client_counts import ClientCounts
 from gateway.api.metrics import HttpStats
 
 __all__ = ["ConnectionCaps", "Ticket"]
@@ -74,7 +75,7 @@ class ConnectionCaps:
         self._trusted_proxy = trusted_proxy
         self._stats = stats
         self._open = 0
-        self._per_client: dict[str, int] = {}
+        self._per_client = ClientCounts()
         self._by_peer: dict[Peer, Ticket] = {}
         self._at_cap = False
         self._clear_below = self.total - max(1, self.total // 10)
@@ -87,7 +88,7 @@ class ConnectionCaps:
 
     def held_by(self, address: str) -> int:
         """Connections counted for the client at `address` (its bucket)."""
-        return self._per_client.get(address_bucket(address), 0)
+        return self._per_client.held_by(address_bucket(address))
 
     def admit(self, peer: Peer | None) -> Ticket | None:
         """A place for a connection just accepted from `peer` (host, port; None when the
@@ -95,7 +96,7 @@ class ConnectionCaps:
         client = None
         if peer is not None and not self._trusted_proxy(peer[0]):
             client = address_bucket(peer[0])
-        held = self._per_client.get(client, 0) if client is not None else 0
+        held = self._per_client.held_by(client) if client is not None else 0
         if client is not None and self.per_client != _NO_CAP and held >= self.per_client:
             if client not in self._clients_at_cap:  # once per episode, not per connection
                 self._clients_at_cap.add(client)
@@ -114,7 +115,7 @@ class ConnectionCaps:
         self._open += 1
         self._stats.connections = self._open
         if client is not None:
-            self._per_client[client] = held + 1
+            self._per_client.add(client)
         if peer is not None:
             self._by_peer[peer] = ticket
         return ticket
@@ -145,11 +146,7 @@ class ConnectionCaps:
             log.info("http.connection_cap_cleared", total=self.total, open=self._open)
 
     def _unclaim(self, client: str) -> None:
-        count = self._per_client.get(client, 0) - 1
-        if count > 0:
-            self._per_client[client] = count
-        else:
-            self._per_client.pop(client, None)
+        if self._per_client.remove(client) == 0:
             self._clients_at_cap.discard(client)
 
     def _refuse(self, label: str) -> None:

@@ -35,6 +35,7 @@ from typing import Final
 import structlog
 
 from gateway.api.auth import AccessControl, Principal, RateLimited
+from gateway.api.client_counts import ClientCounts
 from gateway.api.ws.options import WebSocketStats
 
 __all__ = [
@@ -85,7 +86,7 @@ class Admission:
         self._stats = stats
         self._access = access
         self._open = 0
-        self._per_client: dict[str, int] = {}
+        self._per_client = ClientCounts()
         self._at_cap = False
         stats.max_connections = self.total
 
@@ -95,7 +96,7 @@ class Admission:
 
     def held_by(self, client: str) -> int:
         """Sockets open for `client` ("ip:<address>" or "key:<id>")."""
-        return self._per_client.get(client, 0)
+        return self._per_client.held_by(client)
 
     def at_handshake(self, address: str) -> Slot | Refusal:
         """A slot for a new socket from `address`, or why not (counted)."""
@@ -170,11 +171,7 @@ class Admission:
         return refusal
 
     def _claim(self, client: str) -> None:
-        self._per_client[client] = self._per_client.get(client, 0) + 1
+        self._per_client.add(client)
 
     def _unclaim(self, client: str) -> None:
-        count = self._per_client.get(client, 0) - 1
-        if count > 0:
-            self._per_client[client] = count
-        else:
-            self._per_client.pop(client, None)
+        self._per_client.remove(client)
