@@ -263,7 +263,9 @@ async def test_every_node_failing_is_upstream_unavailable_naming_each(
     error = body["errors"][0]
     named = {entry["provider"]: entry for entry in error["extensions"]["providers"]}
     assert set(named) == {"rpc-a", "rpc-b"}
-    assert named["rpc-a"]["httpStatus"] == 502
+    # Its 502, or, once the 502s have opened its breaker (a slow machine polls later), that.
+    failed = named["rpc-a"]
+    assert failed["httpStatus"] == 502 or "circuit" in failed["error"].lower(), failed
 
 
 async def test_an_offline_provider_raises_an_alert_and_a_state_change(
