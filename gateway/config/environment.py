@@ -109,21 +109,28 @@ def _env_seconds(env: dict[str, str], name: str) -> float | None:
     return seconds
 
 
+def _env_positive(env: dict[str, str], name: str, unit: str = "") -> float | None:
+    """A positive, finite number (`unit` names it in the error, e.g. " of seconds"); None if
+    unset."""
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"{name} must be a positive number{unit}, got {raw!r}")
+    return value
+
+
 def _env_ttls(env: dict[str, str]) -> dict[str, float]:
     """GATEWAY_TTL_<CATEGORY> in seconds: a positive, finite number."""
     overrides: dict[str, float] = {}
     for category in TTL_CATEGORIES:
-        name = f"GATEWAY_TTL_{category.upper()}"
-        raw = env.get(name)
-        if raw is None or not raw.strip():
-            continue
-        try:
-            seconds = float(raw)
-        except ValueError:
-            seconds = math.nan
-        if not (math.isfinite(seconds) and seconds > 0):
-            raise ConfigError(f"{name} must be a positive number of seconds, got {raw!r}")
-        overrides[f"ttl_{category}"] = seconds
+        seconds = _env_positive(env, f"GATEWAY_TTL_{category.upper()}", " of seconds")
+        if seconds is not None:
+            overrides[f"ttl_{category}"] = seconds
     return overrides
 
 
@@ -134,16 +141,9 @@ def _env_freshness(env: dict[str, str]) -> dict[str, float]:
     for category in FRESHNESS_CATEGORIES:
         for prefix, attribute in (("FRESH", "fresh"), ("MAX_AGE", "max_age")):
             name = f"GATEWAY_{prefix}_{category.upper()}"
-            raw = env.get(name)
-            if raw is None or not raw.strip():
-                continue
-            try:
-                seconds = float(raw)
-            except ValueError:
-                seconds = math.nan
-            if not (math.isfinite(seconds) and seconds > 0):
-                raise ConfigError(f"{name} must be a positive number of seconds, got {raw!r}")
-            overrides[f"{attribute}_{category}"] = seconds
+            seconds = _env_positive(env, name, " of seconds")
+            if seconds is not None:
+                overrides[f"{attribute}_{category}"] = seconds
     return overrides
 
 
@@ -227,17 +227,9 @@ def _env_ws_limits(env: dict[str, str]) -> dict[str, Any]:
     if raw is not None and raw.strip().lower() != "auto":
         overrides["ws_max_connections"] = _env_count(env, "GATEWAY_WS_MAX_CONNECTIONS", 1)
     overrides["fd_reserve"] = _env_count(env, "GATEWAY_FD_RESERVE", 0)
-    idle = env.get("GATEWAY_WS_IDLE_TIMEOUT")
-    if idle is not None and idle.strip():
-        try:
-            seconds = float(idle)
-        except ValueError:
-            seconds = math.nan
-        if not (math.isfinite(seconds) and seconds > 0):
-            raise ConfigError(
-                f"GATEWAY_WS_IDLE_TIMEOUT must be a positive number of seconds, got {idle!r}"
-            )
-        overrides["ws_idle_timeout"] = seconds
+    idle = _env_positive(env, "GATEWAY_WS_IDLE_TIMEOUT", " of seconds")
+    if idle is not None:
+        overrides["ws_idle_timeout"] = idle
     return overrides
 
 
@@ -272,16 +264,9 @@ def _env_http(env: dict[str, str]) -> dict[str, Any]:
         ("GATEWAY_HTTP_HEADER_TIMEOUT", "http_header_timeout"),
         ("GATEWAY_HTTP_BODY_TIMEOUT", "http_body_timeout"),
     ):
-        raw = env.get(name)
-        if raw is None or not raw.strip():
-            continue
-        try:
-            seconds = float(raw)
-        except ValueError:
-            seconds = math.nan
-        if not (math.isfinite(seconds) and seconds > 0):
-            raise ConfigError(f"{name} must be a positive number of seconds, got {raw!r}")
-        overrides[attribute] = seconds
+        seconds = _env_positive(env, name, " of seconds")
+        if seconds is not None:
+            overrides[attribute] = seconds
     hosts = _env_list(env, "GATEWAY_ALLOWED_HOSTS")
     if hosts is not None:
         overrides["allowed_hosts"] = parse_allowed_hosts(hosts, "GATEWAY_ALLOWED_HOSTS")
@@ -303,20 +288,6 @@ def _env_sentiment(env: dict[str, str]) -> dict[str, Any]:
 
 
 # -- chain data (gateway/chains/) ----------------------------------------------------------------
-
-
-def _env_positive(env: dict[str, str], name: str) -> float | None:
-    """A positive, finite number; None if unset."""
-    raw = env.get(name)
-    if raw is None or not raw.strip():
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise ConfigError(f"{name} must be a positive number, got {raw!r}")
-    return value
 
 
 def _env_chains(env: dict[str, str]) -> dict[str, Any]:
