@@ -223,32 +223,15 @@ class Gateway:
                             partial(snapshots_forever, services, settings.metrics_interval),
                         ),
                     ):
-                        service.start_soon(
-                            partial(
-                                supervise,
-                                name,
-                                job,
-                                initial_backoff=settings.restart_backoff_initial,
-                                max_backoff=settings.restart_backoff_max,
-                                restarts=running.restarts,
-                            )
-                        )
+                        self._supervised(service, name, job, running.restarts)
                     if settings.backup_dir is not None:  # daily backups: gateway/ops/backup.py
-                        service.start_soon(
-                            partial(
-                                supervise,
-                                "backup",
-                                partial(
-                                    backup_forever,
-                                    settings.db_path,
-                                    settings.backup_dir,
-                                    settings.backup_keep,
-                                ),
-                                initial_backoff=settings.restart_backoff_initial,
-                                max_backoff=settings.restart_backoff_max,
-                                restarts=running.restarts,
-                            )
+                        backups = partial(
+                            backup_forever,
+                            settings.db_path,
+                            settings.backup_dir,
+                            settings.backup_keep,
                         )
+                        self._supervised(service, "backup", backups, running.restarts)
                     server_done = trio.Event()
 
                     async def serve(*, task_status: trio.TaskStatus[list[str]]) -> None:
@@ -276,6 +259,25 @@ class Gateway:
                 await client.aclose()
                 bus.close()
                 root.cancel_scope.cancel()  # the writer flushes what it holds, then returns
+
+    def _supervised(
+        self,
+        nursery: trio.Nursery,
+        name: str,
+        run: Callable[[], Awaitable[object]],
+        restarts: dict[str, int],
+    ) -> None:
+        """Start `run` in `nursery` under `supervise`, with the configured restart backoff."""
+        nursery.start_soon(
+            partial(
+                supervise,
+                name,
+                run,
+                initial_backoff=self.settings.restart_backoff_initial,
+                max_backoff=self.settings.restart_backoff_max,
+                restarts=restarts,
+            )
+        )
 
     def _start_collectors(
         self,
@@ -335,15 +337,11 @@ class Gateway:
                     key=registry.secrets.key_for(provider),
                 )
                 runner = partial(_run_collector, collector_class, context)
-            nursery.start_soon(
-                partial(
-                    supervise,
-                    f"{'stream' if stream_class else 'collector'}:{provider.id}",
-                    runner,
-                    initial_backoff=self.settings.restart_backoff_initial,
-                    max_backoff=self.settings.restart_backoff_max,
-                    restarts=restarts,
-                )
+            self._supervised(
+                nursery,
+                f"{'stream' if stream_class else 'collector'}:{provider.id}",
+                runner,
+                restarts,
             )
 
     def _start_onchain(
@@ -363,16 +361,7 @@ class Gateway:
             ),
         )
         for name, runner in onchain.tasks().items():
-            nursery.start_soon(
-                partial(
-                    supervise,
-                    name,
-                    runner,
-                    initial_backoff=self.settings.restart_backoff_initial,
-                    max_backoff=self.settings.restart_backoff_max,
-                    restarts=restarts,
-                )
-            )
+            self._supervised(nursery, name, runner, restarts)
 
     def _start_chains(
         self, nursery: trio.Nursery, services: Services, restarts: dict[str, int]
@@ -381,16 +370,7 @@ class Gateway:
         (gateway.chains: store, then the chain_heads and gas topics), not the price ingest."""
         assert services.chains is not None
         for name, runner in services.chains.tasks().items():
-            nursery.start_soon(
-                partial(
-                    supervise,
-                    name,
-                    runner,
-                    initial_backoff=self.settings.restart_backoff_initial,
-                    max_backoff=self.settings.restart_backoff_max,
-                    restarts=restarts,
-                )
-            )
+            self._supervised(nursery, name, runner, restarts)
 
     def _start_news(
         self,
@@ -408,16 +388,7 @@ class Gateway:
             registry.secrets.is_configured,
         )
         for name, runner in runners:
-            nursery.start_soon(
-                partial(
-                    supervise,
-                    name,
-                    runner,
-                    initial_backoff=self.settings.restart_backoff_initial,
-                    max_backoff=self.settings.restart_backoff_max,
-                    restarts=restarts,
-                )
-            )
+            self._supervised(nursery, name, runner, restarts)
 
 
 async def _run_stream(
