@@ -3,31 +3,29 @@
 The page must work air-gapped, so it may reference no other host, and every asset it references
 must be served here with the right content type. Asset URLs carry `?v=<content hash>` and are
 cached as immutable, so the hash in the page must match the file (scripts/vendor-graphiql.sh
-keeps them in step). An optional browser test drives headless Chromium through playwright-core
-(skipped unless /usr/bin/chromium, node and playwright-core are all available; set NODE_PATH to
-a node_modules holding playwright-core, or install it globally).
+keeps them in step). A browser test drives Debian's Chromium through Python playwright
+(tests/browser.py; both installed in CI by `.ci/run` and the `test` extra).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import re
-import shutil
-import subprocess
+from collections.abc import Callable
 from html.parser import HTMLParser
 from importlib import resources
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 import trio
 
-from gateway.api.graphiql_assets import CONTENT_TYPES
+from gateway.api.static_assets import CONTENT_TYPES
 from gateway.models import PriceTick, utc_now
 from gateway.nursery import RunningGateway
+from tests.browser import SCREENSHOTS, Browser, missing_browser
 
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 STATIC = resources.files("gateway").joinpath("static")
@@ -188,86 +186,57 @@ def test_vendored_files_match_their_manifest() -> None:
 
 # -- in a real browser ---------------------------------------------------------------------------
 
-CHROMIUM = Path("/usr/bin/chromium")
-
-BROWSER_SCRIPT = r"""
-const { chromium } = require('playwright-core');
-const fs = require('fs');
-const [url, shots, profile] = process.argv.slice(2);
-const report = { offHost: [], errors: [], ws: [] };
-(async () => {
-  const ctx = await chromium.launchPersistentContext(profile, {
-    executablePath: '/usr/bin/chromium', headless: true, viewport: { width: 1400, height: 900 },
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-           '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
-  const page = ctx.pages()[0] || await ctx.newPage();
-  const host = new URL(url).host;
-  page.on('request', r => { if (new URL(r.url()).host !== host) report.offHost.push(r.url()); });
-  page.on('pageerror', e => report.errors.push(e.message));
-  page.on('requestfailed', r => report.errors.push(`${r.url()}: ${r.failure().errorText}`));
-  page.on('websocket', ws => report.ws.push(ws.url()));
-  await page.goto(url, { waitUntil: 'load' });
-  await page.waitForSelector('.graphiql-query-editor .CodeMirror', { timeout: 10000 });
-  await page.click('button[aria-label="Show Documentation Explorer"]');
-  await page.waitForFunction(
-    () => /subscription:\s*Subscription/.test(
-      document.querySelector('.graphiql-doc-explorer')?.innerText || ''),
-    null, { timeout: 10000 });
-  report.docs = await page.$eval('.graphiql-doc-explorer', el => el.innerText);
-  await page.screenshot({ path: `${shots}/graphiql-docs.png` });
-  await page.click('button.graphiql-execute-button');  // two operations: a menu opens
-  await page.locator('[role="menuitem"]', { hasText: 'Ticks' }).first().click({ timeout: 5000 });
-  const result = () => document.querySelector('.graphiql-response')?.innerText || '';
-  // A function, not a string: the page's CSP forbids eval, which a string predicate needs.
-  await page.waitForFunction(
-    () => (document.querySelector('.graphiql-response')?.innerText || '').includes('"priceTicks"'),
-    null, { timeout: 10000 });
-  report.first = await page.evaluate(result);
-  await page.waitForFunction(
-    first => (document.querySelector('.graphiql-response')?.innerText || '') !== first,
-    report.first, { timeout: 10000 });
-  report.later = await page.evaluate(result);
-  await page.screenshot({ path: `${shots}/graphiql-subscription.png` });
-  await ctx.close();
-  console.log(JSON.stringify(report));
-})().catch(e => { console.error(e); console.log(JSON.stringify(report)); process.exit(1); });
-"""
-
 
 @pytest.fixture
-def playwright_env() -> dict[str, str]:
-    """An environment in which `node` can require playwright-core (else the test is skipped)."""
-    if not CHROMIUM.exists() or shutil.which("node") is None:
-        pytest.skip(f"needs {CHROMIUM} and node")
-    paths = [p for p in os.environ.get("NODE_PATH", "").split(os.pathsep) if p]
-    npm = shutil.which("npm")
-    if npm is not None:
-        try:
-            root = subprocess.run(
-                [npm, "root", "-g"], capture_output=True, text=True, timeout=20, check=False
-            ).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            root = ""
-        if root:
-            paths.append(root)
-    env = {**os.environ, "NODE_PATH": os.pathsep.join(paths)}
-    probe = subprocess.run(
-        ["node", "-e", "require.resolve('playwright-core')"], env=env, capture_output=True,
-        timeout=20, check=False,
-    )
-    if probe.returncode != 0:
-        pytest.skip("needs playwright-core: set NODE_PATH to a node_modules holding it")
-    return env
+def browser(tmp_path: Path) -> Browser:
+    reason = missing_browser()
+    if reason:
+        pytest.skip(reason)
+    return Browser(tmp_path)
 
 
-async def test_graphiql_in_a_real_browser(
-    gateway: RunningGateway, tmp_path: Path, playwright_env: dict[str, str]
-) -> None:
-    script = trio.Path(tmp_path / "graphiql.js")
-    await script.write_text(BROWSER_SCRIPT, "utf-8")
-    shots = trio.Path(os.environ.get("GRAPHIQL_SCREENSHOTS", tmp_path))
-    await shots.mkdir(parents=True, exist_ok=True)
+def _graphiql_scenario(url: str) -> Callable[[Any], dict[str, Any]]:
+    def scenario(page: Any) -> dict[str, Any]:
+        host = urlsplit(url).netloc
+        report: dict[str, Any] = {"offHost": [], "errors": [], "ws": []}
+        page.on("request", lambda r: report["offHost"].append(r.url) if urlsplit(r.url).netloc != host else None)
+        page.on("pageerror", lambda e: report["errors"].append(str(e)))
+        page.on("requestfailed", lambda r: report["errors"].append(f"{r.url}: {r.failure}"))
+        page.on("websocket", lambda ws: report["ws"].append(ws.url))
+        page.goto(url, wait_until="load")
+        page.wait_for_selector(".graphiql-query-editor .CodeMirror", timeout=10_000)
+        page.click('button[aria-label="Show Documentation Explorer"]')
+        # Functions, not expressions: the page's CSP forbids eval, which an expression needs.
+        page.wait_for_function(
+            "() => /subscription:\\s*Subscription/.test("
+            "document.querySelector('.graphiql-doc-explorer')?.innerText || '')",
+            timeout=10_000,
+        )
+        report["docs"] = page.inner_text(".graphiql-doc-explorer")
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "graphiql-docs.png"))
+        page.click("button.graphiql-execute-button")  # two operations: a menu opens
+        page.locator('[role="menuitem"]', has_text="Ticks").first.click()
+        result = "() => document.querySelector('.graphiql-response')?.innerText || ''"
+        page.wait_for_function(
+            "() => (document.querySelector('.graphiql-response')?.innerText || '')"
+            ".includes('\"priceTicks\"')",
+            timeout=10_000,
+        )
+        report["first"] = page.evaluate(result)
+        page.wait_for_function(
+            "first => (document.querySelector('.graphiql-response')?.innerText || '') !== first",
+            arg=report["first"],
+            timeout=10_000,
+        )
+        report["later"] = page.evaluate(result)
+        page.screenshot(path=str(SCREENSHOTS / "graphiql-subscription.png"))
+        return report
+
+    return scenario
+
+
+async def test_graphiql_in_a_real_browser(gateway: RunningGateway, browser: Browser) -> None:
     bus = gateway.services.bus
 
     async def publish_ticks() -> None:
@@ -277,18 +246,10 @@ async def test_graphiql_in_a_real_browser(
             bus.prices.publish(PriceTick("BTC", usd, "demo", utc_now()))
             await trio.sleep(0.2)
 
-    with trio.fail_after(45):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(publish_ticks)
-            result = await trio.run_process(
-                ["node", str(script), f"{_base(gateway)}/graphql", str(shots),
-                 str(tmp_path / "profile")],
-                env=playwright_env, capture_stdout=True, capture_stderr=True, check=False,
-            )
-            nursery.cancel_scope.cancel()
-    lines = result.stdout.decode().strip().splitlines()
-    assert result.returncode == 0 and lines, result.stderr.decode()[-3000:]
-    report = json.loads(lines[-1])
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(publish_ticks)
+        report = await browser.run(_graphiql_scenario(f"{_base(gateway)}/graphql"), limit=60)
+        nursery.cancel_scope.cancel()
     assert report["offHost"] == []
     assert report["errors"] == []
     assert "subscription: Subscription" in report["docs"]

@@ -1,13 +1,19 @@
-"""The GraphiQL page's vendored browser assets, served by the gateway itself (no CDN).
+"""Browser assets shipped inside the package and served by the gateway itself (no CDN).
 
-`GET /graphiql/{name}` serves a file from the package's `static/graphiql/` folder
-(scripts/vendor-graphiql.sh puts React, ReactDOM and GraphiQL there). Only plain file names with a
-known suffix are served, each with an explicit content type (never the platform's mimetypes
-table), an ETag, and gzip when the client accepts it. The page asks for `NAME?v=<content hash>`;
-such a request is cached for a year as immutable, any other is revalidated with the ETag.
+One `StaticFolder` per folder of `gateway/static/`: GraphiQL's vendored React and GraphiQL
+(`/graphiql/{name}`, put there by scripts/vendor-graphiql.sh) and the dashboard's modules, styles
+and vendored chart library (`/dashboard/{name}`). Only plain file names with a known suffix are
+served, each with an explicit content type (never the platform's mimetypes table), an ETag, and
+gzip when the client accepts it. A page asks for `NAME?v=<content hash>`; such a request is cached
+for a year as immutable, any other (a module's own relative `import`) is revalidated with the ETag.
+`versioned()` writes those URLs into a page from `{{asset:NAME}}` placeholders, so a page and its
+assets can never disagree about a hash.
 
 The folder is listed once when the route is built; each file is read and compressed once, on
 its first request, in a worker thread.
+
+Must never: serve a name outside the listed folder (no path traversal, no dot files, no
+unknown suffix), or read or compress a file on the event loop while serving.
 """
 
 from __future__ import annotations
@@ -24,17 +30,18 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-__all__ = ["CONTENT_TYPES", "PREFIX", "graphiql_assets_route"]
+__all__ = ["CONTENT_TYPES", "StaticFolder"]
 
-PREFIX = "/graphiql"
 CONTENT_TYPES = {
     ".js": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8",
     ".css": "text/css; charset=utf-8",
     ".txt": "text/plain; charset=utf-8",
 }
 IMMUTABLE = "public, max-age=31536000, immutable"
 REVALIDATE = "no-cache"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_PLACEHOLDER = re.compile(r"\{\{asset:([A-Za-z0-9][A-Za-z0-9._-]*)\}\}")
 
 
 @dataclass(frozen=True)
@@ -45,28 +52,12 @@ class _Asset:
     content_type: str
 
 
-def _folder() -> Traversable:
-    return resources.files("gateway").joinpath("static/graphiql")
-
-
 def _content_type(name: str) -> str | None:
     return CONTENT_TYPES.get(name[name.rfind(".") :]) if "." in name else None
 
 
-def _servable() -> frozenset[str]:
-    """The names that may be asked for: plain files in the folder with a known suffix."""
-    folder = _folder()
-    if not folder.is_dir():
-        return frozenset()
-    return frozenset(
-        entry.name
-        for entry in folder.iterdir()
-        if entry.is_file() and _NAME.fullmatch(entry.name) and _content_type(entry.name)
-    )
-
-
-def _load(name: str) -> _Asset:
-    body = _folder().joinpath(name).read_bytes()
+def _load(folder: Traversable, name: str) -> _Asset:
+    body = folder.joinpath(name).read_bytes()
     gzipped = gzip.compress(body, 6, mtime=0) if len(body) > 1024 else None
     etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
     content_type = _content_type(name)
@@ -74,17 +65,42 @@ def _load(name: str) -> _Asset:
     return _Asset(body, gzipped, etag, content_type)
 
 
-class _GraphiQLAssets:
-    def __init__(self) -> None:
-        self._names = _servable()
+class StaticFolder:
+    """The files of `gateway/static/<folder>`, served under `prefix` (e.g. "/graphiql")."""
+
+    def __init__(self, folder: str, prefix: str) -> None:
+        self.prefix = prefix
+        self._folder = resources.files("gateway").joinpath("static", folder)
+        self._names = self._servable()
         self._cache: dict[str, _Asset] = {}  # at most one entry per name in `_names`
         self._lock = trio.Lock()
+
+    def _servable(self) -> frozenset[str]:
+        """The names that may be asked for: plain files in the folder with a known suffix."""
+        if not self._folder.is_dir():
+            return frozenset()
+        return frozenset(
+            entry.name
+            for entry in self._folder.iterdir()
+            if entry.is_file() and _NAME.fullmatch(entry.name) and _content_type(entry.name)
+        )
+
+    def url(self, name: str) -> str:
+        """`prefix/name?v=<the file's content hash>` (read now: call it once, at startup)."""
+        if name not in self._names:
+            raise LookupError(f"{self.prefix}/{name}: no such servable file")
+        digest = hashlib.sha256(self._folder.joinpath(name).read_bytes()).hexdigest()[:12]
+        return f"{self.prefix}/{name}?v={digest}"
+
+    def versioned(self, html: str) -> str:
+        """`html` with every `{{asset:NAME}}` replaced by NAME's versioned URL."""
+        return _PLACEHOLDER.sub(lambda match: self.url(match.group(1)), html)
 
     async def _asset(self, name: str) -> _Asset:
         if name not in self._cache:
             async with self._lock:
                 if name not in self._cache:
-                    self._cache[name] = await trio.to_thread.run_sync(_load, name)
+                    self._cache[name] = await trio.to_thread.run_sync(_load, self._folder, name)
         return self._cache[name]
 
     async def serve(self, request: Request) -> Response:
@@ -106,6 +122,10 @@ class _GraphiQLAssets:
             headers["Content-Encoding"] = "gzip"
         return Response(body, headers=headers, media_type=asset.content_type)
 
+    def route(self) -> Route:
+        """The route serving `prefix/{name}` (GET and HEAD)."""
+        return Route(self.prefix + "/{name}", self.serve, methods=["GET"])
+
 
 def _etags(header: str) -> set[str]:
     return {tag.strip().removeprefix("W/") for tag in header.split(",") if tag.strip()}
@@ -117,8 +137,3 @@ def _accepts_gzip(header: str) -> bool:
         if coding.strip().lower() == "gzip":
             return params.replace(" ", "").lower() not in {"q=0", "q=0.0", "q=0.00", "q=0.000"}
     return False
-
-
-def graphiql_assets_route() -> Route:
-    """The route serving `/graphiql/{name}` (GET and HEAD)."""
-    return Route(PREFIX + "/{name}", _GraphiQLAssets().serve, methods=["GET"])
