@@ -1,7 +1,9 @@
-"""SQLite history of price ticks: `Storage`, the one object the rest of the gateway writes and
-reads the database through.
+"""The history: `Storage`, the one object the rest of the gateway writes and reads the database
+through, on SQLite (the default) or PostgreSQL (`Storage.open("postgresql://…")`,
+gateway.store.postgres; the same statements, rewritten by gateway.store.dialect).
 
-One `Storage` owns one database file in WAL mode. Writes go through a bounded queue to a single
+One `Storage` owns one database file in WAL mode (or, on PostgreSQL, one writer connection and
+a reader pool). Writes go through a bounded queue to a single
 writer task (`run()`), which commits them in batches, one transaction per batch; a
 `write_ticks()` call returns only once its batch is committed, so "acknowledged" means "on
 disk" (with `synchronous=NORMAL`: safe against a crash of the process, not of the machine).
@@ -9,9 +11,9 @@ Reads use a small pool of separate, read-only connections, so they never wait fo
 
 `Storage` is a facade: `connection` opens the file (pragmas, WAL, migrations from `migrations`,
 the reader pool), `writer` owns the queue and the commits, `ticks` holds the SQL and row
-conversion of price_ticks and candles_1m. This module must never run SQLite on the event loop
-thread (its parts run every call in a worker thread) and never let the write queue grow without
-bound: a full queue makes producers wait.
+conversion of price_ticks and candles_1m. This module must never run the database on the
+event loop thread (its parts run every call in a worker thread) and never let the write queue
+grow without bound: a full queue makes producers wait.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from gateway.histogram import Histogram
 from gateway.models import Candle, PriceTick, utc_now
 from gateway.store import writer
 from gateway.store.connection import Connections
+from gateway.store.postgres import PgConnections, is_postgres_url
 from gateway.store.ticks import (
     INSERT_SQL,
     LATEST_SQL,
@@ -61,18 +64,35 @@ class Storage:
     `commits`, `rows_written`, `dropped_rows` and `queued_rows` are there for metrics.
     """
 
-    def __init__(self, connections: Connections, settings: Settings) -> None:
+    def __init__(self, connections: Connections | PgConnections, settings: Settings) -> None:
         self.path = connections.path
         self._connections = connections
         self._writes = BatchWriter(connections, settings)
+        self._size_bytes = 0  # PostgreSQL: the database's size as of the latest ping()
 
     @classmethod
-    async def open(cls, path: Path, settings: Settings) -> Storage:
-        """Create the parent folder and the database if needed, enable WAL, apply migrations.
+    async def open(cls, path: Path | str, settings: Settings) -> Storage:
+        """Open the database `path` names and apply migrations: a SQLite file (the parent
+        folder and the file are created if needed, WAL enabled), or a `postgresql://` URL
+        (gateway.store.postgres: pools, migrations, a hypertable where TimescaleDB is there).
 
-        Raises StorageError, naming the path and the cause, if any of that fails.
+        Raises StorageError, naming the database and the cause, if any of that fails
+        (StoreUnavailable when the PostgreSQL server cannot be reached).
         """
-        return cls(await Connections.open(path), settings)
+        if is_postgres_url(path):
+            storage = cls(await PgConnections.open(str(path)), settings)
+            try:
+                await storage.ping()  # database_bytes() has a figure from the start
+            except BaseException:
+                await storage.aclose()
+                raise
+            return storage
+        return cls(await Connections.open(Path(path)), settings)
+
+    @property
+    def engine(self) -> str:
+        """"sqlite" or "postgresql"."""
+        return "postgresql" if isinstance(self._connections, PgConnections) else "sqlite"
 
     @property
     def commits(self) -> int:
@@ -171,6 +191,20 @@ class Storage:
         request is waiting for all of them.
         """
         await self._writes.committed()
+
+    def set_write_guard(self, guard: Callable[[], None] | None) -> None:
+        """Call `guard()` on the event loop before each commit (batches and `transact`);
+        whatever it raises fails that commit instead (rows of a batch get StorageError).
+        For a leader lease: a replica that has lost its lease raises, and writes nothing.
+        None removes the guard."""
+        self._writes.guard = guard
+
+    def fence(self, token: int | None) -> None:
+        """Write under fencing `token` from now on (None: unfenced). Each commit raises the
+        database's fence (table write_fence) to `token` in its own transaction, or rolls back
+        with StorageError if a newer token has written: a deposed leader that still believes
+        in its lease cannot overwrite its successor's rows, whatever its clock says."""
+        self._writes.fence_token = token
 
     async def transact(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
         """Run `work(conn)` on the writer connection in one transaction of its own, outside the
@@ -281,16 +315,25 @@ class Storage:
         return count
 
     async def ping(self) -> None:
-        """Raise StorageError unless the database answers a query (for readiness checks)."""
+        """Raise StorageError unless the database answers a query (for readiness checks);
+        StoreUnavailable when the PostgreSQL server cannot be reached."""
         await self.read(
             lambda db: db.execute("SELECT max(version) FROM schema_migrations").fetchone()
         )
+        if isinstance(self._connections, PgConnections):
+            size = await self.read(
+                lambda db: db.execute("SELECT pg_database_size(current_database())").fetchone()
+            )
+            self._size_bytes = int(size[0])
 
     async def reclaim_space(self, max_pages: int = 20_000) -> int:
         """Give up to `max_pages` free pages back to the file system (`PRAGMA
         incremental_vacuum`, then a WAL checkpoint that truncates the log), alone on the writer
         connection like any batch. Returns the pages freed; 0 when auto-vacuum is off
-        (gateway.store.connection.incremental_vacuum says how to turn it on)."""
+        (gateway.store.connection.incremental_vacuum says how to turn it on), and always 0
+        on PostgreSQL, whose autovacuum does this itself."""
+        if isinstance(self._connections, PgConnections):
+            return 0
         writer = self._connections.writer
 
         def run() -> int:
@@ -310,7 +353,10 @@ class Storage:
         return await self._connections.on_writer(run)
 
     def database_bytes(self) -> int:
-        """Bytes on disk: the database file plus its write-ahead log."""
+        """Bytes on disk: the database file plus its write-ahead log (PostgreSQL: the
+        database's size as of the latest `ping()`, which /readyz and health checks run)."""
+        if isinstance(self._connections, PgConnections):
+            return self._size_bytes
         total = 0
         for name in (str(self.path), f"{self.path}-wal"):
             with contextlib.suppress(FileNotFoundError):

@@ -20,17 +20,33 @@ from sqlite_utils import Database
 
 from gateway.errors import StorageError
 from gateway.models import utc_now
+from gateway.store.dialect import postgres_ddl, table_keys
 
 __all__ = ["MIGRATIONS", "Migration", "migrate"]
 
 
 @dataclass(frozen=True)
 class Migration:
-    """One schema change: its statements are applied, and recorded as `version`, together."""
+    """One schema change: its statements are applied, and recorded as `version`, together.
+
+    `statements` are SQLite's; PostgreSQL runs them through `dialect.postgres_ddl` (types),
+    except where the dialects differ: `postgresql` replaces statement `i` by its own form
+    ("" drops it) and `postgresql_after` adds statements after them (`statements_for`).
+    """
 
     version: int
     name: str
     statements: tuple[str, ...]
+    postgresql: tuple[tuple[int, str], ...] = ()
+    postgresql_after: tuple[str, ...] = ()
+
+    def statements_for(self, engine: str) -> tuple[str, ...]:
+        """The statements of this migration on `engine` ("sqlite" or "postgresql")."""
+        if engine == "sqlite":
+            return self.statements
+        replaced = dict(self.postgresql)
+        chosen = [replaced.get(i, sql) for i, sql in enumerate(self.statements)]
+        return tuple(postgres_ddl(sql) for sql in (*chosen, *self.postgresql_after) if sql)
 
 
 # Append only; never edit a migration that has shipped. Versions count up from 1.
@@ -197,6 +213,19 @@ MIGRATIONS: Final = (
             WINDOW w AS (PARTITION BY symbol, provider, m ORDER BY observed_ms
                          ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)""",
         ),
+        # PostgreSQL wants a name for the subquery.
+        postgresql=(
+            (
+                2,
+                """INSERT INTO candles_1m
+            SELECT DISTINCT symbol, provider, m,
+                   first_value(usd) OVER w, max(usd) OVER w, min(usd) OVER w,
+                   last_value(usd) OVER w, min(observed_ms) OVER w, max(observed_ms) OVER w
+            FROM (SELECT *, observed_ms / 60000 * 60000 AS m FROM price_ticks) AS t
+            WINDOW w AS (PARTITION BY symbol, provider, m ORDER BY observed_ms
+                         ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)""",
+            ),
+        ),
     ),
     # Providers' own closed candles (from gap filling and `gateway backfill`), and which
     # [start, end) ranges of each (symbol, interval, provider) series have been asked for.
@@ -327,6 +356,16 @@ MIGRATIONS: Final = (
                 PRIMARY KEY (provider, day_ms)
             ) WITHOUT ROWID""",
             "CREATE INDEX fear_greed_day ON fear_greed (day_ms)",
+        ),
+        # PostgreSQL: no FTS5 table and triggers; a generated tsvector column (kept in step by
+        # the database itself) with a GIN index, matched by dialect.postgres_sql's rewrite of
+        # `news_fts MATCH`. The 'simple' configuration lower-cases and does not stem, as
+        # unicode61 does (it keeps diacritics, which unicode61 removes).
+        postgresql=((6, ""), (7, ""), (8, ""), (9, "")),
+        postgresql_after=(
+            """ALTER TABLE news_articles ADD COLUMN search tsvector GENERATED ALWAYS AS
+                (to_tsvector('simple', title || ' ' || coalesce(summary, ''))) STORED""",
+            "CREATE INDEX news_articles_search ON news_articles USING GIN (search)",
         ),
     ),
     # Chain data (gateway.store.chains): each chain's head as it advanced (one row per new head
@@ -486,7 +525,24 @@ MIGRATIONS: Final = (
             )""",
         ),
     ),
+    # Fencing (Storage.fence): the highest leader token that has written. A batch written under
+    # a token raises it in the same transaction, or finds a newer one and rolls back, so a
+    # deposed leader's writes fail instead of interleaving with its successor's.
+    Migration(
+        11,
+        "write fence",
+        (
+            """CREATE TABLE write_fence (
+                id INTEGER PRIMARY KEY CHECK (id = 1),
+                token INTEGER NOT NULL
+            )""",
+            "INSERT INTO write_fence (id, token) VALUES (1, 0)",
+        ),
+    ),
 )
+
+for _migration in MIGRATIONS:
+    table_keys(_migration.statements)
 
 
 def migrate(db: Database) -> None:

@@ -113,7 +113,7 @@ WHERE id = ?
 """
 _SOURCES_SQL: Final = """
 SELECT article_id, source, url, seen_ms FROM news_article_sources
-WHERE article_id IN (SELECT value FROM json_each(?)) ORDER BY seen_ms, source
+WHERE article_id IN (SELECT CAST(value AS INTEGER) FROM json_each(?)) ORDER BY seen_ms, source
 """
 _FG_UPSERT_SQL: Final = """
 INSERT INTO fear_greed (provider, day_ms, value, classification, updated_ms)
@@ -332,7 +332,8 @@ class NewsStore:
         """The stored articles with these ids, newest first (unknown ids are left out)."""
         sql = (
             f"SELECT {_ARTICLE_COLUMNS} FROM news_articles"
-            " WHERE id IN (SELECT value FROM json_each(?)) ORDER BY published_ms DESC, id DESC"
+            " WHERE id IN (SELECT CAST(value AS INTEGER) FROM json_each(?))"
+            " ORDER BY published_ms DESC, id DESC"
         )
         return await self.storage.read(
             lambda db: _articles(db, db.execute(sql, [_json_ids(ids)]).fetchall())

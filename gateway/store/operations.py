@@ -33,7 +33,9 @@ SELECT task,
        (SELECT interval_s FROM schedule_runs AS last
         WHERE last.task = r.task ORDER BY expected_ms DESC, id DESC LIMIT 1),
        max(actual_ms),
-       sum(outcome = 'on_time'), sum(outcome = 'late'), sum(outcome = 'skipped')
+       count(CASE WHEN outcome = 'on_time' THEN 1 END),
+       count(CASE WHEN outcome = 'late' THEN 1 END),
+       count(CASE WHEN outcome = 'skipped' THEN 1 END)
 FROM schedule_runs AS r
 WHERE expected_ms >= ?
 GROUP BY task

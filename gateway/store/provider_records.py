@@ -100,7 +100,7 @@ class ProviderStore:
     async def attempt_stats(self, since: datetime) -> dict[str, tuple[int, int, float | None]]:
         """Per provider since `since`: (attempts, successes, mean latency of successes)."""
         sql = (
-            "SELECT provider, count(*), sum(error_type IS NULL),"
+            "SELECT provider, count(*), count(CASE WHEN error_type IS NULL THEN 1 END),"
             " avg(CASE WHEN error_type IS NULL THEN latency_ms END)"
             " FROM connection_attempts WHERE at_ms >= ? GROUP BY provider"
         )

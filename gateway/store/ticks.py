@@ -44,16 +44,17 @@ _COLUMNS = "symbol, provider, observed_ms, usd, market_cap_usd, volume_24h_usd, 
 
 # Folds one tick into its minute's candle. Open and close move only for a strictly earlier or
 # later tick, so writing the same tick twice (it is ignored in price_ticks) changes nothing.
+# The stored row is named `c`: PostgreSQL finds a bare column name ambiguous next to `excluded`.
 CANDLE_UPSERT_SQL: Final = """
-INSERT INTO candles_1m (symbol, provider, minute_ms, open, high, low, close, first_ms, last_ms)
+INSERT INTO candles_1m AS c (symbol, provider, minute_ms, open, high, low, close, first_ms, last_ms)
 VALUES (?1, ?2, ?3 / 60000 * 60000, ?4, ?4, ?4, ?4, ?3, ?3)
 ON CONFLICT (symbol, provider, minute_ms) DO UPDATE SET
-    open = CASE WHEN excluded.first_ms < first_ms THEN excluded.open ELSE open END,
-    first_ms = min(first_ms, excluded.first_ms),
-    close = CASE WHEN excluded.last_ms > last_ms THEN excluded.close ELSE close END,
-    last_ms = max(last_ms, excluded.last_ms),
-    high = max(high, excluded.high),
-    low = min(low, excluded.low)
+    open = CASE WHEN excluded.first_ms < c.first_ms THEN excluded.open ELSE c.open END,
+    first_ms = min(c.first_ms, excluded.first_ms),
+    close = CASE WHEN excluded.last_ms > c.last_ms THEN excluded.close ELSE c.close END,
+    last_ms = max(c.last_ms, excluded.last_ms),
+    high = max(c.high, excluded.high),
+    low = min(c.low, excluded.low)
 """
 
 INSERT_SQL: Final = f"INSERT OR IGNORE INTO price_ticks ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"

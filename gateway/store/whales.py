@@ -63,7 +63,7 @@ SELECT {_COLUMNS} FROM whale_transactions INDEXED BY whale_transactions_time
 WHERE at_ms >= :since
   AND (:chain IS NULL OR chain = :chain)
   AND amount_usd >= :min_usd
-  AND (:removed OR removed = 0)
+  AND (:removed <> 0 OR removed = 0)
 ORDER BY at_ms DESC, chain, hash, log_index
 LIMIT :limit
 """

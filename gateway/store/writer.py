@@ -31,6 +31,7 @@ from gateway.errors import StorageError
 from gateway.histogram import Histogram
 from gateway.models import utc_now
 from gateway.store.connection import Connections
+from gateway.store.postgres import PgConnections
 from gateway.store.ticks import CANDLE_UPSERT_SQL, INSERT_SQL
 
 __all__ = ["FLUSH_TIMEOUT", "BatchWriter", "WriteRequest"]
@@ -41,6 +42,9 @@ log = structlog.get_logger(__name__)
 # Shutdown: time granted to commit what is still queued (and, in Storage.aclose, to wait for
 # reads in flight). Read where it is used, not copied, so tests can shorten it.
 FLUSH_TIMEOUT: Final = 5 * SECONDS
+
+# Raises the fence to this writer's token, or matches no row when a newer token has written.
+_FENCE_SQL: Final = "UPDATE write_fence SET token = ? WHERE id = 1 AND token <= ?"
 
 
 @dataclass(eq=False)
@@ -65,7 +69,7 @@ class BatchWriter:
     `failing_since` for readiness.
     """
 
-    def __init__(self, connections: Connections, settings: Settings) -> None:
+    def __init__(self, connections: Connections | PgConnections, settings: Settings) -> None:
         self.commits = 0  # batches committed
         self.commit_seconds = Histogram()  # each batch's commit, queue wait excluded
         self.rows_written = 0  # tick rows actually inserted (duplicates excluded)
@@ -84,6 +88,9 @@ class BatchWriter:
         self._room = trio.lowlevel.ParkingLot()  # producers waiting for queue space
         self._work = trio.lowlevel.ParkingLot()  # the writer waiting for rows
         self._state = "idle"  # idle (accepts, not yet draining) | running | stopped
+        # Storage.set_write_guard / Storage.fence: checked before, and inside, every commit.
+        self.guard: Callable[[], None] | None = None
+        self.fence_token: int | None = None
 
     @property
     def queued_rows(self) -> int:
@@ -184,6 +191,7 @@ class BatchWriter:
         error: StorageError | None = None
         began = time.perf_counter()
         try:
+            self._check_guard()
             inserted = await self._connections.on_writer(self._insert_sync, batch)
         except StorageError as exc:
             error = exc
@@ -208,12 +216,29 @@ class BatchWriter:
         self._queued_rows -= size
         self._room.unpark_all()
 
+    def _check_guard(self) -> None:
+        if self.guard is None:
+            return
+        try:
+            self.guard()
+        except Exception as exc:
+            raise StorageError(f"{self._path}: writes refused by the write guard: {exc}") from exc
+
+    def _check_fence(self, conn: sqlite3.Connection) -> None:
+        """Inside the commit's transaction: raise the fence, or roll back if it is past us."""
+        token = self.fence_token
+        if token is not None and conn.execute(_FENCE_SQL, [token, token]).rowcount != 1:
+            raise StorageError(
+                f"{self._path}: fenced: a writer with a token newer than {token} has written"
+            )
+
     def _insert_sync(self, batch: list[WriteRequest]) -> int:
         """One transaction for the whole batch; returns the tick rows actually inserted."""
         writer = self._connections.writer
         inserted = 0
         try:
             with writer.atomic():
+                self._check_fence(writer.conn)
                 for request in batch:
                     cursor = writer.conn.executemany(request.sql, request.rows)
                     if request.sql is INSERT_SQL:
@@ -241,11 +266,13 @@ class BatchWriter:
         queue, and return its result; see `Storage.transact`."""
         if self._stopped():
             raise StorageError(f"{self._path}: the storage writer is not running")
+        self._check_guard()
         writer = self._connections.writer
 
         def run() -> _T:
             try:
                 with writer.atomic():
+                    self._check_fence(writer.conn)
                     return work(writer.conn)
             except sqlite3.Error as exc:
                 raise StorageError(f"cannot write to {self._path}: {exc}") from exc

@@ -1,10 +1,8 @@
-"""Provider records survive in SQLite: attempts, failures, usage, pools, rotations, alerts."""
+"""Provider records survive in the store (SQLite and PostgreSQL): attempts, failures, usage, pools, rotations, alerts."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 import trio
@@ -18,10 +16,9 @@ FAST = Settings(storage_batch_seconds=0.01)
 
 
 @pytest.fixture
-async def store(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[ProviderStore]:
-    storage = await Storage.open(tmp_path / "g.db", FAST)
-    await nursery.start(storage.run)
-    yield ProviderStore(storage)
+async def store(running_storage: Storage) -> ProviderStore:
+    """On each engine (tests/conftest.py: running_storage)."""
+    return ProviderStore(running_storage)
 
 
 async def settle(store: ProviderStore) -> None:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import structlog.testing
 import trio
@@ -25,7 +26,7 @@ from gateway.config import Settings
 from gateway.errors import BadUserInput, StorageError
 from gateway.models import PriceTick
 from gateway.storage import Storage
-from gateway.store import migrations, ticks
+from gateway.store import dialect, migrations, ticks
 from gateway.store import writer as store_writer
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -47,7 +48,12 @@ def at(minutes: float) -> datetime:
     return T0 + timedelta(minutes=minutes)
 
 
-def _sql(path: Path, query: str, params: Any) -> list[Any]:
+def _sql(path: Path | str, query: str, params: Any) -> list[Any]:
+    if isinstance(path, str):  # PostgreSQL: the same statement as the store would send it
+        text, numbered = dialect.postgres_sql(query)
+        with psycopg.connect(path, autocommit=True) as pg:
+            cursor = pg.execute(text, dialect.postgres_params(params, numbered))
+            return cursor.fetchall() if cursor.description is not None else []
     conn = sqlite3.connect(path)
     try:
         with conn:
@@ -56,15 +62,23 @@ def _sql(path: Path, query: str, params: Any) -> list[Any]:
         conn.close()
 
 
-async def sql(path: Path, query: str, *params: object) -> list[Any]:
-    """Inspect (or tamper with) the file the way another process would, off the event loop."""
+async def sql(path: Path | str, query: str, *params: object) -> list[Any]:
+    """Inspect (or tamper with) the database the way another process would, off the loop."""
     named = len(params) == 1 and isinstance(params[0], dict)
     return await trio.to_thread.run_sync(_sql, path, query, params[0] if named else params)
 
 
 @pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "data" / "gateway.db"
+def db_path(store_target: Path | str, tmp_path: Path) -> Any:
+    """Once per engine (tests/conftest.py): a SQLite file in a folder not made yet, or a
+    fresh PostgreSQL database's URL."""
+    return store_target if isinstance(store_target, str) else tmp_path / "data" / "gateway.db"
+
+
+def sqlite_only(db_path: Path | str, what: str) -> None:
+    """Skip on PostgreSQL a test of something only SQLite has (`what`)."""
+    if isinstance(db_path, str):
+        pytest.skip(f"SQLite only: {what}")
 
 
 @pytest.fixture
@@ -86,11 +100,14 @@ async def test_open_creates_folder_enables_wal_and_migrates(db_path: Path) -> No
         store = await Storage.open(db_path, FAST)
         await store.ping()
         await store.aclose()
-    assert await sql(db_path, "PRAGMA journal_mode") == [("wal",)]
-    assert await sql(db_path, "SELECT version, name FROM schema_migrations") == [
+    assert await sql(db_path, "SELECT version, name FROM schema_migrations ORDER BY version") == [
         (m.version, m.name) for m in migrations.MIGRATIONS
     ]
-    indexes = await sql(db_path, "SELECT name FROM sqlite_master WHERE type = 'index'")
+    if isinstance(db_path, str):
+        indexes = await sql(db_path, "SELECT indexname FROM pg_indexes")
+    else:
+        assert await sql(db_path, "PRAGMA journal_mode") == [("wal",)]
+        indexes = await sql(db_path, "SELECT name FROM sqlite_master WHERE type = 'index'")
     assert ("price_ticks_symbol_time",) in indexes
 
 
@@ -120,6 +137,8 @@ CREATE TABLE price_ticks (symbol TEXT, provider TEXT, observed_ms INTEGER,
 async def test_recorded_migration_is_not_applied_again(db_path: Path) -> None:
     # A database where version 1 is recorded and price_ticks was made by hand, without the
     # time index: re-running migration 1 would fail ("table already exists") or add the index.
+    sqlite_only(db_path, "a hand-made SQLite file from before migrations were recorded")
+
     def make_old_database() -> None:
         db_path.parent.mkdir(parents=True)
         conn = sqlite3.connect(db_path)
@@ -522,6 +541,7 @@ async def test_queries_are_index_range_scans(
     params: dict[str, object],
     time_range: bool,
 ) -> None:
+    sqlite_only(db_path, "SQLite's EXPLAIN QUERY PLAN")
     with trio.fail_after(10):
         await storage.write_ticks([tick(i, provider=p) for i in range(50) for p in ("a", "b")])
         if isinstance(query, tuple):  # a statement per provider choice
@@ -569,10 +589,14 @@ async def test_count_ping_and_size(storage: Storage, db_path: Path) -> None:
         await storage.write_ticks([tick(i) for i in range(100)])
         assert await storage.tick_count() == 100
         await storage.ping()
-    assert storage.database_bytes() >= (await trio.Path(db_path).stat()).st_size > 0
+    if isinstance(db_path, str):  # the server's pg_database_size, as of that ping
+        assert storage.database_bytes() > 0
+    else:
+        assert storage.database_bytes() >= (await trio.Path(db_path).stat()).st_size > 0
 
 
 async def test_minute_candles_are_an_index_range_scan(storage: Storage, db_path: Path) -> None:
+    sqlite_only(db_path, "SQLite's EXPLAIN QUERY PLAN")
     with trio.fail_after(10):
         await storage.write_ticks([tick(i, provider=p) for i in range(50) for p in ("a", "b")])
         statement = "EXPLAIN QUERY PLAN " + ticks.CANDLES_FROM_MINUTES_SQL["each"]
