@@ -1,0 +1,1 @@
+"""Tests of gateway/broker/ (several replicas over Redis), against a real redis-server."""
