@@ -21,6 +21,13 @@ After a warm-up second, one steady window of --duration seconds is measured:
     other cores   CPU used by *other* processes on the machine during the window (from
                   /proc/stat): anything well above 0 means the numbers are contended
 
+Clients: by default each server is measured twice, its subscribers offering no extension
+("ours", "strawberry") and offering permessage-deflate exactly as Chromium does ("ours+deflate":
+load_client.py --deflate); `--deflate off|on|both` picks. A per-mode table then gives, for each
+server and N: server memory per idle subscriber (RSS once all are subscribed, less the RSS
+before the first connected, / N), server CPU per delivered message, delivered/expected, p99 and
+the bytes read from the sockets per message (frames, headers and pings included).
+
 Run: `python bench/fanout.py` (3-4 minutes on a quiet machine), `python bench/fanout.py
 --quick` (N=100 and 1000, 5 s windows, ~1.5 minutes). When other processes load the machine,
 each point first waits (bounded) for quiet and a disturbed point is measured once more, which
@@ -52,6 +59,9 @@ ROOT = HERE.parent
 SERVERS = {"ours": HERE / "serve_gateway.py", "strawberry": HERE / "serve_strawberry.py"}
 CLIENT = HERE / "load_client.py"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+# Issue 16's targets at 1,000 x 20/s: (KB per idle subscriber, µs per delivered message).
+MODE_TARGETS = {False: (25.0, 20.0), True: (40.0, 35.0)}
 
 # The issue's figures for this machine class.
 STRAWBERRY_KNOWN = (
@@ -190,6 +200,21 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
+def settled_rss(pid: int, timeout: float = 30.0) -> int:
+    """The RSS once it stops moving (two readings 1 s apart within 1 MiB; bounded): what a
+    server still loads after it said ready (the gateway's sentiment model, in a thread) must
+    not count as the subscribers'."""
+    deadline = time.monotonic() + timeout
+    last = rss_bytes(pid)
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        now = rss_bytes(pid)
+        if abs(now - last) < 2**20:
+            return now
+        last = now
+    return last
+
+
 def gateway_metrics(port: int) -> dict[str, float]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
         text = response.read().decode()
@@ -253,6 +278,9 @@ class Point:
     lat_max: float | None = None
     rss_idle: int = 0
     rss: int = 0
+    deflate: bool = False  # the subscribers offered permessage-deflate
+    rss_base: int = 0  # before the first subscriber connected
+    wire_bytes: int = 0  # read by the client in the window
     server_cpu: float = 0.0
     server_sys: float = 0.0
     client_cpu: float = 0.0
@@ -278,6 +306,20 @@ class Point:
     def us_per_msg(self) -> float | None:
         return self.server_cpu / self.delivered * 1e6 if self.delivered else None
 
+    @property
+    def label(self) -> str:
+        return f"{self.server}+deflate" if self.deflate else self.server
+
+    @property
+    def kb_per_idle(self) -> float | None:
+        if not (self.subscribed and self.rss_base):
+            return None
+        return (self.rss_idle - self.rss_base) / self.subscribed / 1024
+
+    @property
+    def bytes_per_msg(self) -> float | None:
+        return self.wire_bytes / self.delivered if self.delivered else None
+
 
 def wait_subscribed(kind: str, server: Proc, port: int, want: int, timeout: float) -> int:
     """Poll the server until it holds `want` live subscriptions (bounded)."""
@@ -298,8 +340,10 @@ def wait_subscribed(kind: str, server: Proc, port: int, want: int, timeout: floa
     raise BenchError(f"{kind}: {have} of {want} subscriptions live after {timeout:.0f} s")
 
 
-def run_point(kind: str, n: int, args: argparse.Namespace, log_dir: Path) -> Point:
-    point = Point(kind, n, args.rate)
+def run_point(
+    kind: str, n: int, args: argparse.Namespace, log_dir: Path, deflate: bool = False
+) -> Point:
+    point = Point(kind, n, args.rate, deflate=deflate)
     procs: list[Proc] = []
     profiler: subprocess.Popen[bytes] | None = None
     try:
@@ -310,13 +354,23 @@ def run_point(kind: str, n: int, args: argparse.Namespace, log_dir: Path) -> Poi
         argv = [sys.executable, str(SERVERS[kind]), "--port", "0", "--gc", args.gc]
         if kind == "strawberry":
             argv += ["--ws", args.ws]
-        server = Proc(f"{kind}-{n}-server", argv, log_dir)
+        server = Proc(f"{point.label}-{n}-server", argv, log_dir)
         procs.append(server)
         _, pid_text, port_text = server.expect("ready", 60).split()
         pid, port = int(pid_text), int(port_text)
+        point.rss_base = settled_rss(pid)
 
         client = start_load_client(
-            f"{kind}-{n}-client", CLIENT, port, n, args.connect_window, 900, log_dir, procs, point
+            f"{point.label}-{n}-client",
+            CLIENT,
+            port,
+            n,
+            args.connect_window,
+            900,
+            log_dir,
+            procs,
+            point,
+            [*(["--deflate"] if deflate else []), "--aliases", str(args.aliases)],
         )
         wait_subscribed(kind, server, port, point.subscribed, 30 + n / 500)
         time.sleep(args.settle + n / 5000)  # let the connection burst's garbage settle
@@ -345,6 +399,8 @@ def run_point(kind: str, n: int, args: argparse.Namespace, log_dir: Path) -> Poi
         if report["other_messages"]:
             point.extra["other_messages"] = report["other_messages"]
         point.extra["client_cpu_self_s"] = report["client_cpu_s"]
+        point.wire_bytes = report.get("wire_bytes", 0)
+        point.extra["extensions"] = report.get("extensions")
 
         done = json.loads(server.expect("done", 120).split(" ", 1)[1])
         point.pub_lag_p99 = done["lag_p99"]
@@ -402,6 +458,7 @@ def start_load_client(
     log_dir: Path,
     procs: list[Proc],
     point: WindowPoint,
+    extra: list[str] | None = None,
 ) -> Proc:
     """Start a load client process (load_client.py or a variant), wait until its N subscribers
     are connected and note how that went on `point`; BenchError if none connected."""
@@ -420,6 +477,7 @@ def start_load_client(
             str(60 + n / 50),
             "--max-seconds",
             str(max_seconds),
+            *(extra or []),
         ],
         log_dir,
     )
@@ -586,6 +644,48 @@ def compare(n: int, ours: Point | None, theirs: Point | None) -> str:
     return "  |  ".join(lines)
 
 
+MODE_COLUMNS = (
+    ("server, clients", 18),
+    ("N", 6),
+    ("KB/idle sub", 12),
+    ("µs/msg", 7),
+    ("delivered/expected", 19),
+    ("p99 ms", 8),
+    ("bytes/msg", 10),
+)
+
+
+def mode_row(p: Point) -> str:
+    if not p.ok:
+        return f"{p.label:>18}  {p.n:>6}  FAILED: {p.error}"
+    cells = (
+        p.label,
+        f"{p.n}",
+        "-" if p.kb_per_idle is None else f"{p.kb_per_idle:.1f}",
+        "-" if p.us_per_msg is None else f"{p.us_per_msg:.1f}",
+        pct(p.complete) + "%",
+        ms(p.p99),
+        "-" if p.bytes_per_msg is None else f"{p.bytes_per_msg:.0f}",
+    )
+    return "  ".join(c.rjust(w) for c, (_, w) in zip(cells, MODE_COLUMNS, strict=True))
+
+
+def mode_target_check(p: Point) -> str:
+    """Issue 16's 'done when' for one mode of ours at N=1000 x 20/s."""
+    if not p.ok or p.us_per_msg is None or p.kb_per_idle is None:
+        return f"{p.label}: point failed"
+    kb, us = MODE_TARGETS[p.deflate]
+    checks = [
+        (f"{p.kb_per_idle:.1f} KB/idle sub ≤ {kb:.0f}", p.kb_per_idle <= kb),
+        (f"{p.us_per_msg:.1f} µs/msg ≤ {us:.0f}", p.us_per_msg <= us),
+        (f"complete {pct(p.complete)}% (all)", (p.complete or 0) >= 1.0),
+        (f"p99 {ms(p.p99)} ms < 100", (p.p99 or 1e9) < 0.100),
+    ]
+    return f"{p.label} (issue 16): " + ", ".join(
+        f"{text} {'PASS' if ok else 'FAIL'}" for text, ok in checks
+    )
+
+
 def target_check(ours: Point) -> str:
     if not ours.ok or ours.us_per_msg is None:
         return "target: point failed"
@@ -649,6 +749,19 @@ def main() -> int:
         "--py-spy-native", action="store_true", help="py-spy --native (C frames too)"
     )
     parser.add_argument("--json", type=Path, help="also write every point as JSON here")
+    parser.add_argument(
+        "--deflate",
+        choices=("off", "on", "both"),
+        default="both",
+        help="subscribers offer permessage-deflate as Chromium does: off, on, or both in turn",
+    )
+    parser.add_argument(
+        "--aliases",
+        type=int,
+        default=0,
+        help="subscribers also select `provider` under this many aliases (longer messages: "
+        "30 makes a 600-byte frame, which the gateway compresses; a plain tick is not)",
+    )
     args = parser.parse_args()
     if args.subscribers:
         ns = [int(x) for x in args.subscribers.split(",") if x.strip()]
@@ -669,45 +782,52 @@ def main() -> int:
         f"window {args.duration:g} s after {args.warmup:g} s warm-up, grace {args.grace:g} s, "
         f"fd limit {hard}"
     )
+    modes = {"off": [False], "on": [True], "both": [False, True]}[args.deflate]
+    labels = [f"{kind}+deflate" if deflate else kind for kind in servers for deflate in modes]
     results: dict[tuple[str, int], Point] = {}
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-fanout-") as tmp:
         log_dir = Path(tmp)
-        for n in ns:
-            for kind in servers:
-                print(f"... {kind:<10} N={n:<5}", end="", flush=True)
-                point = run_point(kind, n, args, log_dir)
-                for _ in range(args.retries):  # bounded: re-measure a point the machine disturbed
-                    if not (point.ok and point.other_cores and point.other_cores > args.contended):
-                        break
-                    print(
-                        f" contended (other processes used {point.other_cores:.2f} cores);"
-                        " measuring again ...",
-                        end="",
-                        flush=True,
-                    )
-                    again = run_point(kind, n, args, log_dir)
-                    if not point.ok or (again.ok and (again.other_cores or 0) < point.other_cores):
-                        point = again  # keep the less disturbed of the two
-                    else:
-                        print(" (kept the first, it was less disturbed)", end="", flush=True)
-                results[(kind, n)] = point
-                if point.ok:
-                    print(
-                        f" delivered {point.delivered_rate:,.0f}/s of {point.offered_rate:,.0f}/s,"
-                        f" p99 {ms(point.p99)} ms, {point.us_per_msg or 0:.0f} µs/msg",
-                        flush=True,
-                    )
+        for n, kind, deflate in ((n, k, d) for n in ns for k in servers for d in modes):
+            label = f"{kind}+deflate" if deflate else kind
+            print(f"... {label:<18} N={n:<5}", end="", flush=True)
+            point = run_point(kind, n, args, log_dir, deflate)
+            for _ in range(args.retries):  # bounded: re-measure a point the machine disturbed
+                if not (point.ok and point.other_cores and point.other_cores > args.contended):
+                    break
+                print(
+                    f" contended (other processes used {point.other_cores:.2f} cores);"
+                    " measuring again ...",
+                    end="",
+                    flush=True,
+                )
+                again = run_point(kind, n, args, log_dir, deflate)
+                if not point.ok or (again.ok and (again.other_cores or 0) < point.other_cores):
+                    point = again  # keep the less disturbed of the two
                 else:
-                    print(f" FAILED: {point.error}", flush=True)
+                    print(" (kept the first, it was less disturbed)", end="", flush=True)
+            results[(label, n)] = point
+            if point.ok:
+                print(
+                    f" delivered {point.delivered_rate:,.0f}/s of {point.offered_rate:,.0f}/s,"
+                    f" p99 {ms(point.p99)} ms, {point.us_per_msg or 0:.0f} µs/msg",
+                    flush=True,
+                )
+            else:
+                print(f" FAILED: {point.error}", flush=True)
     print(f"\n# total {time.monotonic() - began:.0f} s")
-    for kind in servers:
-        print(f"\n== {kind} ==")
+    for label in labels:
+        print(f"\n== {label} ==")
         print(header())
         for n in ns:
-            print(row(results[(kind, n)]))
+            print(row(results[(label, n)]))
         for n in ns:
-            print(f"   N={n}: {notes(results[(kind, n)])}")
+            print(f"   N={n}: {notes(results[(label, n)])}")
+    print("\n== per client mode ==")
+    print("  ".join(name.rjust(width) for name, width in MODE_COLUMNS))
+    for n in ns:
+        for label in labels:
+            print(mode_row(results[(label, n)]))
     if "ours" in servers and "strawberry" in servers:
         print("\n== ours vs strawberry ==")
         for n in ns:
@@ -715,6 +835,9 @@ def main() -> int:
     print(f"\n# {STRAWBERRY_KNOWN}")
     if ("ours", TARGET_N) in results:
         print("# " + target_check(results[("ours", TARGET_N)]))
+    for label in ("ours", "ours+deflate"):
+        if (label, TARGET_N) in results:
+            print("# " + mode_target_check(results[(label, TARGET_N)]))
     if args.json:
         args.json.write_text(
             json.dumps([vars(p) for p in results.values()], indent=2, default=str) + "\n"

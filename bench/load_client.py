@@ -14,7 +14,14 @@ Talks to the driver with one line per message:
     stdin   quit (or EOF)                close everything and exit
 
 Two counts come out of a window: messages *received* in [T0, T1) (throughput, latency), and
-messages of events *published* in [T0, T1) that arrived by T1 + GRACE (completeness).
+messages of events *published* in [T0, T1) that arrived by T1 + GRACE (completeness); and the
+bytes read from the sockets in [T0, T1) (bytes on the wire per message).
+
+With --deflate every subscriber offers permessage-deflate exactly as Chromium does
+(`Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits`): what it sends is then
+compressed (RSV1), and a compressed frame is inflated before it is read, with one decompressor
+per connection kept across messages unless the server answered `server_no_context_takeover`
+(then a fresh one per message, which is all such a server needs).
 """
 
 from __future__ import annotations
@@ -29,13 +36,17 @@ import select
 import socket
 import sys
 import time
+import zlib
 from collections import deque
 from datetime import datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 QUERY = 'subscription { priceTicks(symbols: ["BTC"]) { symbol usd provider observedAt } }'
 MARKER = b'"observedAt":"'
 MARKER_LEN = len(MARKER)
+CHROMIUM_OFFER = "permessage-deflate; client_max_window_bits"
+SYNC_TAIL = b"\x00\x00\xff\xff"
 
 CONNECTING, UPGRADING, WAIT_ACK, LIVE, CLOSED = range(5)
 
@@ -57,8 +68,13 @@ def _mask(payload: bytes, key: bytes) -> bytes:
     return masked.to_bytes(len(payload), "big")
 
 
-def client_frame(opcode: int, payload: bytes) -> bytes:
-    """One FIN frame, masked as RFC 6455 requires of a client."""
+def client_frame(opcode: int, payload: bytes, *, deflate: bool = False) -> bytes:
+    """One FIN frame, masked as RFC 6455 requires of a client; with `deflate`, its payload
+    compressed alone (RFC 7692 §7.2.1) and RSV1 set."""
+    if deflate:
+        compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
+        payload = (compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
+        opcode |= 0x40
     key = os.urandom(4)
     n = len(payload)
     if n < 126:
@@ -70,8 +86,9 @@ def client_frame(opcode: int, payload: bytes) -> bytes:
     return header + key + _mask(payload, key)
 
 
-def text_frame(message: dict[str, object]) -> bytes:
-    return client_frame(OP_TEXT, json.dumps(message, separators=(",", ":")).encode())
+def text_frame(message: dict[str, object], *, deflate: bool = False) -> bytes:
+    payload = json.dumps(message, separators=(",", ":")).encode()
+    return client_frame(OP_TEXT, payload, deflate=deflate)
 
 
 class Conn:
@@ -83,6 +100,7 @@ class Conn:
         "frag",
         "frag_op",
         "index",
+        "inflater",
         "sock",
         "state",
         "win_count",
@@ -95,6 +113,9 @@ class Conn:
         self.buf = b""
         self.frag: list[bytes] | None = None
         self.frag_op = 0
+        # permessage-deflate: None when not agreed; False when the server compresses each
+        # message alone (a fresh decompressor per message); else the connection's decompressor.
+        self.inflater: Any = None
         self.count = 0
         self.win_count = 0
         self.close_code: int | None = None
@@ -125,9 +146,15 @@ class LoadClient:
         self.pub_count = 0  # messages of events published in [t0, t1), any arrival time
         self.latencies: list[float] = []
         self.sent_at: dict[bytes, float] = {}
-        subscribe = {"id": "1", "type": "subscribe", "payload": {"query": QUERY}}
-        self.init_frame = text_frame({"type": "connection_init", "payload": {}})
-        self.subscribe_frame = text_frame(subscribe)
+        self.deflate = False  # offer permessage-deflate as Chromium does (main's --deflate)
+        self.extensions: dict[str, int] = {}  # the servers' answers, counted
+        self.wire_bytes = 0  # read from the sockets in [t0, t1)
+        self.subscribe_message: dict[str, object] = {
+            "id": "1",
+            "type": "subscribe",
+            "payload": {"query": QUERY},
+        }
+        self.init_message: dict[str, object] = {"type": "connection_init", "payload": {}}
 
     # -- connection setup ---------------------------------------------------------------------
 
@@ -177,7 +204,8 @@ class LoadClient:
             f"Sec-WebSocket-Key: {key}\r\n"
             "Sec-WebSocket-Version: 13\r\n"
             "Sec-WebSocket-Protocol: graphql-transport-ws\r\n"
-            "\r\n"
+            + (f"Sec-WebSocket-Extensions: {CHROMIUM_OFFER}\r\n" if self.deflate else "")
+            + "\r\n"
         ).encode()
         conn.sock.send(request)
         conn.state = UPGRADING
@@ -199,8 +227,17 @@ class LoadClient:
         if "graphql-transport-ws" not in head.lower():
             self._fail(conn, "no graphql-transport-ws subprotocol")
             return
+        answer = ""
+        for line in head.split("\r\n")[1:]:
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "sec-websocket-extensions":
+                answer = value.strip()
+        self.extensions[answer or "none"] = self.extensions.get(answer or "none", 0) + 1
+        if "permessage-deflate" in answer:
+            keeps_context = "server_no_context_takeover" not in answer
+            conn.inflater = zlib.decompressobj(-15) if keeps_context else False
         conn.state = WAIT_ACK
-        conn.sock.send(self.init_frame)
+        conn.sock.send(self._text(conn, self.init_message))
         if rest:
             self._on_frames(conn, rest, time.time(), False)
 
@@ -244,16 +281,20 @@ class LoadClient:
             fin = b0 & 0x80
             if opcode in (OP_TEXT, OP_BINARY):
                 if fin:
+                    if b0 & 0x40:  # RSV1: compressed
+                        payload = self._inflate(conn, payload)
                     self._on_message(conn, payload, now, in_window)
                 else:
                     conn.frag = [payload]
-                    conn.frag_op = opcode
+                    conn.frag_op = b0 & 0x4F
             elif opcode == OP_CONT:
                 if conn.frag is not None:
                     conn.frag.append(payload)
                     if fin:
                         whole = b"".join(conn.frag)
                         conn.frag = None
+                        if conn.frag_op & 0x40:
+                            whole = self._inflate(conn, whole)
                         self._on_message(conn, whole, now, in_window)
             elif opcode == OP_PING:
                 self._send(conn, client_frame(OP_PONG, payload))
@@ -273,6 +314,16 @@ class LoadClient:
     def _send(self, conn: Conn, frame: bytes) -> None:
         with contextlib.suppress(OSError):
             conn.sock.send(frame)
+
+    def _text(self, conn: Conn, message: dict[str, object]) -> bytes:
+        """A text frame for `message`, compressed when the connection agreed to deflate."""
+        return text_frame(message, deflate=conn.inflater is not None)
+
+    def _inflate(self, conn: Conn, payload: bytes) -> bytes:
+        inflater = conn.inflater
+        if inflater is False:
+            inflater = zlib.decompressobj(-15)
+        return inflater.decompress(payload + SYNC_TAIL)
 
     def _parse_stamp(self, stamp: bytes) -> float:
         """observedAt (ISO 8601) -> epoch seconds, cached: every subscriber sees the same one."""
@@ -306,11 +357,11 @@ class LoadClient:
             kind = "<not json>"
         if kind == "connection_ack" and conn.state == WAIT_ACK:
             conn.state = LIVE
-            conn.sock.send(self.subscribe_frame)
+            conn.sock.send(self._text(conn, self.subscribe_message))
             self.inflight -= 1
             self.subscribed += 1
         elif kind == "ping":
-            self._send(conn, text_frame({"type": "pong"}))
+            self._send(conn, self._text(conn, {"type": "pong"}))
         elif kind in ("pong", "ka"):
             pass
         else:
@@ -351,6 +402,8 @@ class LoadClient:
                 else:
                     self._fail(conn, "eof before subscribed")
                 continue
+            if in_window:
+                self.wire_bytes += len(data)
             if state == LIVE and not conn.buf and data[0] == 0x81:
                 # Fast path: exactly one unmasked, unfragmented text frame carrying a tick.
                 length = data[1]
@@ -476,6 +529,8 @@ class LoadClient:
                 "close_codes": self.close_codes,
                 "other_messages": self.other_messages,
                 "client_cpu_s": cpu_window,
+                "wire_bytes": self.wire_bytes,
+                "extensions": self.extensions,
             }
         )
 
@@ -507,6 +562,15 @@ def main(client_class: type[LoadClient] | None = None, description: str | None =
     parser.add_argument("--window", type=int, default=100, help="handshakes in flight at once")
     parser.add_argument("--connect-timeout", type=float, default=120.0)
     parser.add_argument("--max-seconds", type=float, default=600.0, help="hard cap on the run")
+    parser.add_argument(
+        "--deflate", action="store_true", help="offer permessage-deflate as Chromium does"
+    )
+    parser.add_argument(
+        "--aliases",
+        type=int,
+        default=0,
+        help="also select `provider` under this many aliases: a longer message per event",
+    )
     args = parser.parse_args()
     limit = raise_fd_limit()
     if args.subscribers + 64 > limit:
@@ -516,6 +580,10 @@ def main(client_class: type[LoadClient] | None = None, description: str | None =
     client = (client_class or LoadClient)(
         url.hostname or "127.0.0.1", url.port or 80, url.path or "/", args.subscribers, args.window
     )
+    client.deflate = args.deflate
+    if args.aliases > 0:
+        wide = " ".join(f"p{i}: provider" for i in range(args.aliases))
+        client.subscribe_message["payload"] = {"query": QUERY.replace(" } }", f" {wide} }} }}")}
     started = time.monotonic()
     try:
         client.connect_all(args.connect_timeout, per_conn_timeout=30.0)

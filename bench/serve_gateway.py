@@ -12,6 +12,11 @@ settings, logging at warning), prints one `ready PID PORT` line, then obeys stdi
 
 `observedAt` of each tick is the instant it was published, which the load client subtracts
 from its receive time.
+
+With `--broker redis://…` it is one of several replicas (bench/replicas.py): `start` then waits
+until this replica holds the collector lease (only the leader may publish prices), and `stats`
+adds `bus_p50`/`bus_p99`: publish instant to this replica's own bus delivery, which with a
+broker is the Redis round trip (XADD, then XREAD) and in one process ~0.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import trio
 from gcstats import POLICIES, GCStats
 
 from gateway.config import ProvidersFile, Settings
+from gateway.config.broker import BrokerSettings
 from gateway.gc_tuning import tune_gc
 from gateway.log import configure_logging
 from gateway.models import PriceTick, utc_now
@@ -51,7 +57,12 @@ class Publisher:
         self.published_at: list[float] = []
         self.lags: list[float] = []
 
-    async def run(self, rate: float, seconds: float) -> None:
+    async def run(self, rate: float, seconds: float, running: RunningGateway) -> None:
+        replication = running.services.replication
+        for _ in range(300):  # up to 15 s
+            if replication is None or replication.lease.holds():
+                break
+            await trio.sleep(0.05)
         count = max(1, round(rate * seconds))
         interval = 1.0 / rate
         start = trio.current_time()
@@ -82,7 +93,15 @@ class Publisher:
         )
 
 
-async def serve(port: int, db_dir: Path, gc_stats: GCStats) -> None:
+async def bus_latency(running: RunningGateway, seen: list[float]) -> None:
+    """Publish instant -> delivery on this replica's bus, for every tick (bounded list)."""
+    with running.services.bus.prices.subscribe() as ticks:
+        async for tick in ticks:
+            if len(seen) < 1_000_000:
+                seen.append(utc_now().timestamp() - tick.observed_at.timestamp())
+
+
+async def serve(port: int, db_dir: Path, gc_stats: GCStats, broker: str | None) -> None:
     # The load client is N users behind one loopback address: lift the anonymous tier's
     # per-address limits (subscriptions, connections, request rates), which would otherwise
     # stop at 5.
@@ -94,6 +113,7 @@ async def serve(port: int, db_dir: Path, gc_stats: GCStats) -> None:
         http_max_connections_per_client=0,  # handshakes in flight (gateway/api/connections.py)
         tier_free_per_minute=0,
         tier_free_per_day=0,
+        broker=BrokerSettings(broker) if broker else None,
     ).validated()
     gateway = Gateway(settings, ProvidersFile(()))
     async with trio.open_nursery() as nursery:
@@ -101,6 +121,12 @@ async def serve(port: int, db_dir: Path, gc_stats: GCStats) -> None:
         if gc_stats.policy == "product":
             tune_gc()  # as `gateway serve` does once started (gateway/nursery.py)
         publisher = Publisher(running)
+        replication, seen = running.services.replication, list[float]()
+        for _ in range(300):  # up to 15 s
+            if replication is None or replication.client.up:
+                break
+            await trio.sleep(0.05)
+        nursery.start_soon(bus_latency, running, seen)
         say(f"ready {os.getpid()} {running.port}")
         try:
             for _ in range(10_000):  # bounded: the driver sends a handful of commands
@@ -110,7 +136,7 @@ async def serve(port: int, db_dir: Path, gc_stats: GCStats) -> None:
                     break
                 if words[0] == "start":
                     gc_stats.before_publishing()
-                    nursery.start_soon(publisher.run, float(words[1]), float(words[2]))
+                    nursery.start_soon(publisher.run, float(words[1]), float(words[2]), running)
                 elif words[0] == "stats":
                     t0, t1 = float(words[1]), float(words[2])
                     hub = running.services.hub
@@ -128,6 +154,7 @@ async def serve(port: int, db_dir: Path, gc_stats: GCStats) -> None:
                                 "slow_consumer_closes": ws_stats.slow_consumer_closes,
                                 "frames_sent": ws_stats.frames_sent,
                                 "gc": gc_stats.window(t0, t1),
+                                **_quantiles(sorted(seen)),
                             }
                         )
                     )
@@ -141,15 +168,22 @@ async def serve(port: int, db_dir: Path, gc_stats: GCStats) -> None:
             nursery.cancel_scope.cancel()
 
 
+def _quantiles(seen: list[float]) -> dict[str, float | None]:
+    if not seen:
+        return {"bus_p50": None, "bus_p99": None}
+    return {"bus_p50": seen[len(seen) // 2], "bus_p99": seen[int(0.99 * (len(seen) - 1))]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="the gateway under bench/fanout.py")
     parser.add_argument("--port", type=int, default=0, help="0: any free port")
     parser.add_argument("--gc", choices=POLICIES, default="product", help="see gcstats.py")
+    parser.add_argument("--broker", help="redis://…: run as one of several replicas")
     args = parser.parse_args()
     raise_fd_limit()
     configure_logging("json", "warning")
     with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:
-        trio.run(serve, args.port, Path(tmp), GCStats(args.gc))
+        trio.run(serve, args.port, Path(tmp), GCStats(args.gc), args.broker)
 
 
 if __name__ == "__main__":

@@ -65,6 +65,8 @@ class PriceKeyedClient(LoadClient):
                 else:
                     self._fail(conn, "eof before subscribed")
                 continue
+            if now >= self.t0:
+                self.wire_bytes += len(data)
             if state == LIVE and not conn.buf and len(data) >= 2 and data[0] == 0x81:
                 length, header = data[1], 2
                 if length == 126 and len(data) >= 4:
@@ -122,6 +124,8 @@ class PriceKeyedClient(LoadClient):
                 "close_codes": self.close_codes,
                 "other_messages": self.other_messages,
                 "client_cpu_s": cpu_window,
+                "wire_bytes": self.wire_bytes,
+                "extensions": self.extensions,
             }
         )
 

@@ -36,6 +36,9 @@ never delivered and a delivered one may have been held back (hundreds of ms); se
 The stream's receive loop also waits for each published tick's storage commit, which caps
 what one stream connection can take; `--storage-batch-seconds` changes that wait.
 
+`--deflate`: every subscriber offers permessage-deflate exactly as Chromium does (see
+load_client.py); the notes then give the bytes read per delivery and the servers' answers.
+
 Run: `python bench/stream_latency.py --subscribers 100,1000` (about a minute). Every
 subprocess is stopped in a `finally` (quit, then SIGTERM, then SIGKILL, each wait bounded), and
 every wait on a subprocess has a time limit.
@@ -169,7 +172,16 @@ def measure(point: Point, args: argparse.Namespace, log_dir: Path) -> None:
             raise BenchError(f"the gateway's stream never subscribed upstream ({answer})")
 
         client = start_load_client(
-            f"client-{n}", CLIENT, port, n, args.connect_window, 600, log_dir, procs, point
+            f"client-{n}",
+            CLIENT,
+            port,
+            n,
+            args.connect_window,
+            600,
+            log_dir,
+            procs,
+            point,
+            ["--deflate"] if args.deflate else [],
         )
         before = wait_live(server, point.subscribed, 30 + n / 500)["stream"]
         time.sleep(args.settle)  # let the connection burst's garbage settle
@@ -190,6 +202,10 @@ def measure(point: Point, args: argparse.Namespace, log_dir: Path) -> None:
         server.send(f"stats {t0!r} {t1!r}")
         stats = json.loads(server.expect("stats", 60).split(" ", 1)[1])
         analyse(point, done, report, t0, t1)
+        point.extra["wire"] = (
+            f"{report['wire_bytes'] / max(point.received, 1):.0f} bytes read per delivery; "
+            f"extensions answered: {report['extensions']}"
+        )
         after = stats["stream"]
         published = after["ticks"] - before["ticks"]
         point.extra["upstream"] = (
@@ -384,6 +400,9 @@ def main() -> int:
         "(stream-N.txt; summarise with bench/pyspy_layers.py); adds load, numbers move",
     )
     parser.add_argument("--json", type=Path, help="also write every point as JSON here")
+    parser.add_argument(
+        "--deflate", action="store_true", help="subscribers offer permessage-deflate (Chromium's)"
+    )
     args = parser.parse_args()
     ns = [int(x) for x in args.subscribers.split(",") if x.strip()]
     if not ns or min(ns) < 1 or args.rate <= 0 or args.seconds <= 0 or args.rate > 1000:

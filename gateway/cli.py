@@ -51,6 +51,7 @@ import trio
 
 from gateway import __version__
 from gateway.config import load_providers, settings_from_env
+from gateway.config.database import database_overrides
 from gateway.errors import ConfigError, GatewayError, UnknownSymbol
 from gateway.log import configure_logging
 from gateway.vocabulary import INTERVAL_SECONDS
@@ -96,12 +97,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="TCP port, 0 for any free one (GATEWAY_PORT or PORT; default 7860)",
     )
     serve.add_argument(
-        "--db", type=Path, help="SQLite database file (GATEWAY_DB; default ./data/gateway.db)"
+        "--db",
+        help="SQLite database file, or postgresql://… for history on PostgreSQL "
+        "(GATEWAY_DB; default ./data/gateway.db)",
     )
     serve.add_argument(
         "--providers",
         type=Path,
         help="providers file (GATEWAY_PROVIDERS; default ./providers.toml)",
+    )
+    serve.add_argument(  # README "Running several replicas"
+        "--broker", metavar="URL", help="redis://…: be one of several replicas (GATEWAY_BROKER)"
     )
     serve.add_argument(
         "--log-format",
@@ -168,6 +174,12 @@ def _operations(args: argparse.Namespace) -> int:
         )
     except ConfigError as exc:
         return _fail(EXIT_CONFIG, str(exc))
+    if args.command in {"backup", "restore"} and settings.db_url and args.db is None:
+        return _fail(
+            EXIT_CONFIG,
+            f"GATEWAY_DB is PostgreSQL: `gateway {args.command}` is for the SQLite file; use "
+            "pg_dump / pg_restore (or pass --db FILE)",
+        )
     if args.command == "backup":
         if args.keep is not None and args.keep < 1:
             return _fail(EXIT_CONFIG, "--keep must be at least 1")
@@ -276,7 +288,7 @@ def _backfill(args: argparse.Namespace) -> int:
     start, end = window(args.days, args.until)
 
     async def run() -> int:
-        storage = await Storage.open(settings.db_path, settings)
+        storage = await Storage.open(settings.db_url or settings.db_path, settings)
         try:
             if args.status:
                 for r in await CandleStore(storage).series(symbol):
@@ -452,7 +464,7 @@ def _keys(args: argparse.Namespace) -> int:
         return _fail(EXIT_CONFIG, str(exc))
 
     async def run() -> int:
-        storage = await Storage.open(settings.db_path, settings)
+        storage = await Storage.open(settings.db_url or settings.db_path, settings)
         try:
             store = KeyStore(storage)
             if args.keys_command == "create":
@@ -541,10 +553,10 @@ def main(argv: list[str] | None = None) -> int:
     from gateway.providers.upstream_keys import Secrets
 
     try:
-        settings = settings_from_env().with_overrides(
+        settings = settings_from_env(broker=args.broker).with_overrides(
             host=args.host,
             port=args.port,
-            db_path=args.db,
+            **database_overrides(args.db),
             providers_path=args.providers,
             log_format=args.log_format,
         )

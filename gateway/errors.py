@@ -23,6 +23,10 @@ exactly what failed::
     │   └── StaleData                 code STALE_DATA: the newest data is past its hard age
     │                                 limit; carries ageSeconds and maxAgeSeconds
     ├── StorageError                  the database could not be read or written
+    │   └── StoreUnavailable          code STORE_UNAVAILABLE: the database server cannot be
+    │                                 reached (PostgreSQL down); carries the reason
+    ├── BrokerUnavailable             code BROKER_UNAVAILABLE: the Redis broker (several
+    │                                 replicas) cannot be reached; live streams pause
     └── ModelUnavailable              code MODEL_UNAVAILABLE: no sentiment model could be
                                       loaded (or it is still loading); carries the reason
 
@@ -36,6 +40,7 @@ from typing import Any
 
 __all__ = [
     "BadUserInput",
+    "BrokerUnavailable",
     "CircuitOpenError",
     "ConfigError",
     "Forbidden",
@@ -46,6 +51,7 @@ __all__ = [
     "RateLimited",
     "StaleData",
     "StorageError",
+    "StoreUnavailable",
     "TierLimitExceeded",
     "Unauthenticated",
     "UnknownSymbol",
@@ -279,7 +285,37 @@ class StaleData(UpstreamError):
 
 
 class StorageError(GatewayError):
-    """The SQLite database could not be opened, migrated, read or written."""
+    """The database could not be opened, migrated, read or written."""
+
+
+class StoreUnavailable(StorageError):
+    """The database server (PostgreSQL) cannot be reached: history queries fail with this
+    until it answers again, while live streams go on. `reason` is the driver's message."""
+
+    code = "STORE_UNAVAILABLE"
+
+    def __init__(self, database: str, reason: str) -> None:
+        super().__init__(f"the database {database} is unavailable: {reason}")
+        self.database = database
+        self.reason = reason
+
+    def extensions(self) -> dict[str, Any]:
+        return {"reason": self.reason}
+
+
+class BrokerUnavailable(GatewayError):
+    """The Redis broker that carries live events between replicas cannot be reached (`reason`
+    says why). Queries are still answered from the database; a subscription gets this as its
+    `error` instead of waiting in silence, and may subscribe again once the broker is back."""
+
+    code = "BROKER_UNAVAILABLE"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"live events are unavailable: the broker cannot be reached: {reason}")
+        self.reason = reason
+
+    def extensions(self) -> dict[str, Any]:
+        return {"reason": self.reason}
 
 
 class ModelUnavailable(GatewayError):

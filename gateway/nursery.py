@@ -23,6 +23,11 @@ connected or not (tests/test_nursery.py).
 
 A collector that raises is logged and restarted; nothing a collector does can end the process.
 
+With a broker (several replicas, gateway/broker/): the bus is Redis Streams (its publisher and
+reader run first in the service nursery), and the collectors, news and chain collectors, health
+checks, retention and backups run only while this replica holds the collector lease, inside the
+lease's cancel scope: a deposed leader's collectors are cancelled at once.
+
 Must never: let an upstream failure propagate into the root nursery, or exit before the
 writer's final flush.
 """
@@ -44,6 +49,7 @@ from gateway.api.server import serve_http
 from gateway.api.shared_subscriptions import SubscriptionHub
 from gateway.api.system_metrics import snapshots_forever
 from gateway.api.ws import WebSocketOptions, WebSocketStats, raise_descriptor_limit
+from gateway.broker import LeaderLease, Replication, replication
 from gateway.chains.data import ChainData
 from gateway.chains.onchain import OnchainData, price_symbols
 from gateway.config import SECONDS, ProviderConfig, ProvidersFile, Settings
@@ -59,13 +65,14 @@ from gateway.prices.consensus import OutlierWatch
 from gateway.prices.history import CandleHistory
 from gateway.prices.plausibility import GateLimits, PlausibilityGate
 from gateway.providers.registry import ProviderRegistry
-from gateway.providers.status import ProviderStatusBoard
+from gateway.providers.status import ProviderStatusBoard, mirror_states
 from gateway.providers.upstream_keys import Secrets
 from gateway.pubsub import EventBus
 from gateway.schema import build_schema
 from gateway.sources.base import Collector, CollectorContext
 from gateway.sources.interest import SymbolInterest
 from gateway.sources.registry import collector_for, stream_for
+from gateway.sources.replica_interest import ReplicaInterest
 from gateway.sources.schedule import ScheduleBook, ScheduleRun, current_book
 from gateway.sources.stream_group import StreamGroup
 from gateway.sources.stream_state import StreamHealth, StreamSettings
@@ -138,9 +145,10 @@ class Gateway:
         # Before any upstream is called: a port in use is one line at once, not after the
         # collectors have started and logged their first warnings.
         check_port_free(settings.host, settings.port)
-        storage = await Storage.open(settings.db_path, settings)
+        storage = await Storage.open(settings.db_url or settings.db_path, settings)
         try:
-            await self._run_with_storage(storage, task_status)
+            async with replication(settings.broker, settings.bus_buffer) as replicas:
+                await self._run_with_storage(storage, replicas, task_status)
         finally:
             with trio.CancelScope(shield=True):
                 await storage.aclose()
@@ -148,12 +156,16 @@ class Gateway:
             log.info("gateway.stopped")
 
     async def _run_with_storage(
-        self, storage: Storage, task_status: trio.TaskStatus[RunningGateway]
+        self,
+        storage: Storage,
+        replicas: Replication | None,
+        task_status: trio.TaskStatus[RunningGateway],
     ) -> None:
         settings = self.settings
-        bus = EventBus(settings.bus_buffer)
+        bus = replicas.bus if replicas is not None else EventBus(settings.bus_buffer)
         secrets = Secrets.from_environment(self.providers)
-        client = UpstreamClient(providers=self.providers.providers)
+        shared = replicas.upstream_limits() if replicas is not None else {}
+        client = UpstreamClient(providers=self.providers.providers, **shared)
         registry = ProviderRegistry(self.providers, secrets, client, ProviderStore(storage), bus)
         services = Services(
             settings,
@@ -173,6 +185,7 @@ class Gateway:
                 key_for=registry.secrets.key_for,
                 max_deviation_pct=settings.consensus_max_deviation_pct,
             ),
+            replication=replicas,
         )
         services.schedule = schedule_book(settings, storage, registry)
         book_token = current_book.set(services.schedule)  # every task spawned below sees it
@@ -191,8 +204,11 @@ class Gateway:
             await root.start(storage.run)
             try:
                 async with trio.open_nursery() as service:
+                    if replicas is not None:
+                        await service.start(replicas.bus.run)
+                        await service.start(replicas.breakers.run)
                     await service.start(hub.run)
-                    await service.start(registry.run)
+                    await service.start(partial(registry.run, checks=replicas is None))
                     # Loads its model in a worker thread: "loading" (not available) until then.
                     services.sentiment = SentimentScorer.from_settings(settings)
                     await service.start(services.sentiment.run)
@@ -210,28 +226,43 @@ class Gateway:
                         ),
                     )
                     await ingest.prime()
-                    self._start_collectors(service, registry, services, ingest, running.restarts)
-                    self._start_chains(service, services, running.restarts)
-                    self._start_onchain(service, services, running.restarts)
                     services.news = NewsService(storage, bus, settings, services.sentiment)
                     await service.start(services.news.run)
-                    self._start_news(service, registry, services.news, running.restarts)
-                    for name, job in (
-                        ("retention", partial(prune_forever, storage, settings)),
-                        (
-                            "system_metrics",
-                            partial(snapshots_forever, services, settings.metrics_interval),
-                        ),
-                    ):
-                        self._supervised(service, name, job, running.restarts)
-                    if settings.backup_dir is not None:  # daily backups: gateway/ops/backup.py
-                        backups = partial(
-                            backup_forever,
-                            settings.db_path,
-                            settings.backup_dir,
-                            settings.backup_keep,
-                        )
-                        self._supervised(service, "backup", backups, running.restarts)
+                    news = services.news
+
+                    def collect(nursery: trio.Nursery) -> None:
+                        """Everything that calls upstreams on a schedule or writes shared rows:
+                        in one process here, with replicas only under the collector lease."""
+                        restarts = running.restarts
+                        self._start_collectors(nursery, registry, services, ingest, restarts)
+                        self._start_chains(nursery, services, running.restarts)
+                        self._start_onchain(nursery, services, running.restarts)
+                        self._start_news(nursery, registry, news, running.restarts)
+                        retention = partial(prune_forever, storage, settings)
+                        self._supervised(nursery, "retention", retention, running.restarts)
+                        # daily: gateway/ops/backup.py (SQLite files; PostgreSQL: pg_dump)
+                        if settings.backup_dir is not None and storage.engine == "sqlite":
+                            backups = partial(
+                                backup_forever,
+                                settings.db_path,
+                                settings.backup_dir,
+                                settings.backup_keep,
+                            )
+                            self._supervised(nursery, "backup", backups, running.restarts)
+
+                    if replicas is None:
+                        collect(service)
+                    else:
+                        lead = partial(_lead, storage, replicas.lease, registry, collect)
+                        await service.start(replicas.lease.lead, lead)
+                        states = partial(mirror_states, registry.board, bus.provider_states)
+                        mirror = partial(states, replicas.lease.holds)
+                        self._supervised(service, "mirror_states", mirror, running.restarts)
+                        assert services.interest is not None  # followers' holds reach the leader
+                        held = ReplicaInterest(replicas.lease, services.interest)
+                        self._supervised(service, "replica_interest", held.run, running.restarts)
+                    metrics = partial(snapshots_forever, services, settings.metrics_interval)
+                    self._supervised(service, "system_metrics", metrics, running.restarts)
                     server_done = trio.Event()
 
                     async def serve(*, task_status: trio.TaskStatus[list[str]]) -> None:
@@ -242,7 +273,7 @@ class Gateway:
 
                     running.urls = await service.start(serve)
                     services.ready = True
-                    log.info("gateway.serving", urls=running.urls, db=str(settings.db_path))
+                    log.info("gateway.serving", urls=running.urls, db=str(storage.path))
                     task_status.started(running)
 
                     await self.shutdown.wait()
@@ -491,6 +522,31 @@ async def serve_resiliently(
             restarts += 1
             log.error("http.server_crashed", error=repr(exc), restarts=restarts, exc_info=exc)
             await trio.sleep(min(2.0**restarts, 30.0))
+
+
+async def _lead(
+    storage: Storage,
+    lease: LeaderLease,
+    registry: ProviderRegistry,
+    collect: Callable[[trio.Nursery], None],
+    token: int,
+) -> None:
+    """The collector leader's work, under the lease (gateway/broker/lease.py): every commit
+    carries the fencing token and checks the lease first, then health checks and collectors run.
+    Once deposed, the term's queued rows meet that check and are dropped, and the replica
+    writes as a follower again (unfenced: metering, provider records)."""
+    storage.fence(token)
+    storage.set_write_guard(lease.write_guard(token))
+    registry.board.forget_mirrored()  # its own checks and collectors say from now on
+    try:
+        async with trio.open_nursery() as leading:
+            await leading.start(registry.health.run)
+            collect(leading)
+    finally:
+        with trio.CancelScope(shield=True), trio.move_on_after(0.5):
+            await storage.committed()
+        storage.set_write_guard(None)
+        storage.fence(None)
 
 
 async def _run_collector(collector_class: type[Collector], context: CollectorContext) -> None:

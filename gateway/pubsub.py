@@ -9,14 +9,19 @@ The subscribers here are internal consumers (a shared GraphQL subscription, the 
 not sockets: per-socket buffering is the WebSocket connection's job (api/ws/queue.py), so a
 thousand clients of one subscription are still one subscriber here.
 
+With several replicas (gateway/broker/) the same `EventBus` is built with broker-backed topics:
+`publish` then hands the event to Redis, and the replica's stream reader fans it out here with
+`Topic.deliver`; a subscriber is ended with an error (`Subscriber.fail`) when the broker is lost.
+
 Must never: block a publisher, or hold more than `buffer` events for any subscriber.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 import trio
@@ -35,12 +40,13 @@ T = TypeVar("T")
 class Subscriber(Generic[T]):
     """One reader of a topic: an async iterator over a bounded ring buffer."""
 
-    __slots__ = ("_buffer", "_closed", "_lot", "dropped")
+    __slots__ = ("_buffer", "_closed", "_error", "_lot", "dropped")
 
     def __init__(self, size: int) -> None:
         self._buffer: deque[T] = deque(maxlen=size)
         self._lot = ParkingLot()
         self._closed = False
+        self._error: Exception | None = None
         self.dropped = 0
 
     def _offer(self, event: T) -> bool:
@@ -58,6 +64,11 @@ class Subscriber(Generic[T]):
         self._closed = True
         self._lot.unpark_all()
 
+    def fail(self, error: Exception) -> None:
+        """End the stream with `error`: raised to the reader once the buffer has drained."""
+        self._error = error
+        self.close()
+
     @property
     def pending(self) -> int:
         return len(self._buffer)
@@ -72,6 +83,8 @@ class Subscriber(Generic[T]):
         """The next event, waiting for one; raises trio.EndOfChannel once closed and drained."""
         while not self._buffer:
             if self._closed:
+                if self._error is not None:
+                    raise self._error
                 raise trio.EndOfChannel
             await self._lot.park()
         return self._buffer.popleft()
@@ -100,6 +113,11 @@ class Topic(Generic[T]):
 
     def publish(self, event: T) -> None:
         """Hand `event` to every subscriber; never blocks."""
+        self.deliver(event)
+
+    def deliver(self, event: T) -> None:
+        """Fan `event` out to this process's subscribers (what `publish` does in one process;
+        a broker-backed topic's reader calls it for each event read from the broker)."""
         self.published += 1
         for subscriber in self._subscribers:
             if not subscriber._offer(event):
@@ -116,6 +134,20 @@ class Topic(Generic[T]):
             self._subscribers.discard(subscriber)
             subscriber.close()
 
+    def position(self) -> str | None:
+        """Where the stream of events stands, for a replaying subscriber to read its `backlog`
+        up to; None in one process, where `Storage.committed()` alone closes the seam."""
+        return None
+
+    async def backlog(self, position: str, since: datetime) -> list[T]:
+        """Events up to `position` published after `since` that the store may not hold yet."""
+        return []
+
+    async def recent(self, count: int) -> list[T]:
+        """The last `count` events published, oldest first, where they are kept (a broker's
+        stream: how a replica that starts late learns the state others announced); none here."""
+        return []
+
     @property
     def subscriber_count(self) -> int:
         return len(self._subscribers)
@@ -129,21 +161,24 @@ class Topic(Generic[T]):
 class EventBus:
     """Every topic of the gateway, named so readers can follow one event end to end."""
 
-    def __init__(self, buffer: int) -> None:
-        self.prices: Topic[PriceTick] = Topic("prices", buffer)
-        self.provider_states: Topic[ProviderStateChange] = Topic("provider_states", buffer)
-        self.rotations: Topic[Any] = Topic("rotations", buffer)  # pool.RotationEvent
-        self.alerts: Topic[AlertRecord] = Topic("alerts", buffer)
+    def __init__(
+        self, buffer: int, topic: Callable[[str, int], Topic[Any]] = Topic
+    ) -> None:
+        # `topic` makes each one: the in-process `Topic`, or a broker-backed one (gateway.broker).
+        self.prices: Topic[PriceTick] = topic("prices", buffer)
+        self.provider_states: Topic[ProviderStateChange] = topic("provider_states", buffer)
+        self.rotations: Topic[Any] = topic("rotations", buffer)  # pool.RotationEvent
+        self.alerts: Topic[AlertRecord] = topic("alerts", buffer)
         # News: each new story once stored (and scored, when a model is loaded); each new or
         # revised Fear & Greed value (gateway.news).
-        self.news: Topic[StoredArticle] = Topic("news", buffer)
-        self.fear_greed: Topic[FearGreedPoint] = Topic("fear_greed", buffer)
+        self.news: Topic[StoredArticle] = topic("news", buffer)
+        self.fear_greed: Topic[FearGreedPoint] = topic("fear_greed", buffer)
         # Chains: each chain's head when it advances, each chain's fee tiers as observed
         # (gateway.chains).
-        self.chain_heads: Topic[ChainHead] = Topic("chain_heads", buffer)
-        self.gas: Topic[GasPrice] = Topic("gas", buffer)
+        self.chain_heads: Topic[ChainHead] = topic("chain_heads", buffer)
+        self.gas: Topic[GasPrice] = topic("gas", buffer)
         # Whale transfers as found, and withdrawn (`removed`) when a reorg replaced their block.
-        self.whales: Topic[WhaleTransfer] = Topic("whales", buffer)
+        self.whales: Topic[WhaleTransfer] = topic("whales", buffer)
 
     @property
     def topics(self) -> tuple[Topic[Any], ...]:

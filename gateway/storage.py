@@ -1,6 +1,7 @@
 """The store's entry point: what the rest of the gateway may use of `gateway.store`.
 
-`Storage` is the database (WAL SQLite, one batching writer, reads off the event loop);
+`Storage` is the database (WAL SQLite, or PostgreSQL for a `postgresql://` GATEWAY_DB; one
+batching writer, reads off the event loop);
 `CandleStore` (providers' candles and their coverage), `ChainStore` (chain heads,
 nodes' reports and gas prices), `ProviderStore` (what the gateway learns
 about its providers), `QuarantineStore` (prices the plausibility gate refused), `NewsStore`

@@ -6,17 +6,20 @@ and stopped (and awaited) at the end, so no server outlives its test.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 import trio
 
 from gateway.config import ProvidersFile, Settings
 from gateway.nursery import Gateway, RunningGateway
 from gateway.storage import Storage
+from tests.postgres_server import PostgresServer, unavailable_reason
 
 StartGateway = Callable[..., Awaitable[RunningGateway]]
 
@@ -75,10 +78,49 @@ async def start_gateway(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[
             await gateway.stopped.wait()
 
 
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL server for the session (tests/postgres_server.py); skipped,
+    saying why, where none can be started."""
+    reason = unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    server = PostgresServer.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path | str]:
+    """What `Storage.open` is given, once per engine: a SQLite file, or a fresh, empty
+    PostgreSQL database on the session's server (dropped after the test). One store suite runs
+    on both engines."""
+    if request.param == "sqlite":
+        yield tmp_path / "gateway.db"
+        return
+    yield request.getfixturevalue("postgres_url")
+
+
 @pytest.fixture
-async def running_storage(tmp_path: Path) -> AsyncIterator[Storage]:
-    """A fresh database whose writer runs (quick batches), closed after the test."""
-    store = await Storage.open(tmp_path / "gateway.db", Settings(storage_batch_seconds=0.01))
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """A fresh, empty database on the session's PostgreSQL server, dropped after the test."""
+    name = f"t_{uuid.uuid4().hex}"
+    with psycopg.connect(postgres_server.url(), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE template0")
+    try:
+        yield postgres_server.url(name)
+    finally:
+        with psycopg.connect(postgres_server.url(), autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+async def running_storage(store_target: Path | str) -> AsyncIterator[Storage]:
+    """A fresh database whose writer runs (quick batches), closed after the test; once on
+    SQLite, once on PostgreSQL."""
+    store = await Storage.open(store_target, Settings(storage_batch_seconds=0.01))
     async with trio.open_nursery() as nursery:
         await nursery.start(store.run)
         yield store

@@ -6,8 +6,10 @@ Routes:
     WS       /graphql   graphql-transport-ws and legacy graphql-ws (ws/)
     GET      /healthz   the process is alive
     GET      /readyz    the database answers, its writes commit, and the supervisor runs
-                        (it also says whether the sentiment model is loading, ready or not)
+                        (it also says whether the sentiment model is loading, ready or not,
+                        and with a broker, "degraded" with the reason while Redis is down)
     GET      /metrics   Prometheus text
+    GET      /          the live dashboard (gateway.api.dashboard), a GraphQL client itself
 
 WebSocket traffic is dispatched to ws/ before Starlette sees it: the per-frame path stays
 free of framework layers, and Starlette never touches the socket.
@@ -55,7 +57,7 @@ from gateway.api.auth import (
 )
 from gateway.api.connections import ConnectionCaps
 from gateway.api.context import RequestContext, Services
-from gateway.api.graphiql_assets import graphiql_assets_route
+from gateway.api.dashboard import dashboard_routes
 from gateway.api.graphql_trio import (
     GraphQLEngine,
     PreparedOperation,
@@ -68,6 +70,7 @@ from gateway.api.http_policy import HttpPolicy, inline_script_hashes, page_csp
 from gateway.api.metrics import HttpStats, render_metrics
 from gateway.api.operator_metrics import MetricsGuard, operator_metrics
 from gateway.api.query_limits import QueryLimits
+from gateway.api.static_assets import StaticFolder
 from gateway.api.ws import (
     Admission,
     WebSocketOptions,
@@ -190,7 +193,9 @@ class GatewayApp:
                 Route("/healthz", self._healthz, methods=["GET"]),
                 Route("/readyz", self._readyz, methods=["GET"]),
                 Route("/metrics", self._metrics, methods=["GET"]),
-                graphiql_assets_route(),  # GET /graphiql/{name}: GraphiQL's vendored JS/CSS
+                # GET /graphiql/{name}: GraphiQL's vendored JS/CSS
+                StaticFolder("graphiql", "/graphiql").route(),
+                *dashboard_routes(),  # GET /: the live dashboard; GET /dashboard/{name}
             ]
         )
 
@@ -225,12 +230,20 @@ class GatewayApp:
                 )
             return
         if scope["type"] == "http":
-            await self.policy.serve(
-                scope, receive, self._counting_send(scope, send), self._starlette
-            )
+            await self.policy.serve(scope, receive, self._counting_send(scope, send), self._http)
             return
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
+            return
+        await self._starlette(scope, receive, send)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """GET and POST /graphql straight to `_graphql`, the rest through Starlette's router:
+        its middleware and routing were a tenth of a small query's CPU, and `_graphql` raises
+        nothing they would handle (an unexpected error is still a 500, from hypercorn)."""
+        if scope["path"] == "/graphql" and scope["method"] in ("GET", "POST"):
+            response = await self._graphql(Request(scope, receive, send))
+            await response(scope, receive, send)
             return
         await self._starlette(scope, receive, send)
 
@@ -290,12 +303,26 @@ class GatewayApp:
             problems.append(f"database writes failing since {failing_since.isoformat()}")
         # The sentiment model is reported, never a reason for 503: prices and news are served
         # without it (articles then carry sentiment null and say MODEL_UNAVAILABLE).
-        scorer, notes = self.services.sentiment, {}
+        scorer, notes = self.services.sentiment, dict[str, dict[str, Any]]()
         if scorer is not None and scorer.enabled:
             notes["sentiment"] = {"state": scorer.state, "reason": scorer.unavailable_reason}
+        # Several replicas: Redis down is *degraded*, not unready: queries are answered from
+        # the database, so the load balancer keeps this replica; live streams say why they stop.
+        replicas, degraded = self.services.replication, []
+        if replicas is not None:
+            broker = replicas.client.snapshot()
+            notes["broker"] = {
+                **broker,
+                "since": broker["since"].isoformat(),
+                "leader": replicas.lease.holds(),
+            }
+            if not broker["up"]:
+                degraded.append(f"broker {broker['url']} unavailable: {broker['reason']}")
         if problems:
             body = {"status": "not ready", "problems": problems, **notes}
             return JSONResponse(body, status_code=503)
+        if degraded:
+            return JSONResponse({"status": "degraded", "degraded": degraded, **notes})
         return JSONResponse({"status": "ready", **notes})
 
     async def _metrics(self, request: Request) -> Response:
@@ -457,7 +484,12 @@ class GatewayApp:
         variables: dict[str, Any] | None,
         context: RequestContext,
     ) -> ExecutionResult | None:
-        """Execute, cancelling every resolver if the client disconnects first."""
+        """Execute, cancelling every resolver if the client disconnects first. Synchronous
+        resolvers run at once: when nothing is left to await (`{ __typename }`), no task is
+        started to watch for the disconnect (one task per request fewer)."""
+        started = self.engine.begin(prepared, variables=variables, context=context)
+        if isinstance(started, ExecutionResult):
+            return started
         result: ExecutionResult | None = None
         async with trio.open_nursery() as nursery:
 
@@ -469,7 +501,7 @@ class GatewayApp:
                         return
 
             nursery.start_soon(watch_disconnect)
-            result = await self.engine.execute(prepared, variables=variables, context=context)
+            result = await started
             nursery.cancel_scope.cancel()
         return result
 

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from gateway.api.auth import AccessControl, Principal
     from gateway.api.shared_subscriptions import SubscriptionHub
     from gateway.api.ws import WebSocketStats
+    from gateway.broker import Replication
     from gateway.chains.data import ChainData
     from gateway.config import ProvidersFile, Settings
     from gateway.market.cache import MarketCache
@@ -58,6 +59,7 @@ class Services:
     sentiment: SentimentScorer | None = None  # the sentiment model (gateway.news.sentiment)
     access: AccessControl | None = None  # set by GatewayApp when not given
     schedule: ScheduleBook | None = None  # collector schedule compliance (sources.schedule)
+    replication: Replication | None = None  # Redis broker and collector lease (gateway.broker)
     version: str = __version__
     started_monotonic: float = field(default_factory=time.monotonic)
     ready: bool = False

@@ -13,9 +13,12 @@ unchanged). `install()` puts it in place of the module-level name that graphql-c
 call time; under asyncio it defers to the original, so nothing else in the process changes.
 
 The rest of the module is the execution front door used by HTTP and WebSocket handlers: a cache
-of parsed and validated documents (parsing and validation are the expensive, repeatable part),
-the query limits of `gateway.api.query_limits` (so every transport enforces the same ones before any
-resolver runs), `execute` and `subscribe` with errors formatted the same way everywhere.
+of parsed and validated documents (parsing and validation are the expensive, repeatable part;
+least recently used first out past `cache_size`, keyed by the query text, for one schema and
+one set of limits; hits and misses in /metrics as `gateway_graphql_document_cache_total`),
+the query limits of `gateway.api.query_limits` (so every transport enforces the same ones
+before any resolver runs; the cost, which depends on the variables, is checked per request,
+cache hit or not), `execute` and `subscribe` with errors formatted the same way everywhere.
 
 Must never: start work outside the caller's nursery, or swallow trio.Cancelled.
 """
@@ -240,10 +243,14 @@ class GraphQLEngine:
         limits: QueryLimits | None = None,
     ) -> None:
         self.schema = schema
-        self._cache_size = cache_size
+        self._cache_size = max(1, cache_size)
         self._limits = limits or QueryLimits()
+        # Keyed by the query text; every entry was validated against `_cached_for` (cleared
+        # when `schema` is another object) under `_limits` (cleared by `set_limits`).
         self._documents: OrderedDict[str, _Document] = OrderedDict()
+        self._cached_for = schema
         self.operations = OperationStats()  # for /metrics
+        self.operations.document_cache_size = self._cache_size
 
     @property
     def limits(self) -> QueryLimits:
@@ -253,12 +260,19 @@ class GraphQLEngine:
         """Apply new limits; cached verdicts were made under the old ones and are forgotten."""
         self._limits = limits
         self._documents.clear()
+        self.operations.documents_cached = 0
 
     def _document(self, query: str) -> _Document:
+        if self.schema is not self._cached_for:  # verdicts of another schema: not reusable
+            self._documents.clear()
+            self._cached_for = self.schema
+        lookups = self.operations.document_lookups
         cached = self._documents.get(query)
         if cached is not None:
+            lookups["hit"] += 1
             self._documents.move_to_end(query)
             return cached
+        lookups["miss"] += 1
         try:
             document = parse(query)
         except GraphQLError as error:
@@ -271,7 +285,8 @@ class GraphQLEngine:
         entry = _Document(outcome)
         self._documents[query] = entry
         if len(self._documents) > self._cache_size:
-            self._documents.popitem(last=False)
+            self._documents.popitem(last=False)  # the least recently used
+        self.operations.documents_cached = len(self._documents)
         return entry
 
     def prepare(
@@ -341,23 +356,25 @@ class GraphQLEngine:
     ) -> ExecutionResult:
         """Run a query or mutation; all of its resolvers run under the caller's cancel scope.
         Counted in `operations` (by name and outcome code, with its duration)."""
-        began = time.perf_counter()
-        result = await self._execute(prepared, variables, context, root_value)
-        self.operations.record(
-            prepared.operation.operation.value,
-            _name(prepared.operation),
-            outcome_code(result.errors),
-            time.perf_counter() - began,
-        )
-        return result
+        started = self.begin(prepared, variables=variables, context=context, root_value=root_value)
+        if isinstance(started, ExecutionResult):
+            return started
+        return await started
 
-    async def _execute(
+    def begin(
         self,
         prepared: PreparedOperation,
+        *,
         variables: Mapping[str, Any] | None,
         context: Any,
-        root_value: Any,
-    ) -> ExecutionResult:
+        root_value: Any = None,
+    ) -> ExecutionResult | Awaitable[ExecutionResult]:
+        """`execute` in two steps: run every resolver that can run without awaiting now, and
+        return the result when that was all of them (`{ __typename }`, `status`: nothing to
+        wait for, so the caller needs no task to watch for a disconnect meanwhile); otherwise
+        an awaitable of the result, to be awaited once under the caller's cancel scope.
+        Counted in `operations` like `execute`."""
+        began = time.perf_counter()
         result = execute(
             self.schema,
             prepared.document,
@@ -368,8 +385,24 @@ class GraphQLEngine:
             executor_class=_TrioExecutor,
         )
         if isinstance(result, ExecutionResult):
+            self._record(prepared, result, began)
             return result
-        return await result
+        return self._finish(prepared, result, began)
+
+    async def _finish(
+        self, prepared: PreparedOperation, pending: Awaitable[ExecutionResult], began: float
+    ) -> ExecutionResult:
+        result = await pending
+        self._record(prepared, result, began)
+        return result
+
+    def _record(self, prepared: PreparedOperation, result: ExecutionResult, began: float) -> None:
+        self.operations.record(
+            prepared.operation.operation.value,
+            _name(prepared.operation),
+            outcome_code(result.errors),
+            time.perf_counter() - began,
+        )
 
     async def subscribe(
         self,

@@ -41,7 +41,8 @@ do what the replacement does?), then moving `WRITTEN_FOR`.
    Here an uncontended lock is taken without yielding and the bytes go straight into the
    socket buffer (`_write_now`); only what does not fit takes the awaited path.
    bench/stream_latency.py at 1,000 subscribers, 2 events/s: first delivery p50 51 -> 12 ms,
-   p99 126-181 -> 105 ms, server CPU 136-146 -> 85 µs per delivered message.
+   p99 126-181 -> 105 ms, server CPU 136-146 -> 85 µs per delivered message. An empty write
+   (h11's end of a body whose length was given) is no write at all.
 
 3. `hypercorn.trio.tcp_server.TCPServer.run` (`tcp_server_run`): connection caps at accept.
    Hypercorn serves every connection trio's accept loop hands it, with no cap per client or in
@@ -60,10 +61,34 @@ do what the replacement does?), then moving `WRITTEN_FOR`.
    3, 10 s longer (measured: 20 of 20 such connections). Here, once the read loop is over, the
    timer is stopped, so the connection ends as soon as its last response is out.
 
+5. `hypercorn.trio.worker_context.TrioSingleTask` as each connection's `idle_task`
+   (`gateway.api.keep_alive.IdleTimer`, set by patch 3's `tcp_server_run`): one keep-alive
+   timer per connection, not one per request. Hypercorn stops its idle timer when a request
+   starts and starts a new task for it when the response is out, each time under a
+   `trio.Lock`, through `nursery.start` (a scheduler round trip): with `{ __typename }` over
+   keep-alive connections that was about a tenth of the server's CPU (bench/http_query.py).
+   Here one task per connection waits on the worker's `terminated` event under a cancel scope
+   whose deadline is moved: to the keep-alive timeout when the connection goes idle, away when
+   a request starts (patch 2's `protocol_send` handles hypercorn's `Updated` events: no await,
+   no task). It does what hypercorn's `_idle_timeout` does (close the connection when it stays
+   idle for `keep_alive_timeout`, or at once when the server terminates while it is idle) and
+   ends when the connection's read loop is over (patch 4), or, parked, after
+   `keep_alive_timeout` of one request (a WebSocket holds no timer task for its whole life).
+   Only for a Config that carries `gateway_idle_timer = True`.
+
+6. `hypercorn.protocol.ws_stream.WSStream._accept` (`ws_accept`): the app chooses the
+   WebSocket's extensions. Hypercorn negotiates wsproto's `PerMessageDeflate` for every socket: a
+   compressor and a decompressor kept per connection, each event compressed once per connection
+   (issue 16: 145 KB per idle browser subscriber). Here its negotiation is skipped; the app names
+   what it accepted in its `websocket.accept` headers (`sec-websocket-extensions`, sent as they
+   are) and the wsproto connection is `gateway.api.deflate.server_connection`'s, inflating at
+   most `websocket_max_message_size`. No such header: no extension. For every server.
+
 Must never: patch hypercorn anywhere but here, patch a hypercorn it was not written for
 without saying so loudly, or change what hypercorn does for a server whose Config carries no
-`gateway_send_stall_timeout` (hypercorn's own `protocol_send` then runs unchanged) or no
-`gateway_connection_gate` (its own `run`).
+`gateway_send_stall_timeout` (hypercorn's own `protocol_send` then runs unchanged), no
+`gateway_connection_gate` (its own `run`) or no `gateway_idle_timer` (its own keep-alive timer
+task per request); patch 6 excepted (above).
 
 Slow clients are bounded by hypercorn's own settings, set in `gateway.api.server`, not by a
 patch: its keep-alive timer runs from a connection's start (and from the end of each response)
@@ -77,6 +102,7 @@ import importlib.metadata
 import inspect
 import math
 import os
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -84,10 +110,14 @@ from typing import Any, Final, Protocol
 
 import structlog
 import trio
-from hypercorn.events import Closed, Event, RawData
+from hypercorn.events import Closed, Event, RawData, Updated
 from hypercorn.protocol import ws_stream
+from hypercorn.protocol.events import Response
 from hypercorn.trio import tcp_server
 from hypercorn.utils import parse_socket_addr
+
+from gateway.api import deflate
+from gateway.api.keep_alive import IdleTimer
 
 __all__ = [
     "WRITTEN_FOR",
@@ -100,6 +130,7 @@ __all__ = [
     "protocol_send",
     "read_data",
     "tcp_server_run",
+    "ws_accept",
 ]
 
 log = structlog.get_logger(__name__)
@@ -116,6 +147,7 @@ _HYPERCORN_EXTEND: Final[Any] = getattr(ws_stream.WebsocketBuffer, "extend", Non
 _HYPERCORN_PROTOCOL_SEND: Final[Any] = getattr(tcp_server.TCPServer, "protocol_send", None)
 _HYPERCORN_RUN: Final[Any] = getattr(tcp_server.TCPServer, "run", None)
 _HYPERCORN_READ_DATA: Final[Any] = getattr(tcp_server.TCPServer, "_read_data", None)
+_HYPERCORN_WS_ACCEPT: Final[Any] = getattr(ws_stream.WSStream, "_accept", None)
 
 
 class ConnectionGate(Protocol):
@@ -173,11 +205,19 @@ def buffer_extend(self: ws_stream.WebsocketBuffer, event: Any) -> None:
 async def protocol_send(self: tcp_server.TCPServer, event: Event) -> None:
     """hypercorn's `TCPServer.protocol_send`, with a stall deadline on writes (patch 2 in the
     module docstring)."""
+    if isinstance(event, Updated) and isinstance(self.idle_task, IdleTimer):
+        if event.idle:  # patch 5: no await, no task
+            self.idle_task.arm(self._task_group)
+        else:
+            self.idle_task.disarm()
+        return
     stall = getattr(self.config, "gateway_send_stall_timeout", None)
     ends: WriteDeadline = getattr(self.config, "gateway_write_deadline", None) or _NO_DEADLINE
     if not isinstance(event, RawData) or stall is None:
         await _HYPERCORN_PROTOCOL_SEND(self, event)
         return
+    if not event.data:
+        return  # h11's end of a Content-Length body: no bytes, so no write and no yield
     lock = self.send_lock
     if lock.locked():
         await lock.acquire()
@@ -214,6 +254,10 @@ async def protocol_send(self: tcp_server.TCPServer, event: Event) -> None:
 async def tcp_server_run(self: tcp_server.TCPServer) -> None:
     """hypercorn's `TCPServer.run`, behind the Config's connection caps (patch 3 in the module
     docstring)."""
+    if getattr(self.config, "gateway_idle_timer", False):  # patch 5
+        self.idle_task = IdleTimer(  # type: ignore[assignment]
+            self.config.keep_alive_timeout, self.context.terminated, self._initiate_server_close
+        )
     gate: ConnectionGate | None = getattr(self.config, "gateway_connection_gate", None)
     if gate is None:
         await _HYPERCORN_RUN(self)
@@ -231,8 +275,30 @@ async def tcp_server_run(self: tcp_server.TCPServer) -> None:
 async def read_data(self: tcp_server.TCPServer) -> None:
     """hypercorn's `TCPServer._read_data`, then no keep-alive wait: the client can send nothing
     more (patch 4 in the module docstring)."""
-    await _HYPERCORN_READ_DATA(self)
-    await self.idle_task.stop()
+    try:
+        await _HYPERCORN_READ_DATA(self)
+    finally:
+        await self.idle_task.stop()  # hypercorn's timer task, or patch 5's, ends here
+
+
+async def ws_accept(self: ws_stream.WSStream, message: Any) -> None:
+    """hypercorn's `WSStream._accept`, with the extension the app accepted in its headers and
+    none of hypercorn's own (patch 6 in the module docstring)."""
+    headers = list(message.get("headers", []))
+    self.state = ws_stream.ASGIWebsocketState.CONNECTED
+    offers, self.handshake.extensions = self.handshake.extensions, None  # none negotiated here
+    try:
+        status, response, _ = self.handshake.accept(message.get("subprotocol"), headers)
+    finally:
+        self.handshake.extensions = offers
+    accepted = [value for name, value in headers if name.lower() == b"sec-websocket-extensions"]
+    # Set before the first await, as hypercorn's is: the reader feeds it from then on.
+    self.connection = deflate.server_connection(accepted, self.config.websocket_max_message_size)
+    await self.send(Response(stream_id=self.stream_id, status_code=status, headers=response))
+    summary: Any = {"status": status, "headers": []}
+    await self.config.log.access(self.scope, summary, time.time() - self.start_time)
+    if self.config.websocket_ping_interval is not None:
+        self.task_group.spawn(self._send_pings)
 
 
 def _peer(stream: object) -> tuple[str, int] | None:
@@ -321,6 +387,7 @@ _METHODS: Final = (
         replacement=tcp_server_run,
         original=_HYPERCORN_RUN,
     ),
+    _Method(tcp_server.TCPServer, "_initiate_server_close", ("self",), coroutine=True),  # 5
     _Method(
         tcp_server.TCPServer,
         "_read_data",
@@ -329,11 +396,28 @@ _METHODS: Final = (
         replacement=read_data,
         original=_HYPERCORN_READ_DATA,
     ),
+    _Method(
+        ws_stream.WSStream,
+        "_accept",
+        ("self", "message"),
+        coroutine=True,
+        replacement=ws_accept,
+        original=_HYPERCORN_WS_ACCEPT,
+    ),
+    _Method(ws_stream.Handshake, "accept", ("self", "subprotocol", "additional_headers")),  # 6
 )
 
 # Instance attributes `protocol_send` and `tcp_server_run` read, set by TCPServer.__init__ or
 # TCPServer.run.
-_TCP_SERVER_ATTRIBUTES: Final = ("config", "idle_task", "protocol", "send_lock", "stream")
+_TCP_SERVER_ATTRIBUTES: Final = (
+    "_task_group",  # patch 5 starts its timer task there
+    "config",
+    "context",
+    "idle_task",
+    "protocol",
+    "send_lock",
+    "stream",
+)
 
 
 def hypercorn_version() -> str:
@@ -359,6 +443,12 @@ def check() -> None:
         f"hypercorn.trio.tcp_server.TCPServer's __init__ and run no longer use self.{name}"
         for name in _TCP_SERVER_ATTRIBUTES
         if name not in _names_used_by(tcp_server.TCPServer, "__init__", "run")
+    )
+    problems.extend(  # what patch 6 does as hypercorn's WSStream._accept and Handshake.accept do
+        f"hypercorn.protocol.ws_stream.WSStream._accept or Handshake.accept no longer use .{name}"
+        for name in ("_send_pings", "connection", "handshake", "send", "task_group", "extensions")
+        if name not in _names_used_by(ws_stream.WSStream, "_accept")
+        and name not in _names_used_by(ws_stream.Handshake, "accept")
     )
     if "run" not in _names_used_by(tcp_server.TCPServer, "__await__"):  # how patch 3 is reached
         problems.append("hypercorn.trio.tcp_server.TCPServer no longer serves through self.run")

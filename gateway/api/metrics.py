@@ -224,4 +224,36 @@ def render_metrics(
             for pid, record in sorted(services.status_board.records.items())
         ),
     )
+    if services.replication is not None:  # several replicas (gateway/broker/)
+        _broker_metrics(w, services)
     return "\n".join(w.lines) + "\n"
+
+
+def _broker_metrics(w: _Writer, services: Services) -> None:
+    assert services.replication is not None
+    client, bus, lease = (
+        services.replication.client,
+        services.replication.bus,
+        services.replication.lease,
+    )
+    w.one("gateway_broker_up", "gauge", "1 while Redis answers.", 1 if client.up else 0)
+    w.one("gateway_leader", "gauge", "1 while this replica holds the collector lease.",
+          1 if lease.holds() else 0)  # fmt: skip
+    w.one("gateway_leader_elections_total", "counter", "Times this replica took the lease.",
+          lease.elections)  # fmt: skip
+    w.metric(
+        "gateway_broker_events_total",
+        "counter",
+        "Events this replica handed to Redis, by outcome: sent; dropped (outbox full while "
+        "Redis was slow or down); refused (fenced: not the leader); undecodable (read).",
+        (
+            ({"outcome": outcome}, count)
+            for outcome, count in (
+                ("sent", bus.sent),
+                ("dropped", bus.dropped),
+                ("refused", bus.refused),
+                ("undecodable", bus.undecodable),
+            )
+        ),
+    )
+    w.one("gateway_broker_outbox", "gauge", "Events waiting to be written to Redis.", bus.pending)

@@ -1,6 +1,6 @@
 """GraphQL operations counted for Prometheus: by name and outcome (the first error's code),
 and their duration by name; requests refused before execution (parse, validation, limits) are
-counted too, as kind "refused".
+counted too, as kind "refused". And how the engine's document cache does (hits, misses, size).
 
 Names are the client's own (`query PricesNow {...}`), so they are bounded: the first
 `MAX_NAMES` distinct names are counted as themselves, any later one as `OTHER`, and an unnamed
@@ -53,6 +53,11 @@ class OperationStats:
         self.counts: Counter[tuple[str, str, str]] = Counter()
         self.durations: dict[tuple[str, str], Histogram] = {}
         self._names: set[str] = set()
+        # The engine's cache of parsed and validated documents (GraphQLEngine._document):
+        # lookups by outcome ("hit", "miss"), entries held now and the most it holds.
+        self.document_lookups: Counter[str] = Counter()
+        self.documents_cached = 0
+        self.document_cache_size = 0
 
     def name(self, raw: str | None) -> str:
         if raw is None:

@@ -163,6 +163,21 @@ def operator_metrics(
                 for (kind, name), h in sorted(operations.durations.items())
             ),
         )
+        out.series(
+            "gateway_graphql_document_cache_total",
+            "counter",
+            "Parsed and validated documents looked up by query text: hit (reused) or miss.",
+            (({"result": r}, operations.document_lookups[r]) for r in ("hit", "miss")),
+        )
+        out.series(
+            "gateway_graphql_document_cache_entries",
+            "gauge",
+            "Documents the cache holds now, and the most it holds (bound).",
+            [
+                ({"of": "held"}, operations.documents_cached),
+                ({"of": "bound"}, operations.document_cache_size),
+            ],
+        )
     refusals = dict(services.access.refusals) if services.access is not None else {}
     if guard is not None:
         refusals["metrics_token"] = guard.refused

@@ -17,7 +17,9 @@ shutdown starts (503). Every connection is first offered to the app's connection
 (gateway.api.connections, through patch 3, as the Config's `gateway_connection_gate`): one over
 a cap is closed before it is read. The kernel queues up to `http_backlog` connections before
 they are accepted (hypercorn's default, 100, overflowed in a WebSocket flood, and a new
-`/readyz` connection waited seconds behind it). Hypercorn's own log lines go to the stdlib
+`/readyz` connection waited seconds behind it; 1024 still overflowed when 2,000 handshakes came
+at once, and the kernel reset hundreds of them); a kernel that caps it lower
+(`net.core.somaxconn`) is a warning at start. Hypercorn's own log lines go to the stdlib
 logger `hypercorn.error`, which gateway.log renders like every other line (JSON under
 `--log-format json`), never to a handler of hypercorn's.
 
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -39,11 +42,23 @@ from gateway.api import hypercorn_patches
 from gateway.api.app import GatewayApp
 from gateway.config import Settings
 
-__all__ = ["hypercorn_config", "serve_http"]
+__all__ = ["hypercorn_config", "kernel_backlog_cap", "serve_http"]
 
 log = structlog.get_logger(__name__)
 
 hypercorn_patches.install()
+
+
+# Where Linux says how long a listen backlog may be: it silently shortens any longer one.
+SOMAXCONN = Path("/proc/sys/net/core/somaxconn")
+
+
+def kernel_backlog_cap(path: Path = SOMAXCONN) -> int | None:
+    """net.core.somaxconn, or None where it cannot be read (not Linux)."""
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _bind(host: str, port: int) -> str:
@@ -66,6 +81,8 @@ def hypercorn_config(settings: Settings) -> Config:
     config.include_server_header = False
     config.gateway_send_stall_timeout = settings.send_stall_timeout  # type: ignore[attr-defined]
     config.gateway_write_deadline = hypercorn_patches.WriteDeadline()  # type: ignore[attr-defined]
+    # One keep-alive timer task per connection, not one per request (hypercorn_patches, 5).
+    config.gateway_idle_timer = True  # type: ignore[attr-defined]
     return config
 
 
@@ -81,6 +98,15 @@ async def serve_http(
     config = hypercorn_config(settings)
     config.gateway_connection_gate = app.connections  # type: ignore[attr-defined]
     writes: hypercorn_patches.WriteDeadline = config.gateway_write_deadline  # type: ignore[attr-defined]
+    cap = kernel_backlog_cap()
+    if cap is not None and cap < settings.http_backlog:
+        log.warning(
+            "http.backlog_capped",
+            backlog=settings.http_backlog,
+            somaxconn=cap,
+            hint="the kernel shortens the listen backlog to net.core.somaxconn: a burst of more"
+            " connections than that is dropped or reset; raise it (sysctl net.core.somaxconn)",
+        )
     if settings.host.strip("[]") in {"0.0.0.0", "::"} and not settings.allowed_hosts:
         log.warning(
             "http.allowed_hosts_loopback_only",

@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from gateway.config.broker import broker_from_env
+from gateway.config.database import database_overrides
 from gateway.config.settings import (
     ANONYMOUS_ACCESS,
     FRESHNESS_CATEGORIES,
@@ -62,15 +64,16 @@ def _env_log_level(env: dict[str, str]) -> str | None:
     return raw.strip().lower()
 
 
-def settings_from_env(env: dict[str, str] | None = None) -> Settings:
-    """Defaults overridden by GATEWAY_* variables (and PORT, for container platforms)."""
+def settings_from_env(env: dict[str, str] | None = None, *, broker: str | None = None) -> Settings:
+    """Defaults overridden by GATEWAY_* variables (and PORT, for container platforms);
+    `broker` (`serve --broker`) is taken over GATEWAY_BROKER."""
     env = dict(os.environ) if env is None else env
     base = Settings()
     symbols = env.get("GATEWAY_SYMBOLS")
     return base.with_overrides(
         host=env.get("GATEWAY_HOST") or None,
         port=_env_port(env),
-        db_path=Path(env["GATEWAY_DB"]) if env.get("GATEWAY_DB") else None,
+        **database_overrides(env.get("GATEWAY_DB")),  # a SQLite file or a postgresql:// URL
         providers_path=Path(env["GATEWAY_PROVIDERS"]) if env.get("GATEWAY_PROVIDERS") else None,
         log_format=env.get("GATEWAY_LOG_FORMAT") or None,
         log_level=_env_log_level(env),
@@ -92,6 +95,8 @@ def settings_from_env(env: dict[str, str] | None = None) -> Settings:
         **_env_news(env),
         **_env_operations(env),
         **_env_backups(env),
+        # Several replicas: GATEWAY_BROKER, GATEWAY_BROKER_RETENTION, GATEWAY_LEADER_LEASE.
+        broker=broker_from_env(env, broker),
     )
 
 
@@ -221,7 +226,7 @@ def _env_count(env: dict[str, str], name: str, minimum: int) -> int | None:
 
 def _env_ws_limits(env: dict[str, str]) -> dict[str, Any]:
     """GATEWAY_WS_MAX_CONNECTIONS (a number, or `auto`: derived from the descriptor limit),
-    GATEWAY_FD_RESERVE and GATEWAY_WS_IDLE_TIMEOUT (seconds, positive)."""
+    GATEWAY_FD_RESERVE, GATEWAY_WS_IDLE_TIMEOUT (seconds, positive) and GATEWAY_WS_COMPRESSION."""
     overrides: dict[str, Any] = {}
     raw = env.get("GATEWAY_WS_MAX_CONNECTIONS")
     if raw is not None and raw.strip().lower() != "auto":
@@ -230,6 +235,9 @@ def _env_ws_limits(env: dict[str, str]) -> dict[str, Any]:
     idle = _env_positive(env, "GATEWAY_WS_IDLE_TIMEOUT", " of seconds")
     if idle is not None:
         overrides["ws_idle_timeout"] = idle
+    compression = env.get("GATEWAY_WS_COMPRESSION")  # shared | off (gateway/api/deflate.py)
+    if compression is not None:
+        overrides["ws_compression"] = compression.strip().lower()
     return overrides
 
 

@@ -21,6 +21,7 @@ from gateway.config.addresses import (
     parse_cors_origins,
     parse_trusted_proxies,
 )
+from gateway.config.broker import BrokerSettings
 from gateway.config.units import MINUTES, SECONDS
 from gateway.errors import ConfigError
 from gateway.vocabulary import TIER_NAMES
@@ -65,6 +66,9 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 7860
     db_path: Path = Path("data/gateway.db")
+    # History on PostgreSQL (gateway/config/database.py): GATEWAY_DB or --db given as
+    # postgresql://…; None or "": the SQLite file db_path.
+    db_url: str | None = None
     providers_path: Path = Path("providers.toml")
     log_format: str = "auto"  # auto | console | json
     log_level: str = "info"
@@ -81,6 +85,9 @@ class Settings:
     ws_init_timeout: float = 10 * SECONDS
     ws_ping_interval: float = 20 * SECONDS
     ws_max_message_bytes: int = 256 * 1024
+    # permessage-deflate (gateway/api/deflate.py): "shared" accepts a client's offer without
+    # context takeover and compresses each shared event once for every socket; "off" declines.
+    ws_compression: str = "shared"
 
     # Storage: the single writer commits a batch when it holds this many rows or this much time
     # has passed since the first pending row, whichever comes first.
@@ -95,6 +102,9 @@ class Settings:
 
     # The event bus: each internal subscriber (fan-out group, storage feed) buffers this many.
     bus_buffer: int = 1024
+    # Several replicas: the Redis broker (gateway/config/broker.py; GATEWAY_BROKER, --broker).
+    # None: one process, in-memory bus, every collector run here.
+    broker: BrokerSettings | None = None
 
     # Shutdown: in-flight work gets this long after SIGINT/SIGTERM before it is cancelled.
     shutdown_grace: float = 3 * SECONDS
@@ -409,6 +419,8 @@ class Settings:
             )
         if not isinstance(self.fd_reserve, int) or self.fd_reserve < 0:
             raise ConfigError(f"fd_reserve must be an integer >= 0, got {self.fd_reserve!r}")
+        if self.ws_compression not in ("shared", "off"):
+            raise ConfigError(f"ws_compression must be shared or off, got {self.ws_compression!r}")
         if not (math.isfinite(self.ws_idle_timeout) and self.ws_idle_timeout > 0):
             raise ConfigError(
                 f"ws_idle_timeout must be a positive number of seconds,"
@@ -534,11 +546,14 @@ class Settings:
     # for addresses that hold no connection (a health probe still gets in when the cap is
     # reached), and half for the process's own descriptors. `http_backlog`: connections the
     # kernel queues before they are accepted (a flood of handshakes must not crowd out a probe;
-    # the kernel caps it at net.core.somaxconn). GATEWAY_HTTP_MAX_CONNECTIONS (a number, or
-    # `auto`), GATEWAY_HTTP_MAX_CONNECTIONS_PER_CLIENT, GATEWAY_HTTP_BACKLOG.
+    # the kernel caps it at net.core.somaxconn, 4096 by default since Linux 5.4; a lower cap is
+    # a warning at start). 1024 overflowed when 2,000 WebSocket handshakes arrived at once: trio
+    # accepts one connection per scheduler pass, the kernel dropped the rest and reset 359 of
+    # 10,000 connections (bench/fanout.py --connect-window 2000). GATEWAY_HTTP_MAX_CONNECTIONS
+    # (a number, or `auto`), GATEWAY_HTTP_MAX_CONNECTIONS_PER_CLIENT, GATEWAY_HTTP_BACKLOG.
     http_max_connections: int | None = None
     http_max_connections_per_client: int = 64
-    http_backlog: int = 1024
+    http_backlog: int = 4096
 
     def _validate_connections(self) -> None:
         """The connection caps and the listen backlog (block above)."""

@@ -472,15 +472,24 @@ class ProviderRegistry:
     async def restore_usage(self) -> None:
         await restore_usage(self.store, self.client, self.providers.get)
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Load pools and usage, then process events, check health and save usage, forever."""
+    async def run(
+        self,
+        *,
+        checks: bool = True,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Load pools and usage, then process events, check health and save usage, forever.
+
+        `checks=False`: no health checks here (several replicas: only the collector leader runs
+        `health.run`, gateway/nursery.py)."""
         await self.load_pools()
         await self.restore_usage()
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._process_events)
                 nursery.start_soon(self._save_usage_periodically)
-                await nursery.start(self.health.run)
+                if checks:
+                    await nursery.start(self.health.run)
                 task_status.started()
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(2):

@@ -39,8 +39,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import structlog
+import trio
 
 from gateway.config import ProviderConfig, ProvidersFile
+from gateway.errors import BrokerUnavailable
+from gateway.models import ProviderStateChange
+from gateway.pubsub import Topic
 from gateway.vocabulary import ProviderState
 
 __all__ = [
@@ -49,6 +53,7 @@ __all__ = [
     "TRANSPORT_FAILURES",
     "ProviderRecord",
     "ProviderStatusBoard",
+    "mirror_states",
 ]
 
 log = structlog.get_logger(__name__)
@@ -63,6 +68,8 @@ StateChange = Callable[[str, str, str, str], None]
 
 # What a directly observed provider (a stream) may report; UNCONFIGURED and UNKNOWN are not
 # observations.
+# How many of the newest announced states a follower reads when it starts (`mirror_states`).
+RECENT_STATES = 1000
 REPORTED_STATES = frozenset({ProviderState.ONLINE, ProviderState.DEGRADED, ProviderState.OFFLINE})
 
 
@@ -136,6 +143,7 @@ class ProviderStatusBoard:
         }
         self.on_change = on_change
         self._none_reachable = False
+        self._mirrored: set[str] = set()  # providers whose state is the leader's (`mirror`)
 
     def none_reachable(self) -> bool:
         """Every provider tried so far got no answer on its last attempt (at least `MIN_TRIED`
@@ -268,6 +276,26 @@ class ProviderStatusBoard:
             reason = "circuit breaker opened" if is_open else "circuit breaker let a probe through"
             self._changed(record, before, after, reason)
 
+    def mirror(self, change: ProviderStateChange) -> None:
+        """Show a state the collector leader observed (several replicas): a follower calls no
+        upstream on a schedule, so its own records would stay UNKNOWN. Nothing is acted on (no
+        event, no alert); `forget_mirrored` undoes it when this replica becomes the leader."""
+        record = self.records.get(change.provider)
+        if record is None:
+            return
+        record.reported = change.new_state if change.new_state in REPORTED_STATES else None
+        record.reason = change.reason
+        record.last_checked_at = change.at
+        if change.new_state == ProviderState.ONLINE:
+            record.last_success_at = change.at
+        self._mirrored.add(change.provider)
+
+    def forget_mirrored(self) -> None:
+        for provider_id in self._mirrored:
+            if provider_id in self.records:
+                self.records[provider_id].reported = None
+        self._mirrored.clear()
+
     def _changed(self, record: ProviderRecord, before: str, after: str, reason: str) -> None:
         record.reason = reason
         if self.on_change is not None:
@@ -302,6 +330,25 @@ class ProviderStatusBoard:
             "offline": states.count(ProviderState.OFFLINE),
             "unconfigured": states.count(ProviderState.UNCONFIGURED),
         }
+
+
+async def mirror_states(
+    board: ProviderStatusBoard, topic: Topic[ProviderStateChange], leading: Callable[[], bool]
+) -> None:
+    """Several replicas: while this replica is not the collector leader, mirror the leader's
+    provider states on `board` (the newest announced ones first, then each change). Redis
+    down: wait and start again (the states then stay as last known)."""
+    while True:
+        try:
+            with topic.subscribe() as changes:
+                for change in await topic.recent(RECENT_STATES):
+                    if not leading():
+                        board.mirror(change)
+                async for change in changes:
+                    if not leading():
+                        board.mirror(change)
+        except BrokerUnavailable:
+            await trio.sleep(1)
 
 
 def _reason(record: ProviderRecord, ok: bool, error: str | None) -> str:

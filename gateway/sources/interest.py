@@ -4,7 +4,9 @@ Two kinds of interest add up to one set:
 
 * the **configured** symbols (settings, providers.toml), always on;
 * **held** symbols, reference-counted: a GraphQL `priceTicks` subscription holds its symbols for
-  as long as it runs (`async with interest.hold(symbols):`, or `acquire` / `release`).
+  as long as it runs (`async with interest.hold(symbols):`, or `acquire` / `release`);
+* **shared** symbols: with several replicas, what the other replicas' clients hold, as the
+  collector leader last read it from Redis (`set_shared`, gateway/sources/replica_interest.py).
 
 A symbol is in the union while it is configured or held at least once. Every change of the
 union bumps `version` and wakes whoever waits in `wait_changed` (the stream clients, which then
@@ -64,6 +66,7 @@ class SymbolInterest:
             raise ValueError("max_symbols must be at least 1")
         self._configured = frozenset(_canonical(configured))
         self._held: dict[str, int] = {}
+        self._shared: frozenset[str] = frozenset()
         self._max = max_symbols
         self._lot = ParkingLot()
         self._snapshot: frozenset[str] | None = self._configured
@@ -75,12 +78,25 @@ class SymbolInterest:
     def symbols(self) -> frozenset[str]:
         """Every symbol with live interest now (configured or held)."""
         if self._snapshot is None:
-            self._snapshot = self._configured | self._held.keys()
+            self._snapshot = self._configured | self._held.keys() | self._shared
         return self._snapshot
+
+    @property
+    def held(self) -> frozenset[str]:
+        """The symbols this process's clients hold now (what a replica shares with the others)."""
+        return frozenset(self._held)
 
     @property
     def configured(self) -> frozenset[str]:
         return self._configured
+
+    @property
+    def shared(self) -> frozenset[str]:
+        return self._shared
+
+    @property
+    def max_symbols(self) -> int:
+        return self._max
 
     def holders(self, symbol: str) -> int:
         """How many holds a symbol has (configured symbols are not counted as holds)."""
@@ -90,7 +106,7 @@ class SymbolInterest:
         if not isinstance(symbol, str):
             return False
         symbol = normalize_symbol(symbol)
-        return symbol in self._configured or symbol in self._held
+        return symbol in self._configured or symbol in self._held or symbol in self._shared
 
     def __len__(self) -> int:
         return len(self.symbols)
@@ -131,6 +147,15 @@ class SymbolInterest:
     def hold(self, symbols: Iterable[str]) -> SymbolHold:
         """`with` or `async with`: hold `symbols` for the block (released however it ends)."""
         return SymbolHold(self, symbols)
+
+    def set_shared(self, symbols: Iterable[str]) -> frozenset[str]:
+        """Replace the shared symbols (other replicas' holds); at most `max_symbols` are kept, the
+        first in sorted order. Returns what was kept."""
+        shared = frozenset(sorted(_canonical(symbols))[: self._max])
+        if shared != self._shared:
+            self._shared = shared
+            self._changed()
+        return shared
 
     # -- waiting ----------------------------------------------------------------------------
 

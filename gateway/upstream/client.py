@@ -181,7 +181,12 @@ class UpstreamClient:
         providers: Iterable[ProviderConfig] = (),
         retry: RetryPolicy | None = None,
         rng: random.Random | None = None,
+        limiters: Callable[..., RateLimiter] = RateLimiter,
+        breakers: Callable[..., CircuitBreaker] = CircuitBreaker,
     ) -> None:
+        # `limiters`/`breakers` make each provider's limiter and breaker: with several replicas,
+        # ones shared through Redis (gateway/broker/limits.py), same interface.
+        self._make_limiter, self._make_breaker = limiters, breakers
         if max_response_bytes < 1:
             raise ValueError("max_response_bytes must be at least 1")
         self.max_response_bytes = max_response_bytes
@@ -244,7 +249,7 @@ class UpstreamClient:
         """The provider's rate limiter, created from `provider.rate_limits` on first use."""
         limiter = self._limiters.get(provider.id)
         if limiter is None:
-            limiter = RateLimiter(
+            limiter = self._make_limiter(
                 provider.id, provider.rate_limits, on_threshold=self._rate_threshold
             )
             self._limiters[provider.id] = limiter
@@ -260,7 +265,9 @@ class UpstreamClient:
                 if self.on_breaker_change is not None:
                     self.on_breaker_change(provider_id, old, new)
 
-            breaker = CircuitBreaker(provider.breaker, provider_id=provider.id, on_change=changed)
+            breaker = self._make_breaker(
+                provider.breaker, provider_id=provider.id, on_change=changed
+            )
             self._breakers[provider.id] = breaker
         return breaker
 

@@ -220,6 +220,64 @@ def test_documents_are_cached(engine: GraphQLEngine) -> None:
     assert first.document is second.document
 
 
+def test_the_document_cache_counts_hits_and_misses_and_drops_the_least_recently_used() -> None:
+    engine = GraphQLEngine(strawberry.Schema(query=Query)._schema, cache_size=3)
+    stats = engine.operations
+    assert stats.document_cache_size == 3
+    for query in ("{ a }", "{ b }", "{ a }", "{ items { n } }", "{ slow }", "{ a }", "{ b }"):
+        engine.prepare(query)
+    # a, b, a (hit), items, slow (b out: least recently used), a (hit), b (miss again)
+    assert stats.document_lookups == {"hit": 2, "miss": 5}
+    assert stats.documents_cached == 3
+    invalid = engine.prepare("{ nope }")
+    again = engine.prepare("{ nope }")  # a refusal is cached too, and refused the same way
+    assert isinstance(invalid, ExecutionResult) and isinstance(again, ExecutionResult)
+    assert result_to_dict(invalid) == result_to_dict(again)
+    assert stats.document_lookups == {"hit": 3, "miss": 6}
+
+
+def test_documents_validated_against_another_schema_are_not_reused() -> None:
+    @strawberry.type
+    class Other:
+        @strawberry.field
+        def b(self) -> int:
+            return 2
+
+    engine = GraphQLEngine(strawberry.Schema(query=Query)._schema)
+    assert isinstance(engine.prepare("{ a }"), PreparedOperation)
+    engine.schema = strawberry.Schema(query=Other)._schema
+    refused = engine.prepare("{ a }")
+    assert isinstance(refused, ExecutionResult) and refused.errors
+    assert engine.operations.document_lookups["miss"] == 2
+
+
+async def test_begin_answers_at_once_when_nothing_awaits_and_counts_both_ways() -> None:
+    @strawberry.type
+    class Mixed:
+        @strawberry.field
+        def now(self) -> int:
+            return 1
+
+        @strawberry.field
+        async def later(self) -> int:
+            await trio.lowlevel.checkpoint()
+            return 2
+
+    engine = GraphQLEngine(strawberry.Schema(query=Mixed)._schema)
+    at_once = engine.prepare("{ now __typename }")
+    awaited = engine.prepare("{ now later }")
+    assert isinstance(at_once, PreparedOperation) and isinstance(awaited, PreparedOperation)
+    result = engine.begin(at_once, variables=None, context=None)
+    assert isinstance(result, ExecutionResult)
+    assert result.data == {"now": 1, "__typename": "Mixed"}
+    pending = engine.begin(awaited, variables=None, context=None)
+    assert not isinstance(pending, ExecutionResult)
+    with trio.fail_after(5):
+        finished = await pending
+    assert finished.data == {"now": 1, "later": 2}
+    assert sum(engine.operations.counts.values()) == 2
+
+
 @pytest.mark.parametrize("shape", list(CONCURRENT_SHAPES))
 async def test_shapes_work_with_the_adapter(engine: GraphQLEngine, shape: str) -> None:
     query, data, errors = CONCURRENT_SHAPES[shape]

@@ -1,14 +1,22 @@
 """gateway/api/hypercorn_patches.py: the patches are installed, once, on the hypercorn they were
-written for, and anything else fails loudly, naming what to re-check."""
+written for, and anything else fails loudly, naming what to re-check; patch 5's keep-alive timer
+does what hypercorn's did, with one task per connection."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+from typing import Any
+
 import pytest
+import trio
+import trio.testing
 from hypercorn.protocol.ws_stream import FrameTooLargeError, WebsocketBuffer
 from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import EventWrapper
 from wsproto.events import BytesMessage, TextMessage
 
 from gateway.api import hypercorn_patches
+from gateway.api.keep_alive import IdleTimer
 
 
 def test_the_installed_hypercorn_passes_the_check_and_is_patched_once() -> None:
@@ -69,3 +77,104 @@ def test_an_oversized_message_leaves_the_buffer_empty_for_the_next_one() -> None
         buffer.extend(TextMessage(data="too long"))
     buffer.extend(BytesMessage(data=b"ok"))  # a binary message after a text one: no TypeError
     assert buffer.to_message()["bytes"] == b"ok"
+
+
+# -- patch 5: one keep-alive timer per connection ------------------------------------------------
+
+
+class _Connection:
+    """What an IdleTimer needs of hypercorn: the worker's `terminated` event, the connection's
+    task group (its `_nursery`, as hypercorn's TaskGroup has it) and the close."""
+
+    def __init__(self, nursery: trio.Nursery) -> None:
+        self.terminated = EventWrapper()
+        self._nursery = nursery
+        self.spawned = 0
+        self.closed_at: float | None = None
+
+    def start_soon(self, fn: Any, *args: Any) -> None:
+        self.spawned += 1
+        self._nursery.start_soon(fn, *args)
+
+    async def close(self) -> None:
+        self.closed_at = trio.current_time()
+
+    def timer(self, timeout: float = 10.0) -> tuple[IdleTimer, Any]:
+        group = SimpleNamespace(_nursery=self)  # spawning goes through start_soon above
+        return IdleTimer(timeout, self.terminated, self.close), group
+
+
+async def test_an_idle_connection_is_closed_after_the_keep_alive_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        conn = _Connection(nursery)
+        timer, group = conn.timer()
+        await timer.restart(group)  # hypercorn's call as the connection starts
+        await trio.sleep(9.9)
+        assert conn.closed_at is None
+        await trio.sleep(0.2)
+        assert conn.closed_at == pytest.approx(10.0)
+        assert not timer.running
+
+
+async def test_requests_move_the_deadline_of_one_task_and_are_never_timed_out(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Hypercorn started a task per request; here 50 requests on one connection use one, and a
+    request longer than the timeout is not cut (its parked timer ends; the next idle time
+    starts another)."""
+    async with trio.open_nursery() as nursery:
+        conn = _Connection(nursery)
+        timer, group = conn.timer()
+        await timer.restart(group)
+        for _ in range(50):
+            await trio.sleep(5)  # idle, under the timeout
+            timer.disarm()  # a request starts …
+            await trio.sleep(1)
+            timer.arm(group)  # … its response is out
+        assert conn.spawned == 1 and conn.closed_at is None
+        timer.disarm()
+        await trio.sleep(60)  # a long request (or a WebSocket)
+        assert conn.closed_at is None and not timer.running
+        timer.arm(group)
+        began = trio.current_time()
+        await trio.sleep(11)
+        assert conn.spawned == 2 and conn.closed_at == pytest.approx(began + 10)
+
+
+async def test_a_terminating_server_closes_idle_connections_at_once_and_busy_ones_when_idle(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        idle, busy = _Connection(nursery), _Connection(nursery)
+        idle_timer, idle_group = idle.timer()
+        busy_timer, busy_group = busy.timer()
+        await idle_timer.restart(idle_group)
+        await busy_timer.restart(busy_group)
+        busy_timer.disarm()
+        await trio.sleep(1)
+        for conn in (idle, busy):
+            await conn.terminated.set()
+        await trio.sleep(0.01)
+        assert idle.closed_at == pytest.approx(1.0)
+        assert busy.closed_at is None
+        await trio.sleep(2)
+        busy_timer.arm(busy_group)  # its response is out: closed now, not after the timeout
+        armed = trio.current_time()
+        await trio.sleep(0.01)
+        assert busy.closed_at == pytest.approx(armed)
+
+
+async def test_stopping_the_timer_ends_its_task_without_closing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Patch 4 stops it when the read loop is over: the connection's task group can end."""
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            conn = _Connection(nursery)
+            timer, group = conn.timer()
+            await timer.restart(group)
+            await trio.sleep(1)
+            await timer.stop()
+        assert conn.closed_at is None and not timer.running

@@ -6,18 +6,23 @@ header timeout that `gateway.api.server` sets."""
 
 from __future__ import annotations
 
+import resource
 import shutil
 import socket as stdlib_socket
+import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 import trio.lowlevel
 from hypercorn.events import Closed, RawData
+from structlog.testing import capture_logs
 
+from gateway.api import server
 from gateway.api.hypercorn_patches import WriteDeadline, protocol_send
-from gateway.api.server import hypercorn_config
+from gateway.api.server import hypercorn_config, kernel_backlog_cap
 from gateway.config import Settings, settings_from_env
 from gateway.errors import ConfigError
 from tests.conftest import StartGateway
@@ -178,7 +183,7 @@ async def test_a_connection_the_client_closed_after_its_response_ends_at_once(
 def test_the_listen_backlog_is_a_setting_carried_to_hypercorn() -> None:
     """hypercorn's default backlog (100) overflowed in a WebSocket flood: handshakes and a new
     /readyz connection waited seconds to be accepted."""
-    assert hypercorn_config(Settings()).backlog == 1024
+    assert hypercorn_config(Settings()).backlog == 4096
     assert hypercorn_config(Settings(http_backlog=4096)).backlog == 4096
     assert settings_from_env({"GATEWAY_HTTP_BACKLOG": "2048"}).http_backlog == 2048
     for bad in ("0", "-5", "lots", "65536"):
@@ -201,3 +206,68 @@ async def test_the_listening_socket_has_the_configured_backlog(
         )
     listing = found.stdout.decode().split()
     assert listing[0] == "LISTEN" and listing[2] == "77", listing
+
+
+async def test_a_burst_of_connections_while_the_loop_is_busy_is_accepted_at_once(
+    start_gateway: StartGateway,
+) -> None:
+    """1,500 clients connect while the event loop cannot accept (busy, as with a burst of
+    WebSocket handshakes): the kernel holds them all in the listen backlog, and they are
+    accepted as soon as the loop runs. With the old backlog (1024) the rest were dropped, then
+    got in seconds later by retransmission, or were reset once they sent their request
+    (bench/fanout.py --subscribers 10000 --connect-window 2000: 359 resets)."""
+    burst = 1_500
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < 2 * burst + 500:
+        pytest.skip(f"needs {2 * burst + 500} descriptors, the hard limit is {hard}")
+    cap = kernel_backlog_cap()
+    if cap is None or cap < burst:
+        pytest.skip(f"the kernel caps the listen backlog at {cap} (net.core.somaxconn)")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    sockets: list[stdlib_socket.socket] = []
+    try:
+        running = await start_gateway(http_max_connections_per_client=0)
+        caps = running.app.connections
+
+        def connect_all() -> None:
+            for _ in range(burst):
+                sock = stdlib_socket.socket()
+                sock.setblocking(False)
+                sock.connect_ex(("127.0.0.1", running.port))
+                sockets.append(sock)
+
+        connecting = threading.Thread(target=connect_all)
+        connecting.start()
+        connecting.join(timeout=20)  # blocks this thread, so the event loop accepts nothing
+        assert len(sockets) == burst
+        resumed = trio.current_time()
+        with trio.fail_after(10):
+            while caps.open < burst:
+                await trio.sleep(0.01)
+        assert trio.current_time() - resumed < 0.8  # not after a SYN retransmission (1 s, 3 s)
+    finally:
+        for sock in sockets:
+            sock.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_kernel_cap_below_the_backlog_is_read(tmp_path: Path) -> None:
+    """`serve_http` warns (http.backlog_capped) when net.core.somaxconn is below the setting."""
+    path = tmp_path / "somaxconn"
+    path.write_text("128\n")
+    assert kernel_backlog_cap(path) == 128
+    path.write_text("nonsense")
+    assert kernel_backlog_cap(path) is None
+    assert kernel_backlog_cap(tmp_path / "missing") is None
+
+
+async def test_a_kernel_cap_below_the_backlog_is_a_warning_at_start(
+    start_gateway: StartGateway, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    path = tmp_path / "somaxconn"
+    path.write_text("128\n")
+    monkeypatch.setattr(server, "kernel_backlog_cap", lambda: kernel_backlog_cap(path))
+    with capture_logs() as logs:
+        await start_gateway(http_backlog=4096)
+    capped = [line for line in logs if line["event"] == "http.backlog_capped"]
+    assert capped and capped[0]["somaxconn"] == 128 and capped[0]["backlog"] == 4096

@@ -486,3 +486,30 @@ async def test_a_client_that_stops_reading_entirely_is_cut_off_and_cannot_hold_s
                 pass  # the reading client is unaffected
     assert stats.connections == 0
     await wedged.aclose()
+
+
+def _connection_tasks() -> list[str]:
+    """The names of the running tasks that are a WebSocket connection's own methods."""
+    found: list[str] = []
+    todo = [trio.lowlevel.current_root_task()]
+    for _ in range(100_000):  # bounded walk of the task tree
+        if not todo:
+            break
+        task = todo.pop()
+        name = task.coro.cr_code.co_qualname if hasattr(task.coro, "cr_code") else ""
+        if name.startswith("Connection._"):
+            found.append(name)
+        todo.extend(child for nursery in task.child_nurseries for child in nursery.child_tasks)
+    return sorted(found)
+
+
+async def test_an_idle_subscriber_holds_a_writer_and_one_timer_task(
+    gateway: RunningGateway,
+) -> None:
+    # Each parked task costs an idle socket 2-3 KB (issue 16): the init timeout, keep-alive
+    # pings, idle timeout and shutdown watch share one task.
+    async with connect(gateway) as ws:
+        await init(ws)
+        await send(ws, {"type": "subscribe", "id": "s1", "payload": {"query": TICKS}})
+        await wait_members(gateway, 1)
+        assert _connection_tasks() == ["Connection._timers", "Connection._writer"]

@@ -25,6 +25,7 @@ from strawberry.types import Info
 
 from gateway.api.auth import check_history, check_symbols
 from gateway.api.context import RequestContext
+from gateway.api.schema.broker import BrokerState, broker_state
 from gateway.api.schema.operations import FreshnessState
 from gateway.errors import BadUserInput, StaleData, UnknownSymbol, UpstreamError
 from gateway.market.freshness import STALE_DATA, Freshness
@@ -141,7 +142,9 @@ class ProviderCounts:
 
 @strawberry.type(description="The gateway itself: liveness, version, load.")
 class SystemStatus:
-    status: str = strawberry.field(description='"ok", or "degraded" when no provider is online.')
+    status: str = strawberry.field(
+        description='"ok", or "degraded" when no provider is online or the broker is down.'
+    )
     version: str
     uptime_seconds: float
     providers: ProviderCounts
@@ -154,6 +157,11 @@ class SystemStatus:
     stalest_category: Category | None = strawberry.field(
         description="The category in that state (the first, when several are)."
     )
+    broker: BrokerState | None = strawberry.field(
+        default=None,
+        description="The Redis broker shared by several replicas; null in one process.",
+    )
+
 
 
 # ---------------------------------------------------------------------------------------------
@@ -380,8 +388,11 @@ class PriceQuery:
         ]
         worst_state = worst(row.state for row in categories)
         worst_category = next((r.category for r in categories if r.state == worst_state), None)
+        broker = broker_state(services)
+        providers_ok = counts["online"] or counts["total"] == 0
+        healthy = providers_ok and (broker is None or broker.available)
         return SystemStatus(
-            status="ok" if counts["online"] or counts["total"] == 0 else "degraded",
+            status="ok" if healthy else "degraded",
             version=services.version,
             uptime_seconds=services.uptime_seconds,
             providers=ProviderCounts(**counts),
@@ -389,7 +400,9 @@ class PriceQuery:
             database_bytes=services.storage.database_bytes(),
             freshness=worst_state,
             stalest_category=Category(worst_category) if worst_category else None,
+            broker=broker,
         )
+
 
 
 async def _history(
@@ -506,6 +519,9 @@ async def _price_ticks(
         # Subscribed before reading the store: a tick is published before it is written (see
         # nursery.ingest), so anything the replay misses is already in `live`, and anything in
         # both is among the events that were buffered when the replay ended.
+        # With a broker (several replicas) `seam` is the stream id of the last tick delivered
+        # here before we subscribed, taken in the same step: every later one is in `live`.
+        seam = services.bus.prices.position()
         replayed: set[tuple[str, str, datetime]] = set()
         if since is not None:
             # A tick published just before we subscribed is not in `live`; it was queued for
@@ -514,9 +530,20 @@ async def _price_ticks(
             async for tick in _replay(services.storage, sorted(wanted), since):
                 replayed.add((tick.provider, tick.symbol, tick.observed_at))
                 yield Price.from_tick(tick)
+            if seam is not None:  # another replica's leader may not have committed these yet
+                for tick in await services.bus.prices.backlog(seam, since):
+                    key = (tick.provider, tick.symbol, tick.observed_at)
+                    if tick.symbol in wanted and tick.observed_at > since and key not in replayed:
+                        replayed.add(key)
+                        yield Price.from_tick(tick)
         overlap = live.pending
         async for tick in live:
-            if overlap:
+            if seam is not None:
+                # Another process commits and publishes: a tick read from the store can still
+                # arrive live afterwards, at any point, so each one is looked up.
+                if (tick.provider, tick.symbol, tick.observed_at) in replayed:
+                    continue
+            elif overlap:
                 overlap -= 1
                 if (tick.provider, tick.symbol, tick.observed_at) in replayed:
                     continue

@@ -2,9 +2,10 @@
 
 Served over raw ASGI so that strawberry's asyncio handlers are never involved. Each connection
 is a nursery; inside it a reader (the task that called `Connection.run`), a writer that owns
-the socket's send side, an init timer, a keep-alive pinger, a shutdown watcher, an idle timer,
-and one task per operation (`gateway.api.ws.operations`) whose cancel scope `complete`/`stop`
-cancels. Everything a connection will send goes through its `OutboundQueue`
+the socket's send side, one timer task (the init timeout, keep-alive pings, the idle timeout and
+the server's shutdown: one task rather than four, as each parked task costs an idle socket
+2-3 KB), and one task per operation (`gateway.api.ws.operations`) whose cancel scope
+`complete`/`stop` cancels. Everything a connection will send goes through its `OutboundQueue`
 (`gateway.api.ws.queue`); a client that keeps falling behind is disconnected with close code
 4413 so it stops holding resources. What each message means is `gateway.api.ws.protocols`'s;
 the close codes are listed there.
@@ -31,13 +32,14 @@ connection.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import structlog
 import trio
 
-from gateway.api import hypercorn_patches
+from gateway.api import deflate, hypercorn_patches
 from gateway.api.auth import (
     CLOSE_FORBIDDEN,
     CLOSE_UNAUTHORIZED,
@@ -96,8 +98,12 @@ class Connection:
         handshake_credential: str | None = None,
         admission: Admission | None = None,
         slot: Slot | None = None,
+        deflation: deflate.Deflation | None = None,
     ) -> None:
         self.legacy = legacy
+        # The permessage-deflate the handshake agreed, if any: shared frames are then sent
+        # compressed once per event (gateway.api.deflate).
+        self.deflation = deflation
         self._admission = admission
         self._slot = slot
         self._receive = receive
@@ -119,7 +125,7 @@ class Connection:
         )
         self._init_received = False
         self._acknowledged = False
-        self._acked = trio.Event()
+        self._timer_wait: trio.CancelScope | None = None  # the timer task's wait, while it waits
         self._closing = False
         self._last_activity = trio.current_time()
         self.init_payload: dict[str, Any] = {}
@@ -199,41 +205,44 @@ class Connection:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._writer, nursery.cancel_scope)
-            nursery.start_soon(self._init_timer)
-            nursery.start_soon(self._watch_shutdown)
-            nursery.start_soon(self._keep_alive)
-            nursery.start_soon(self._idle_timer)
+            nursery.start_soon(self._timers)
             await self._read_loop()
             if not self._closing:  # the client went away: nothing more to send
                 nursery.cancel_scope.cancel()
 
-    async def _init_timer(self) -> None:
-        with trio.move_on_after(self._options.init_timeout):
-            await self._acked.wait()
-            return
-        self.close(4408, "Connection initialisation timeout")
-
-    async def _idle_timer(self) -> None:
-        timeout = self._options.idle_timeout
-        while True:
-            await trio.sleep_until(self._last_activity + timeout)
-            if self._operations:  # a running operation is activity, however quiet
-                self._last_activity = trio.current_time()
-            elif trio.current_time() >= self._last_activity + timeout:
-                self._stats.idle_closes += 1
-                self.close(4408, "Connection idle timeout")
+    async def _timers(self) -> None:
+        """Every deadline the connection keeps, in one task: close 4408 when not acknowledged
+        within `init_timeout`; once acknowledged, a keep-alive every `ping_interval`; close 4408
+        after `idle_timeout` without an operation (a running one is activity, however quiet);
+        close 1001 when the server shuts down. `_on_init` wakes it to start the pings."""
+        options = self._options
+        init_by = trio.current_time() + options.init_timeout
+        ping_at = math.inf
+        ping = {"type": "ka"} if self.legacy else {"type": "ping"}
+        while not self._shutdown.is_set():
+            now = trio.current_time()
+            if self._acknowledged:
+                if ping_at == math.inf:
+                    ping_at = now + options.ping_interval
+                elif now >= ping_at:
+                    self.queue_control(ping)
+                    ping_at = now + options.ping_interval
+            elif now >= init_by:
+                self.close(4408, "Connection initialisation timeout")
                 return
-
-    async def _watch_shutdown(self) -> None:
-        await self._shutdown.wait()
+            if now >= self._last_activity + options.idle_timeout:
+                if not self._operations:
+                    self._stats.idle_closes += 1
+                    self.close(4408, "Connection idle timeout")
+                    return
+                self._last_activity = now
+            deadline = min(ping_at, self._last_activity + options.idle_timeout)
+            if not self._acknowledged:
+                deadline = min(deadline, init_by)
+            with trio.CancelScope(deadline=deadline) as self._timer_wait:
+                await self._shutdown.wait()
+            self._timer_wait = None
         self.close(1001, "server shutting down")
-
-    async def _keep_alive(self) -> None:
-        await self._acked.wait()
-        message = {"type": "ka"} if self.legacy else {"type": "ping"}
-        while True:
-            await trio.sleep(self._options.ping_interval)
-            self.queue_control(message)
 
     async def _read_loop(self) -> None:
         while not self._closing:
@@ -304,7 +313,8 @@ class Connection:
         if self._context_for is not None:
             self._context = self._context_for(self.principal)
         self._acknowledged = True
-        self._acked.set()
+        if self._timer_wait is not None:
+            self._timer_wait.cancel()  # the timer task starts the keep-alive pings
         self.queue_control({"type": "connection_ack"})
         if self.legacy:
             self.queue_control({"type": "ka"})
@@ -368,8 +378,12 @@ async def serve_websocket(
         return
     if on_admitted is not None:
         on_admitted()
+    accept: dict[str, Any] = {"type": "websocket.accept", "subprotocol": protocol}
+    deflation = deflate.negotiate(scope.get("headers") or (), options.compression)
+    if deflation is not None:  # hypercorn_patches (patch 6) builds the socket from this header
+        accept["headers"] = [(b"sec-websocket-extensions", deflation.header)]
     try:
-        await send({"type": "websocket.accept", "subprotocol": protocol})
+        await send(accept)
         connection = Connection(
             legacy=protocol == GRAPHQL_WS,
             receive=receive,
@@ -385,6 +399,7 @@ async def serve_websocket(
             handshake_credential=handshake_credential,
             admission=admission,
             slot=admitted,
+            deflation=deflation,
         )
         stats.connections += 1
         stats.connections_total += 1

@@ -22,6 +22,7 @@ import structlog
 import trio
 from graphql import ExecutionResult, OperationType
 
+from gateway.api import deflate
 from gateway.api.auth import (
     CLOSE_FORBIDDEN,
     AccessControl,
@@ -51,6 +52,11 @@ class OperationHost(Protocol):
     def principal(self) -> Principal | None: ...
 
     @property
+    def deflation(self) -> deflate.Deflation | None:
+        """The socket's permessage-deflate, or None: sent uncompressed."""
+        ...
+
+    @property
     def context(self) -> Any:
         """The GraphQL context the connection made once the client was known."""
         ...
@@ -69,16 +75,24 @@ class OperationHost(Protocol):
 class _OperationSink:
     """Delivers one operation's shared-subscription payloads into its connection's queue."""
 
-    __slots__ = ("_host", "_prefix", "done", "errors")
+    __slots__ = ("_deflated_prefix", "_deflation", "_host", "_prefix", "done", "errors")
 
     def __init__(self, host: OperationHost, prefix: str) -> None:
         self._host = host
         self._prefix = prefix
+        self._deflation = host.deflation
+        # Compressed once per operation; the payload once per event, for every socket.
+        self._deflated_prefix = (
+            b"" if self._deflation is None else deflate.deflate_part(prefix.encode())
+        )
         self.done = trio.Event()
         self.errors: list[dict[str, Any]] | None = None
 
     def deliver(self, payload: str) -> None:
-        self._host.queue_data(self._prefix + payload + "}")
+        text = self._prefix + payload + "}"
+        self._host.queue_data(
+            deflate.shared_frame(self._deflation, self._deflated_prefix, payload, text)
+        )
 
     def fail(self, errors: list[dict[str, Any]]) -> None:
         self.errors = errors

@@ -28,6 +28,7 @@ class WebSocketOptions:
     max_operations: int = 100
     idle_timeout: float = 600.0
     max_frame_age: float = 2.0
+    compression: str = "shared"  # permessage-deflate: shared | off (gateway.api.deflate)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WebSocketOptions:
@@ -40,6 +41,7 @@ class WebSocketOptions:
             max_operations=settings.ws_max_operations,
             idle_timeout=settings.ws_idle_timeout,
             max_frame_age=settings.ws_max_frame_age,
+            compression=settings.ws_compression,
         )
 
 
