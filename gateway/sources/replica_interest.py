@@ -123,7 +123,7 @@ class ReplicaInterest:
             now = trio.current_time()
             if held != published or now >= renew_at:
                 try:
-                    await self._send(held)
+                    await self.publish(held)
                 except BrokerUnavailable:
                     published, renew_at = None, now + min(1.0, self.ttl / 3)
                 else:
@@ -133,7 +133,8 @@ class ReplicaInterest:
             with trio.move_on_at(renew_at):
                 await self.interest.wait_changed(version)
 
-    async def _send(self, held: frozenset[str]) -> None:
+    async def publish(self, held: frozenset[str]) -> None:
+        """Write this replica's entry once (`run` renews it); nothing held deletes it."""
         symbols = " ".join(sorted(held)[: self.interest.max_symbols])
         ttl_ms = max(1, int(self.ttl * 1000))
         call = partial(self._publish, keys=self.keys, args=[self.replica, ttl_ms, symbols])
