@@ -20,6 +20,7 @@ from gateway.config import ProvidersFile, Settings
 from gateway.nursery import Gateway, RunningGateway
 from gateway.storage import Storage
 from tests.postgres_server import PostgresServer, unavailable_reason
+from tests.services import missing_service
 
 StartGateway = Callable[..., Awaitable[RunningGateway]]
 
@@ -84,7 +85,7 @@ def postgres_server() -> Iterator[PostgresServer]:
     saying why, where none can be started."""
     reason = unavailable_reason()
     if reason is not None:
-        pytest.skip(reason)
+        missing_service(reason)
     server = PostgresServer.start()
     try:
         yield server

@@ -41,6 +41,7 @@ from gateway.nursery import RunningGateway
 from tests.browser import SCREENSHOTS, Browser, missing_browser
 from tests.conftest import StartGateway
 from tests.news.support import news_provider
+from tests.services import missing_service
 from tests.simulator.rest import Fault, Simulator, run_simulator
 
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
@@ -184,7 +185,7 @@ async def test_a_wheel_ships_the_dashboard(tmp_path: Path) -> None:
 def browser(tmp_path: Path) -> Browser:
     reason = missing_browser()
     if reason:
-        pytest.skip(reason)
+        missing_service(reason)
     return Browser(tmp_path)
 
 

@@ -26,6 +26,7 @@ from gateway.api.static_assets import CONTENT_TYPES
 from gateway.models import PriceTick, utc_now
 from gateway.nursery import RunningGateway
 from tests.browser import SCREENSHOTS, Browser, missing_browser
+from tests.services import missing_service
 
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 STATIC = resources.files("gateway").joinpath("static")
@@ -191,7 +192,7 @@ def test_vendored_files_match_their_manifest() -> None:
 def browser(tmp_path: Path) -> Browser:
     reason = missing_browser()
     if reason:
-        pytest.skip(reason)
+        missing_service(reason)
     return Browser(tmp_path)
 
 

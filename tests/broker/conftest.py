@@ -7,13 +7,14 @@ from collections.abc import Iterator
 import pytest
 
 from tests.redis_server import RedisServer, unavailable_reason
+from tests.services import missing_service
 
 
 @pytest.fixture
 def redis_server() -> Iterator[RedisServer]:
     reason = unavailable_reason()
     if reason is not None:
-        pytest.skip(reason)
+        missing_service(reason)
     server = RedisServer.start()
     try:
         yield server

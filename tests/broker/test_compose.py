@@ -9,8 +9,9 @@ import socket
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
+
+from tests.services import missing_service
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -38,7 +39,7 @@ def test_the_nginx_config_is_valid(tmp_path: Path) -> None:
         "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
     )
     if nginx is None:
-        pytest.skip("nginx is not installed (Debian package nginx-light)")
+        missing_service("nginx is not installed (Debian package nginx-light)")
     conf = (REPO / "deploy" / "nginx-replicas.conf").read_text()
     conf = conf.replace("replica-1:", "127.0.0.1:").replace("replica-2:", "127.0.0.2:")
     with socket.socket() as probe:  # nginx -t checks the port (0 is refused): a free one
