@@ -73,6 +73,7 @@ from gateway.api.query_limits import QueryLimits
 from gateway.api.static_assets import StaticFolder
 from gateway.api.ws import (
     Admission,
+    ShutdownSignal,
     WebSocketOptions,
     fresh_allowance,
     http_connection_cap,
@@ -160,7 +161,8 @@ class GatewayApp:
         # applied here, so whoever builds the app gets them enforced.
         engine.set_limits(QueryLimits.from_settings(services.settings))
         self.ws_options = ws_options
-        self.shutdown = trio.Event()
+        # A trio.Event that also closes every WebSocket (1001) when set, with no task per socket.
+        self.shutdown = ShutdownSignal()
         self.http_stats = HttpStats()
         self._upstream_counters = upstream_counters
         self._supervisor_running = supervisor_running

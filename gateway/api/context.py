@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from gateway.sources.stream_group import StreamGroup
     from gateway.storage import Storage
 
-__all__ = ["RequestContext", "Services"]
+__all__ = ["MAX_WARNINGS", "RequestContext", "Services"]
 
 
 @dataclass
@@ -69,6 +69,10 @@ class Services:
         return time.monotonic() - self.started_monotonic
 
 
+# The most warnings one context keeps (see RequestContext.warn).
+MAX_WARNINGS = 32
+
+
 @dataclass
 class RequestContext:
     """What one request (or one shared subscription) sees as `info.context`."""
@@ -78,5 +82,11 @@ class RequestContext:
     principal: Principal | None = None
 
     def warn(self, code: str, message: str, **fields: Any) -> None:
-        """Note something the client should know that is not an error (shown in extensions)."""
-        self.warnings.append({"code": code, "message": message, **fields})
+        """Note something the client should know that is not an error (shown in extensions).
+
+        Bounded: one context lives as long as a WebSocket (every operation on it) or the whole
+        process (the shared subscriptions' hub), so a warning already noted is not noted
+        again, and past `MAX_WARNINGS` further ones are dropped rather than kept forever."""
+        warning = {"code": code, "message": message, **fields}
+        if len(self.warnings) < MAX_WARNINGS and warning not in self.warnings:
+            self.warnings.append(warning)

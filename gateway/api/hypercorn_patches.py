@@ -59,7 +59,9 @@ do what the replacement does?), then moving `WRITTEN_FOR`.
    timer (`http_header_timeout`, 10 s), socket open. Every client that closes its connection
    after a response (curl, most probes) held a descriptor, and a place under the caps of patch
    3, 10 s longer (measured: 20 of 20 such connections). Here, once the read loop is over, the
-   timer is stopped, so the connection ends as soon as its last response is out.
+   timer is stopped, so the connection ends as soon as its last response is out. And with no
+   `read_timeout` (the gateway sets none), the loop is hypercorn's without the
+   `fail_after(inf)` it wraps around every read: ~1 KB per idle WebSocket (issue 16).
 
 5. `hypercorn.trio.worker_context.TrioSingleTask` as each connection's `idle_task`
    (`gateway.api.keep_alive.IdleTimer`, set by patch 3's `tcp_server_run`): one keep-alive
@@ -83,6 +85,13 @@ do what the replacement does?), then moving `WRITTEN_FOR`.
    what it accepted in its `websocket.accept` headers (`sec-websocket-extensions`, sent as they
    are) and the wsproto connection is `gateway.api.deflate.server_connection`'s, inflating at
    most `websocket_max_message_size`. No such header: no extension. For every server.
+   And, for a plain-TCP HTTP/1.1 socket of a server with patch 2's writes, a
+   `gateway.api.direct_write.DirectWrite` in the app's scope: the fan-out loop writes a frame
+   straight to the socket when it can without waiting (issue 16: waking each connection's
+   writer task was 47 % of the CPU at 10,000 sockets); `protocol_send` sends what such a write
+   left over (`pending`) before anything else. And patch 5's keep-alive timer is stopped at the
+   upgrade, as hypercorn stops its own when a request starts: a socket's first
+   `keep_alive_timeout` no longer holds a parked task (~2.5 KB a socket).
 
 Must never: patch hypercorn anywhere but here, patch a hypercorn it was not written for
 without saying so loudly, or change what hypercorn does for a server whose Config carries no
@@ -111,12 +120,13 @@ from typing import Any, Final, Protocol
 import structlog
 import trio
 from hypercorn.events import Closed, Event, RawData, Updated
-from hypercorn.protocol import ws_stream
+from hypercorn.protocol import h11, ws_stream
 from hypercorn.protocol.events import Response
 from hypercorn.trio import tcp_server
 from hypercorn.utils import parse_socket_addr
 
 from gateway.api import deflate
+from gateway.api.direct_write import SCOPE_KEY, DirectWrite
 from gateway.api.keep_alive import IdleTimer
 
 __all__ = [
@@ -216,7 +226,8 @@ async def protocol_send(self: tcp_server.TCPServer, event: Event) -> None:
     if not isinstance(event, RawData) or stall is None:
         await _HYPERCORN_PROTOCOL_SEND(self, event)
         return
-    if not event.data:
+    direct: DirectWrite | None = getattr(self, "gateway_direct", None)  # patch 6's
+    if not event.data and (direct is None or not direct.pending):
         return  # h11's end of a Content-Length body: no bytes, so no write and no yield
     lock = self.send_lock
     if lock.locked():
@@ -225,6 +236,9 @@ async def protocol_send(self: tcp_server.TCPServer, event: Event) -> None:
         lock.acquire_nowait()  # uncontended: no scheduler round trip (see _write_now)
     try:
         data = memoryview(event.data)
+        if direct is not None and direct.pending:  # the rest of a direct write goes first
+            data = memoryview(direct.pending + event.data)
+            direct.pending = b""
         try:
             written = _write_now(self.stream, data)
             if written == len(data):
@@ -274,11 +288,30 @@ async def tcp_server_run(self: tcp_server.TCPServer) -> None:
 
 async def read_data(self: tcp_server.TCPServer) -> None:
     """hypercorn's `TCPServer._read_data`, then no keep-alive wait: the client can send nothing
-    more (patch 4 in the module docstring)."""
+    more (patch 4 in the module docstring); without a `read_timeout`, `_read_until_eof`."""
     try:
-        await _HYPERCORN_READ_DATA(self)
+        if self.config.read_timeout is None:
+            await _read_until_eof(self)
+        else:
+            await _HYPERCORN_READ_DATA(self)
     finally:
         await self.idle_task.stop()  # hypercorn's timer task, or patch 5's, ends here
+
+
+async def _read_until_eof(self: tcp_server.TCPServer) -> None:
+    """hypercorn's `_read_data` loop for a server without `read_timeout`: the same reads and
+    the same end, without the `trio.fail_after(inf)` hypercorn opens around each read (a
+    cancel scope, its cancel status and a generator: ~1 KB that every idle WebSocket held for
+    its whole life, issue 16). No timeout, so no TooSlowError to catch."""
+    while True:
+        try:
+            data = await self.stream.receive_some(tcp_server.MAX_RECV)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            break
+        await self.protocol.handle(RawData(bytes(data)))
+        if data == b"":
+            break
+    await self.protocol.handle(Closed())
 
 
 async def ws_accept(self: ws_stream.WSStream, message: Any) -> None:
@@ -294,11 +327,39 @@ async def ws_accept(self: ws_stream.WSStream, message: Any) -> None:
     accepted = [value for name, value in headers if name.lower() == b"sec-websocket-extensions"]
     # Set before the first await, as hypercorn's is: the reader feeds it from then on.
     self.connection = deflate.server_connection(accepted, self.config.websocket_max_message_size)
+    server = _offer_direct_write(self)
+    if server is not None and isinstance(server.idle_task, IdleTimer):
+        await server.idle_task.stop()  # no keep-alive after an upgrade: no parked timer task
     await self.send(Response(stream_id=self.stream_id, status_code=status, headers=response))
     summary: Any = {"status": status, "headers": []}
     await self.config.log.access(self.scope, summary, time.time() - self.start_time)
     if self.config.websocket_ping_interval is not None:
         self.task_group.spawn(self._send_pings)
+
+
+def _offer_direct_write(stream: ws_stream.WSStream) -> tcp_server.TCPServer | None:
+    """Put a `DirectWrite` for this WebSocket in its ASGI scope (patch 6), when its bytes go
+    through patch 2's writes to a plain TCP socket over HTTP/1.1 (not TLS, not HTTP/2); the
+    connection's TCPServer, if it is one."""
+    protocol = getattr(stream.send, "__self__", None)
+    server = getattr(getattr(protocol, "send", None), "__self__", None)
+    if not isinstance(protocol, h11.H11Protocol) or not isinstance(server, tcp_server.TCPServer):
+        return None
+    if (
+        not isinstance(server.stream, trio.SocketStream)
+        or getattr(server.config, "gateway_send_stall_timeout", None) is None
+    ):
+        return server
+    direct = DirectWrite(
+        stream,
+        server.stream,
+        server.send_lock,
+        server.protocol_send,
+        ws_stream.ASGIWebsocketState.CONNECTED,
+    )
+    server.gateway_direct = direct  # read by protocol_send
+    stream.scope[SCOPE_KEY] = direct
+    return server
 
 
 def _peer(stream: object) -> tuple[str, int] | None:
@@ -450,6 +511,18 @@ def check() -> None:
         if name not in _names_used_by(ws_stream.WSStream, "_accept")
         and name not in _names_used_by(ws_stream.Handshake, "accept")
     )
+    problems.extend(  # what DirectWrite (patch 6) reads of a WSStream, as app_send reads it
+        f"hypercorn.protocol.ws_stream.WSStream.app_send no longer uses .{name}"
+        for name in ("closed", "state", "connection")
+        if name not in _names_used_by(ws_stream.WSStream, "app_send", "_send_wsproto_event")
+    )
+    problems.extend(  # what patch 4's `_read_until_eof` repeats of hypercorn's read loop
+        f"hypercorn.trio.tcp_server.TCPServer._read_data no longer uses {name}"
+        for name in ("read_timeout", "receive_some", "MAX_RECV", "handle", "RawData", "Closed")
+        if name not in _names_used_by(tcp_server.TCPServer, "_read_data")
+    )
+    if not isinstance(getattr(tcp_server, "MAX_RECV", None), int):
+        problems.append("hypercorn.trio.tcp_server.MAX_RECV is missing")
     if "run" not in _names_used_by(tcp_server.TCPServer, "__await__"):  # how patch 3 is reached
         problems.append("hypercorn.trio.tcp_server.TCPServer no longer serves through self.run")
     if problems:

@@ -178,3 +178,77 @@ async def test_stopping_the_timer_ends_its_task_without_closing(
             await trio.sleep(1)
             await timer.stop()
         assert conn.closed_at is None and not timer.running
+
+
+def test_a_read_loop_patch_4_no_longer_matches_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Patch 4 repeats hypercorn's read loop (without its `fail_after(inf)`): a hypercorn whose
+    loop reads otherwise must be re-read before the patch serves it."""
+
+    async def _read_data(self: TCPServer) -> None:
+        async for data in self.stream:  # type: ignore[attr-defined]
+            await self.protocol.handle(data)
+
+    monkeypatch.setattr(TCPServer, "_read_data", _read_data)
+    with pytest.raises(RuntimeError, match=r"_read_data no longer uses MAX_RECV"):
+        hypercorn_patches.check()
+
+
+class _Stream:
+    """A socket stream that gives `chunks`, then EOF (or, with `broken`, raises)."""
+
+    def __init__(self, chunks: list[bytes], broken: bool = False) -> None:
+        self.chunks = chunks
+        self.broken = broken
+        self.deadlines: list[float] = []
+
+    async def receive_some(self, max_bytes: int) -> bytes:
+        self.deadlines.append(trio.current_effective_deadline())
+        await trio.lowlevel.checkpoint()
+        if self.chunks:
+            return self.chunks.pop(0)
+        if self.broken:
+            raise trio.BrokenResourceError("reset")
+        return b""
+
+
+def _reading_server(stream: _Stream, read_timeout: float | None) -> tuple[Any, list[Any]]:
+    handled: list[Any] = []
+
+    async def handle(event: Any) -> None:
+        handled.append(event)
+
+    async def stop() -> None:
+        handled.append("timer stopped")
+
+    server = SimpleNamespace(
+        config=SimpleNamespace(read_timeout=read_timeout),
+        stream=stream,
+        protocol=SimpleNamespace(handle=handle),
+        idle_task=SimpleNamespace(stop=stop),
+    )
+    return server, handled
+
+
+@pytest.mark.parametrize("broken", [False, True])
+async def test_without_a_read_timeout_the_loop_reads_to_the_end_then_closes(broken: bool) -> None:
+    from hypercorn.events import Closed, RawData
+
+    stream = _Stream([b"GET", b" / HTTP/1.1\r\n"], broken=broken)
+    server, handled = _reading_server(stream, read_timeout=None)
+    with trio.fail_after(5):
+        outer = trio.current_effective_deadline()
+        await hypercorn_patches.read_data(server)
+    data = [event.data for event in handled if isinstance(event, RawData)]
+    assert data == ([b"GET", b" / HTTP/1.1\r\n"] + ([] if broken else [b""]))
+    assert isinstance(handled[-2], Closed) and handled[-1] == "timer stopped"
+    assert set(stream.deadlines) == {outer}  # no deadline of its own on the reads
+
+
+async def test_with_a_read_timeout_hypercorns_own_loop_bounds_each_read() -> None:
+    stream = _Stream([b"GET"])
+    server, handled = _reading_server(stream, read_timeout=1.0)
+    with trio.fail_after(5):
+        outer = trio.current_effective_deadline()
+        await hypercorn_patches.read_data(server)
+    assert stream.deadlines and all(deadline < outer for deadline in stream.deadlines)
+    assert handled[-1] == "timer stopped"

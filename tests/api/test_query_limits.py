@@ -44,7 +44,7 @@ from gateway.api.query_limits import (
     uses_introspection,
 )
 from gateway.api.shared_subscriptions import SubscriptionHub
-from gateway.api.ws import Connection, WebSocketOptions, WebSocketStats
+from gateway.api.ws import Connection, ShutdownSignal, WebSocketOptions, WebSocketStats
 from gateway.config import Settings
 from gateway.nursery import RunningGateway
 from gateway.schema import build_schema as build_gateway_schema
@@ -645,7 +645,7 @@ class _Harness:
             context=None,
             options=WebSocketOptions(ping_interval=1000, **options),
             stats=WebSocketStats(),
-            shutdown=trio.Event(),
+            shutdown=ShutdownSignal(),
         )
         self.nursery = nursery
 

@@ -16,7 +16,7 @@ import trio
 import trio.lowlevel
 from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection, open_websocket_url
 
-from gateway.api.ws import OutboundQueue
+from gateway.api.ws import OutboundQueue, ShutdownSignal
 from gateway.models import PriceTick, utc_now
 from gateway.nursery import RunningGateway
 from tests.conftest import StartGateway, wait_members
@@ -368,7 +368,7 @@ async def test_a_client_that_falls_too_far_behind_is_closed_4413() -> None:
         context=None,
         options=WebSocketOptions(send_queue=4, slow_consumer_drops=10),
         stats=stats,
-        shutdown=trio.Event(),
+        shutdown=ShutdownSignal(),
     )
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
@@ -489,7 +489,8 @@ async def test_a_client_that_stops_reading_entirely_is_cut_off_and_cannot_hold_s
 
 
 def _connection_tasks() -> list[str]:
-    """The names of the running tasks that are a WebSocket connection's own methods."""
+    """The names of the running tasks that are a WebSocket connection's (or its operations')
+    own methods."""
     found: list[str] = []
     todo = [trio.lowlevel.current_root_task()]
     for _ in range(100_000):  # bounded walk of the task tree
@@ -497,19 +498,74 @@ def _connection_tasks() -> list[str]:
             break
         task = todo.pop()
         name = task.coro.cr_code.co_qualname if hasattr(task.coro, "cr_code") else ""
-        if name.startswith("Connection._"):
+        if name.startswith(("Connection._", "Operations._", "IdleTimer._")):
             found.append(name)
         todo.extend(child for nursery in task.child_nurseries for child in nursery.child_tasks)
     return sorted(found)
 
 
-async def test_an_idle_subscriber_holds_a_writer_and_one_timer_task(
+def _connection_nurseries() -> int:
+    """How many nurseries the tasks serving a WebSocket (`Connection.run`) have open."""
+    count = 0
+    todo = [trio.lowlevel.current_root_task()]
+    for _ in range(100_000):  # bounded walk of the task tree
+        if not todo:
+            break
+        task = todo.pop()
+        coro: Any = task.coro
+        for _ in range(50):  # the task's await chain, bounded
+            if coro is None or not hasattr(coro, "cr_code"):
+                break
+            if coro.cr_code.co_qualname == "Connection.run":
+                count += len(task.child_nurseries)
+                break
+            coro = coro.cr_await
+        todo.extend(child for nursery in task.child_nurseries for child in nursery.child_tasks)
+    return count
+
+
+async def test_an_idle_subscriber_holds_no_task_but_the_one_that_reads_it(
     gateway: RunningGateway,
 ) -> None:
-    # Each parked task costs an idle socket 2-3 KB (issue 16): the init timeout, keep-alive
-    # pings, idle timeout and shutdown watch share one task.
+    # Each parked task costs an idle socket 2-3 KB (issue 16): reading, writing, the init
+    # timeout, keep-alive pings, idle timeout and the shutdown share the app's task (the
+    # shutdown through ShutdownSignal's registry); a joined subscription needs no task, and
+    # hypercorn's keep-alive timer (patch 5) ends at the upgrade.
     async with connect(gateway) as ws:
         await init(ws)
         await send(ws, {"type": "subscribe", "id": "s1", "payload": {"query": TICKS}})
         await wait_members(gateway, 1)
-        assert _connection_tasks() == ["Connection._timers", "Connection._writer"]
+        assert _connection_tasks() == []
+        assert _connection_nurseries() == 0  # opened only while an operation task runs
+        assert len(gateway.app.shutdown) == 1  # watched, so the shutdown still closes it
+        await send(ws, {"type": "ping"})  # and it still answers while it waits
+        assert await receive(ws) == {"type": "pong"}
+        # An operation after that still gets its task (in a nursery opened for it) and runs.
+        await send(ws, {"type": "subscribe", "id": "q", "payload": {"query": "{ __typename }"}})
+        assert (await receive(ws))["payload"] == {"data": {"__typename": "Query"}}
+        assert await receive(ws) == {"id": "q", "type": "complete"}
+        publish(gateway, usd=7.0)  # and the joined subscription still delivers
+        assert (await receive(ws))["payload"]["data"]["priceTicks"]["usd"] == 7.0
+    with trio.fail_after(5):
+        while len(gateway.app.shutdown):  # forgotten once closed
+            await trio.sleep(0.01)
+
+
+async def test_a_closed_connection_frees_its_subscriptions_and_their_tier_count(
+    start_gateway: StartGateway,
+) -> None:
+    # A joined subscription has no task to cancel (issue 16): the connection's end releases it.
+    from tests.api.test_auth import make_key
+
+    running = await start_gateway()
+    _, key = await make_key(running, tier="free")
+    auth = {"authorization": f"Bearer {key}"}
+    for attempt in range(2):  # the free tier holds 5 subscriptions at once
+        async with connect(running) as ws:
+            await init(ws, auth)
+            for n in range(5):
+                await send(ws, {"type": "subscribe", "id": f"s{n}", "payload": {"query": TICKS}})
+            await wait_members(running, 5)
+            await send(ws, {"type": "ping"})
+            assert await receive(ws) == {"type": "pong"}, f"attempt {attempt}: refused"
+        await wait_members(running, 0)  # closed without a `complete`

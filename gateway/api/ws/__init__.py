@@ -1,10 +1,11 @@
 """GraphQL over WebSocket for /graphql, Trio-native: `graphql-transport-ws` and the legacy
 `graphql-ws`. `connection` holds one connection's tasks and the ASGI endpoint
 (`serve_websocket`), `protocols` what each protocol's messages mean (and the close codes),
-`operations` the operations a connection runs, `queue` its bounded outbound queue, `options`
-its limits and the shared counters, `admission` who may hold a socket open (total and
-per-client caps, the handshake's request), `descriptors` the process's descriptor limit and
-the total cap derived from it. It serves the app's WebSocket route and reads the layers
+`operations` the operations a connection runs, `queue` its bounded outbound queue, `shutdown`
+the server's shutdown as its connections see it (no task per socket), `options` its limits and
+the shared counters, `admission` who may hold a socket open (total and per-client caps, the
+handshake's request), `descriptors` the process's descriptor limit and the total cap derived
+from it. It serves the app's WebSocket route and reads the layers
 below only through the GraphQL engine, the subscription hub and access control it is given;
 nothing below the API may import it.
 """
@@ -27,6 +28,7 @@ from gateway.api.ws.descriptors import (
 from gateway.api.ws.options import WebSocketOptions, WebSocketStats
 from gateway.api.ws.protocols import GRAPHQL_TRANSPORT_WS, GRAPHQL_WS, choose_subprotocol
 from gateway.api.ws.queue import CloseFrame, OutboundQueue
+from gateway.api.ws.shutdown import ShutdownSignal
 
 __all__ = [
     "CLOSE_TOO_MANY",
@@ -38,6 +40,7 @@ __all__ = [
     "Connection",
     "OutboundQueue",
     "Refusal",
+    "ShutdownSignal",
     "Slot",
     "WebSocketOptions",
     "WebSocketStats",

@@ -1,14 +1,20 @@
 """One GraphQL WebSocket connection, Trio-native, and the ASGI endpoint that accepts it.
 
 Served over raw ASGI so that strawberry's asyncio handlers are never involved. Each connection
-is a nursery; inside it a reader (the task that called `Connection.run`), a writer that owns
-the socket's send side, one timer task (the init timeout, keep-alive pings, the idle timeout and
-the server's shutdown: one task rather than four, as each parked task costs an idle socket
-2-3 KB), and one task per operation (`gateway.api.ws.operations`) whose cancel scope
-`complete`/`stop` cancels. Everything a connection will send goes through its `OutboundQueue`
-(`gateway.api.ws.queue`); a client that keeps falling behind is disconnected with close code
-4413 so it stops holding resources. What each message means is `gateway.api.ws.protocols`'s;
-the close codes are listed there.
+is one task (the one that called `Connection.run`, hypercorn's app task): it reads the client's
+messages, sends what is queued and keeps every deadline (the init timeout, keep-alive pings, the
+idle timeout), waiting for whichever comes first; the server's shutdown reaches it through
+`gateway.api.ws.shutdown` (it queues the 1001 close), not through a task of its own: each
+parked task costs an idle socket 2-3 KB (issue 16). An operation being started or run is a
+task (`gateway.api.ws.operations`) whose cancel scope `complete`/`stop` cancels, in a nursery
+the connection's task opens for them and leaves once none is left (a subscription, once
+joined, needs no task): an idle subscriber holds no nursery.
+Everything a connection will send goes through its `OutboundQueue` (`gateway.api.ws.queue`),
+except a subscription's data frame that finds the queue empty and the socket able to take it
+at once: that one is written by the fan-out loop itself (`gateway.api.direct_write`; waking
+every connection's writer task for every event was half the CPU at 10,000 sockets). A client
+that keeps falling behind is disconnected with close code 4413 so it stops holding resources.
+What each message means is `gateway.api.ws.protocols`'s; the close codes are listed there.
 
 Limits per connection (`WebSocketOptions`): `max_message_bytes` (close 1009), `max_operations`
 running at once (one more is answered with an `error` for that operation, code RATE_LIMITED,
@@ -26,8 +32,9 @@ Importing this module installs the gateway's hypercorn patches
 server.
 
 Must never: run an operation before connection_ack, let a client grow server memory without
-bound, send anything but through its queue's writer, or let one operation's failure end the
-connection.
+bound, send anything but from its queue in its task or (data frames, nothing queued) its direct
+write, wait for anything but under its next deadline and woken by its queue, or let one
+operation's failure end the connection.
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ from gateway.api.auth import (
     Unauthenticated,
     credential_from_init,
 )
+from gateway.api.direct_write import SCOPE_KEY, DirectWrite
 from gateway.api.graphql_trio import GraphQLEngine, dumps
 from gateway.api.query_limits import utf8_length
 from gateway.api.shared_subscriptions import SubscriptionHub
@@ -63,7 +71,8 @@ from gateway.api.ws.protocols import (
     dispatch_transport,
     parse,
 )
-from gateway.api.ws.queue import CloseFrame, OutboundQueue
+from gateway.api.ws.queue import FLUSH, CloseFrame, OutboundQueue
+from gateway.api.ws.shutdown import ShutdownSignal
 from gateway.errors import StorageError
 
 __all__ = ["Connection", "Receive", "Scope", "Send", "serve_websocket"]
@@ -80,6 +89,34 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 class Connection:
     """One WebSocket connection speaking one of the two protocols."""
 
+    __slots__ = (  # one per socket: no instance dict
+        "_access",
+        "_acknowledged",
+        "_admission",
+        "_client",
+        "_closing",
+        "_context",
+        "_context_for",
+        "_direct",
+        "_handshake_credential",
+        "_init_by",
+        "_init_received",
+        "_last_activity",
+        "_operations",
+        "_options",
+        "_ping_at",
+        "_queue",
+        "_receive",
+        "_send",
+        "_shutdown",
+        "_slot",
+        "_stats",
+        "deflation",
+        "init_payload",
+        "legacy",
+        "principal",
+    )
+
     def __init__(
         self,
         *,
@@ -90,7 +127,7 @@ class Connection:
         hub: SubscriptionHub,
         options: WebSocketOptions,
         stats: WebSocketStats,
-        shutdown: trio.Event,
+        shutdown: ShutdownSignal,
         context: Any = None,
         context_for: Callable[[Principal | None], Any] | None = None,
         access: AccessControl | None = None,
@@ -99,8 +136,12 @@ class Connection:
         admission: Admission | None = None,
         slot: Slot | None = None,
         deflation: deflate.Deflation | None = None,
+        direct: DirectWrite | None = None,
     ) -> None:
         self.legacy = legacy
+        # The socket's direct path (gateway.api.direct_write): data frames skip the queue and
+        # the connection's task while nothing is queued and the kernel takes them at once.
+        self._direct = direct
         # The permessage-deflate the handshake agreed, if any: shared frames are then sent
         # compressed once per event (gateway.api.deflate).
         self.deflation = deflation
@@ -125,9 +166,10 @@ class Connection:
         )
         self._init_received = False
         self._acknowledged = False
-        self._timer_wait: trio.CancelScope | None = None  # the timer task's wait, while it waits
         self._closing = False
         self._last_activity = trio.current_time()
+        self._init_by = self._last_activity + options.init_timeout
+        self._ping_at = math.inf  # the next keep-alive, once acknowledged
         self.init_payload: dict[str, Any] = {}
 
     # -- what protocols.Session and operations.OperationHost use -------------------------------
@@ -144,13 +186,16 @@ class Connection:
         return op_id in self._operations
 
     def start_operation(self, op_id: str, payload: dict[str, Any]) -> None:
-        self._operations.start(self._nursery, op_id, payload)
+        self._operations.start(op_id, payload)  # its task is launched by `_serve`
 
     def cancel_operation(self, op_id: str) -> None:
         self._operations.cancel(op_id)
 
     def mark_active(self) -> None:
         self._last_activity = trio.current_time()
+
+    def task_ended(self) -> None:
+        self._queue.wake()  # `_serve` leaves the operations' nursery once it has no task
 
     # -- sending ------------------------------------------------------------------------------
 
@@ -167,7 +212,15 @@ class Connection:
     def queue_data(self, frame: str) -> None:
         if self._closing:
             return  # nothing more is delivered to a connection on its way out
-        if not self._queue.put(frame, droppable=True):
+        queue = self._queue
+        direct = self._direct
+        if direct is not None and not queue and direct.try_send(frame):
+            self._stats.frames_sent += 1
+            queue.dropped_in_a_row = 0  # a data frame went out: the client is reading
+            if direct.pending:  # the kernel took part of it: `_serve` sends the rest
+                queue.put(FLUSH)
+            return
+        if not queue.put(frame, droppable=True):
             self._stats.frames_dropped += 1
             if self._queue.dropped_in_a_row >= self._options.slow_consumer_drops:
                 self._stats.slow_consumer_closes += 1
@@ -178,95 +231,143 @@ class Connection:
             self._closing = True
             # A reason may quote the client (an operation id), and a client's JSON may spell a
             # lone surrogate, which no UTF-8 encoder takes: escape it, or the close frame itself
-            # raises in the writer (found by tests/api/test_fuzz.py). wsproto truncates to 123
+            # raises in `_serve` (found by tests/api/test_fuzz.py). wsproto truncates to 123
             # bytes.
             safe = reason.encode("utf-8", "backslashreplace").decode("utf-8")
             self._queue.put_close(CloseFrame(code, safe))
 
-    async def _writer(self, done: trio.CancelScope) -> None:
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        shutdown = self._shutdown
+        shutdown.watch(self)  # its `set` queues our 1001 close, which wakes `_serve`
+        try:
+            # The operations' tasks need a nursery; an idle socket (its subscriptions joined,
+            # so taskless) holds none: it is opened when an operation is accepted, and left
+            # once no operation task is left (a nursery costs every socket ~1.3 KB, issue 16).
+            while not await self._serve(None):
+                if await self._serve_operations():
+                    break
+        finally:
+            shutdown.forget(self)
+            self._operations.close_all()  # joined subscriptions have no task to cancel
+
+    async def _serve_operations(self) -> bool:
+        """`_serve` with a nursery for the operations' tasks, until none is left in it (False)
+        or the connection is over (True: they are cancelled). A method of its own so that the
+        nursery is not kept alive, once closed, by a frame that lives on."""
+        async with trio.open_nursery() as nursery:
+            self._operations.launch(nursery)
+            if await self._serve(nursery):
+                nursery.cancel_scope.cancel()  # closed, or the client went away: they end
+                return True
+        return False
+
+    async def _serve(self, nursery: trio.Nursery | None) -> bool:
+        """The connection's one task: sends what is queued, keeps the deadlines (`_timers`)
+        and reads the client's messages, waiting for whichever comes first — the next message,
+        a frame queued (the queue cancels the wait: `OutboundQueue.waiting`; the shutdown
+        queues a close; an operation's task ends), or the next deadline. One task rather than a
+        reader and a writer, as each parked task costs an idle socket 2-3 KB (issue 16).
+
+        Returns True once the close frame is sent or the client is gone; False, without
+        `nursery`, when an accepted operation needs one for its task, and, in `nursery`, when
+        no operation task is left in it. While a frame is being written nothing is read: a
+        client that does not read its answers slows its own reading (trio-websocket's
+        backpressure), and each write is bounded by the server's stall deadline (hypercorn
+        patch 2)."""
         stats = self._stats
+        queue = self._queue
+        receive = self._receive
         while True:
-            frame, expired = await self._queue.take()
+            frame, expired = queue.pop()
             if expired:
                 stats.frames_dropped += expired
-            if isinstance(frame, CloseFrame):
+            if frame is None:
+                deadline = self._timers()
+                if queue:
+                    continue  # a ping or a close was queued
+                if nursery is not None and not nursery.child_tasks:
+                    return False  # every operation task is over: no nursery while idle
+                with trio.CancelScope(deadline=deadline) as waiting:
+                    queue.waiting = waiting  # `put` cancels it, then clears it
+                    message = await receive()  # a memory channel's: a cancelled wait loses nothing
+                queue.waiting = None
+                if waiting.cancelled_caught:
+                    continue
+                if not await self._on_message(message):
+                    return True  # the client went away: nothing more to send
+                del message  # not kept (its text) while the next one is awaited
+                if self._operations.to_launch:
+                    if nursery is None:
+                        return False
+                    self._operations.launch(nursery)
+            elif frame is FLUSH:
+                if self._direct is not None:
+                    await self._direct.flush()
+            elif isinstance(frame, CloseFrame):
                 with trio.move_on_after(1):
                     await self._send(
                         {"type": "websocket.close", "code": frame.code, "reason": frame.reason}
                     )
-                done.cancel()
-                return
-            await self._send({"type": "websocket.send", "text": frame})
-            stats.frames_sent += 1
+                return True
+            else:
+                await self._send({"type": "websocket.send", "text": frame})
+                stats.frames_sent += 1
 
-    # -- lifecycle ----------------------------------------------------------------------------
-
-    async def run(self) -> None:
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            nursery.start_soon(self._writer, nursery.cancel_scope)
-            nursery.start_soon(self._timers)
-            await self._read_loop()
-            if not self._closing:  # the client went away: nothing more to send
-                nursery.cancel_scope.cancel()
-
-    async def _timers(self) -> None:
-        """Every deadline the connection keeps, in one task: close 4408 when not acknowledged
-        within `init_timeout`; once acknowledged, a keep-alive every `ping_interval`; close 4408
-        after `idle_timeout` without an operation (a running one is activity, however quiet);
-        close 1001 when the server shuts down. `_on_init` wakes it to start the pings."""
+    def _timers(self) -> float:
+        """Every deadline the connection keeps, checked by `_serve` whenever its queue is
+        empty; returns when to check again. Close 4408 when not acknowledged within
+        `init_timeout`; once acknowledged, a keep-alive every `ping_interval`; close 4408 after
+        `idle_timeout` without an operation (a running one is activity, however quiet). The
+        ack (`_on_init`) is queued, so `_serve` comes here again and starts the pings."""
+        if self._closing:
+            return math.inf  # the close frame is queued: `_serve` ends with it
         options = self._options
-        init_by = trio.current_time() + options.init_timeout
-        ping_at = math.inf
-        ping = {"type": "ka"} if self.legacy else {"type": "ping"}
-        while not self._shutdown.is_set():
-            now = trio.current_time()
-            if self._acknowledged:
-                if ping_at == math.inf:
-                    ping_at = now + options.ping_interval
-                elif now >= ping_at:
-                    self.queue_control(ping)
-                    ping_at = now + options.ping_interval
-            elif now >= init_by:
-                self.close(4408, "Connection initialisation timeout")
-                return
-            if now >= self._last_activity + options.idle_timeout:
-                if not self._operations:
-                    self._stats.idle_closes += 1
-                    self.close(4408, "Connection idle timeout")
-                    return
-                self._last_activity = now
-            deadline = min(ping_at, self._last_activity + options.idle_timeout)
-            if not self._acknowledged:
-                deadline = min(deadline, init_by)
-            with trio.CancelScope(deadline=deadline) as self._timer_wait:
-                await self._shutdown.wait()
-            self._timer_wait = None
-        self.close(1001, "server shutting down")
+        now = trio.current_time()
+        if self._acknowledged:
+            if self._ping_at == math.inf:
+                self._ping_at = now + options.ping_interval
+            elif now >= self._ping_at:
+                self.queue_control({"type": "ka"} if self.legacy else {"type": "ping"})
+                self._ping_at = now + options.ping_interval
+        elif now >= self._init_by:
+            self.close(4408, "Connection initialisation timeout")
+            return math.inf
+        if now >= self._last_activity + options.idle_timeout:
+            if not self._operations:
+                self._stats.idle_closes += 1
+                self.close(4408, "Connection idle timeout")
+                return math.inf
+            self._last_activity = now
+        deadline = min(self._ping_at, self._last_activity + options.idle_timeout)
+        if not self._acknowledged:
+            deadline = min(deadline, self._init_by)
+        return deadline
 
-    async def _read_loop(self) -> None:
-        while not self._closing:
-            message = await self._receive()
-            kind = message["type"]
-            if kind == "websocket.disconnect":
-                return
-            if kind != "websocket.receive":
-                continue
-            text: str | None = message.get("text")
-            if text is None:
-                data = message.get("bytes") or b""
-                try:
-                    text = data.decode("utf-8")
-                except UnicodeDecodeError:
-                    self.close(4400, "Invalid message received")
-                    continue
-            if utf8_length(text) > self._options.max_message_bytes:
-                self.close(1009, "message too big")
-                continue
+    async def _on_message(self, message: MutableMapping[str, Any]) -> bool:
+        """Act on one ASGI message from the client; False when it says the client is gone."""
+        kind = message["type"]
+        if kind == "websocket.disconnect":
+            return False
+        if kind != "websocket.receive" or self._closing:
+            return True  # closing: what the client still sends is not read
+        text: str | None = message.get("text")
+        if text is None:
+            data = message.get("bytes") or b""
             try:
-                await self._dispatch(text)
-            except ProtocolError as error:
-                self.close(error.code, error.reason)
+                text = data.decode("utf-8")
+            except UnicodeDecodeError:
+                self.close(4400, "Invalid message received")
+                return True
+        if utf8_length(text) > self._options.max_message_bytes:
+            self.close(1009, "message too big")
+            return True
+        try:
+            await self._dispatch(text)
+        except ProtocolError as error:
+            self.close(error.code, error.reason)
+        return True
 
     # -- messages -----------------------------------------------------------------------------
 
@@ -312,10 +413,10 @@ class Connection:
             self._access.register(self.principal, self)
         if self._context_for is not None:
             self._context = self._context_for(self.principal)
+        # Used once: not kept with the socket (a closure and a credential, issue 16).
+        self._context_for = self._handshake_credential = None
         self._acknowledged = True
-        if self._timer_wait is not None:
-            self._timer_wait.cancel()  # the timer task starts the keep-alive pings
-        self.queue_control({"type": "connection_ack"})
+        self.queue_control({"type": "connection_ack"})  # `_serve` then starts the pings
         if self.legacy:
             self.queue_control({"type": "ka"})
 
@@ -341,7 +442,7 @@ async def serve_websocket(
     context_for: Callable[[Principal | None], Any],
     options: WebSocketOptions,
     stats: WebSocketStats,
-    shutdown: trio.Event,
+    shutdown: ShutdownSignal,
     access: AccessControl | None = None,
     client: str = "unknown",
     handshake_credential: str | None = None,
@@ -378,12 +479,18 @@ async def serve_websocket(
         return
     if on_admitted is not None:
         on_admitted()
+    del on_admitted  # what this frame holds, every idle socket holds: only what it needs
     accept: dict[str, Any] = {"type": "websocket.accept", "subprotocol": protocol}
     deflation = deflate.negotiate(scope.get("headers") or (), options.compression)
     if deflation is not None:  # hypercorn_patches (patch 6) builds the socket from this header
         accept["headers"] = [(b"sec-websocket-extensions", deflation.header)]
     try:
         await send(accept)
+        del accept
+        # Everything the handshake's headers say has been read (origin, credential, protocols,
+        # extensions); a browser's (cookies, user agent) would otherwise stay with the socket
+        # for its whole life, in the scope hypercorn and this frame hold.
+        scope["headers"] = []
         connection = Connection(
             legacy=protocol == GRAPHQL_WS,
             receive=receive,
@@ -400,7 +507,9 @@ async def serve_websocket(
             admission=admission,
             slot=admitted,
             deflation=deflation,
+            direct=scope.get(SCOPE_KEY),
         )
+        del context_for, handshake_credential  # the connection holds them until its init
         stats.connections += 1
         stats.connections_total += 1
         try:

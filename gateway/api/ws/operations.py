@@ -6,7 +6,8 @@ execution in `gateway.api.shared_subscriptions`), and cancels it on complete/sto
 (depth, cost, …) are the engine's, shared with HTTP; the tier limits (gateway.api.auth: requests
 per minute and day, open subscriptions, symbols, history) and a mutation the caller's role may
 not run (FORBIDDEN) are checked here: each refusal is an `error` message for that operation,
-and the connection stays.
+and the connection stays. An accepted operation's task is started by `launch`, in the nursery
+its connection opens only while operation tasks run (gateway.api.ws.connection).
 
 Everything it sends goes through its connection (`OperationHost`). Must never let one
 operation's failure end the connection, write to the socket, or run an operation of a client
@@ -16,6 +17,8 @@ whose API key was revoked since connection_init (that closes 4403).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from functools import partial
 from typing import Any, Protocol
 
 import structlog
@@ -71,22 +74,48 @@ class OperationHost(Protocol):
         """An operation ended: the idle timeout counts from now."""
         ...
 
+    def task_ended(self) -> None:
+        """An operation's task is over (the connection may close the nursery it ran in)."""
+        ...
+
 
 class _OperationSink:
-    """Delivers one operation's shared-subscription payloads into its connection's queue."""
+    """Delivers one operation's shared-subscription payloads into its connection's queue.
 
-    __slots__ = ("_deflated_prefix", "_deflation", "_host", "_prefix", "done", "errors")
+    Once joined, a subscription is this object and its hub membership, and no task: its end
+    (`finish`, `fail`: the source stream's; `Operations.cancel`: the client's; `close_all`: the
+    connection's) is handled by `on_end` / `Operations`, synchronously.
+    """
 
-    def __init__(self, host: OperationHost, prefix: str) -> None:
+    __slots__ = (
+        "_deflated_prefix",
+        "_deflation",
+        "_host",
+        "_prefix",
+        "counted",
+        "ended",
+        "errors",
+        "membership",
+        "on_end",
+        "op_id",
+    )
+
+    def __init__(self, host: OperationHost, op_id: str, prefix: str) -> None:
         self._host = host
+        self.op_id = op_id
         self._prefix = prefix
         self._deflation = host.deflation
         # Compressed once per operation; the payload once per event, for every socket.
         self._deflated_prefix = (
             b"" if self._deflation is None else deflate.deflate_part(prefix.encode())
         )
-        self.done = trio.Event()
+        self.ended = False
         self.errors: list[dict[str, Any]] | None = None
+        self.membership: Membership | None = None  # set once the operation's task has ended
+        # The tier's open subscription, counted until `Operations._stop` (a flag, not a
+        # partial: every idle socket keeps what its subscriptions hold, issue 16).
+        self.counted = False
+        self.on_end: Callable[[str, _OperationSink], None] | None = None  # Operations._ended
 
     def deliver(self, payload: str) -> None:
         text = self._prefix + payload + "}"
@@ -96,14 +125,28 @@ class _OperationSink:
 
     def fail(self, errors: list[dict[str, Any]]) -> None:
         self.errors = errors
-        self.done.set()
+        self.finish()
 
     def finish(self) -> None:
-        self.done.set()
+        if not self.ended:
+            self.ended = True
+            if self.on_end is not None:
+                self.on_end(self.op_id, self)
 
 
 class Operations:
     """One connection's running operations, by id, each with the cancel scope that stops it."""
+
+    __slots__ = (
+        "_access",
+        "_engine",
+        "_host",
+        "_hub",
+        "_options",
+        "_running",
+        "_stats",
+        "_to_launch",
+    )
 
     def __init__(
         self,
@@ -121,7 +164,11 @@ class Operations:
         self._access = access
         self._options = options
         self._stats = stats
-        self._running: dict[str, trio.CancelScope] = {}
+        # An operation's task's cancel scope, or, for a subscription once joined, its sink.
+        self._running: dict[str, trio.CancelScope | _OperationSink] = {}
+        # Accepted by `start`, their tasks not started yet: `launch` starts them in the nursery
+        # the connection opens for them (none while no operation task runs: issue 16).
+        self._to_launch: list[tuple[str, dict[str, Any], trio.CancelScope]] | None = None
 
     def __len__(self) -> int:
         return len(self._running)
@@ -129,8 +176,21 @@ class Operations:
     def __contains__(self, op_id: str) -> bool:
         return op_id in self._running
 
-    def start(self, nursery: trio.Nursery, op_id: str, payload: dict[str, Any]) -> None:
-        """Run `payload` as operation `op_id` in a task of `nursery`, or answer why not."""
+    @property
+    def to_launch(self) -> bool:
+        """Whether `start` accepted operations whose tasks `launch` has not started yet."""
+        return self._to_launch is not None
+
+    def launch(self, nursery: trio.Nursery) -> None:
+        """Start, in tasks of `nursery`, the operations `start` accepted (one cancelled since
+        starts and ends at once)."""
+        to_launch, self._to_launch = self._to_launch or [], None
+        for op_id, payload, scope in to_launch:
+            nursery.start_soon(self._run, op_id, payload, scope)
+
+    def start(self, op_id: str, payload: dict[str, Any]) -> None:
+        """Accept `payload` as operation `op_id`, to run in a task once the connection calls
+        `launch`, or answer why not."""
         maximum = self._options.max_operations
         if len(self._running) >= maximum:
             error = {
@@ -150,12 +210,43 @@ class Operations:
         scope = trio.CancelScope()
         self._running[op_id] = scope
         self._stats.operations += 1
-        nursery.start_soon(self._run, op_id, payload, scope)
+        if self._to_launch is None:
+            self._to_launch = []
+        self._to_launch.append((op_id, payload, scope))
 
     def cancel(self, op_id: str) -> None:
-        scope = self._running.pop(op_id, None)
-        if scope is not None:
-            scope.cancel()
+        entry = self._running.pop(op_id, None)
+        if isinstance(entry, trio.CancelScope):
+            entry.cancel()
+        elif entry is not None:  # a joined subscription: it ends here, without a `complete`
+            self._stop(entry)
+
+    def close_all(self) -> None:
+        """The connection is over: every joined subscription leaves its group, unanswered."""
+        joined = [op for op, entry in self._running.items() if isinstance(entry, _OperationSink)]
+        for op_id in joined:
+            self.cancel(op_id)
+
+    def _stop(self, sink: _OperationSink) -> None:
+        sink.on_end = None
+        if sink.membership is not None:
+            self._hub.leave(sink.membership)
+            sink.membership = None
+        principal = self._host.principal
+        if sink.counted and self._access is not None and principal is not None:
+            sink.counted = False
+            self._access.close_subscription(principal)  # as `_operate`'s `release` does
+        self._host.mark_active()
+
+    def _ended(self, op_id: str, sink: _OperationSink) -> None:
+        """A joined subscription's source stream ended (`finish`) or failed (`fail`)."""
+        if self._running.get(op_id) is sink:
+            del self._running[op_id]
+        self._stop(sink)
+        if sink.errors is not None:
+            self._send_errors(op_id, sink.errors)
+        else:
+            self._host.queue_control({"id": op_id, "type": "complete"})
 
     def _send_errors(self, op_id: str, errors: list[dict[str, Any]]) -> None:
         payload: Any = errors[0] if self._host.legacy and errors else errors
@@ -167,10 +258,11 @@ class Operations:
 
     async def _run(self, op_id: str, payload: dict[str, Any], scope: trio.CancelScope) -> None:
         use_principal(self._host.principal)  # this task's (resolvers check the tier's limits)
+        outcome: bool | None = False
         try:
             with scope:
-                completed = await self._operate(op_id, payload)
-                if completed:
+                outcome = await self._operate(op_id, payload, scope)
+                if outcome:
                     self._host.queue_control({"id": op_id, "type": "complete"})
         except Exception as exc:  # an operation's failure is reported, never fatal
             log.exception("ws_operation_failed", op_id=op_id, error=repr(exc))
@@ -178,12 +270,17 @@ class Operations:
                 op_id, [{"message": "internal error", "extensions": {"code": "INTERNAL"}}]
             )
         finally:
-            if self._running.get(op_id) is scope:
-                del self._running[op_id]
-            self._host.mark_active()
+            if outcome is not None:  # None: a joined subscription lives on without this task
+                if self._running.get(op_id) is scope:
+                    del self._running[op_id]
+                self._host.mark_active()
+            self._host.task_ended()
 
-    async def _operate(self, op_id: str, payload: dict[str, Any]) -> bool:
-        """Run one operation; True when a `complete` should follow."""
+    async def _operate(
+        self, op_id: str, payload: dict[str, Any], scope: trio.CancelScope
+    ) -> bool | None:
+        """Run one operation; True when a `complete` should follow, None when it is a
+        subscription that joined its group (it now lives on as its sink, without a task)."""
         query: str = payload["query"]  # a string: checked by protocols.operation_fields
         variables = payload.get("variables")
         host = self._host
@@ -219,16 +316,22 @@ class Operations:
             )
             return True
         if self._access is None or principal is None:
-            return await self._subscribe(op_id, query, prepared, variables, "")
+            return await self._subscribe(op_id, query, prepared, variables, "", scope, None)
         try:
             self._access.open_subscription(principal)
         except RateLimited as limited:
             self._send_errors(op_id, [_rate_limited(limited)])
             return False
+        release = partial(self._access.close_subscription, principal)
+        outcome: bool | None = False
         try:
-            return await self._subscribe(op_id, query, prepared, variables, principal.tier)
+            outcome = await self._subscribe(
+                op_id, query, prepared, variables, principal.tier, scope, release
+            )
         finally:
-            self._access.close_subscription(principal)
+            if outcome is not None:  # not joined, or already over: the tier's count goes now
+                release()
+        return outcome
 
     async def _subscribe(
         self,
@@ -237,8 +340,10 @@ class Operations:
         prepared: PreparedOperation,
         variables: dict[str, Any] | None,
         tier: str,
-    ) -> bool:
-        sink = _OperationSink(self._host, self._data_prefix(op_id))
+        scope: trio.CancelScope,
+        release: Callable[[], None] | None,
+    ) -> bool | None:
+        sink = _OperationSink(self._host, op_id, self._data_prefix(op_id))
         # The hub shares one execution among identical subscriptions and keys its groups by the
         # text it is given. Its resolvers see the tier of the client that started a group (they
         # inherit this task's context), and tiers differ in what arguments they accept: so the
@@ -248,14 +353,20 @@ class Operations:
         if not isinstance(joined, Membership):
             self._send_errors(op_id, joined)
             return False
-        try:
-            await sink.done.wait()
-        finally:
+        if sink.ended or scope.cancel_called or self._running.get(op_id) is not scope:
+            # The stream ended while this task was joining, or the client completed it.
             self._hub.leave(joined)
-        if sink.errors is not None:
-            self._send_errors(op_id, sink.errors)
-            return False
-        return True
+            if sink.errors is not None:
+                self._send_errors(op_id, sink.errors)
+                return False
+            return sink.ended and not scope.cancel_called
+        # Joined: from here the operation is its sink and its membership, and this task ends
+        # (a parked task per subscription cost an idle socket ~3 KB, issue 16).
+        sink.membership = joined
+        sink.counted = release is not None  # `_stop` closes it: `release` is not kept
+        sink.on_end = self._ended
+        self._running[op_id] = sink
+        return None
 
 
 def _rate_limited(error: RateLimited) -> dict[str, Any]:
