@@ -93,11 +93,16 @@ do what the replacement does?), then moving `WRITTEN_FOR`.
    upgrade, as hypercorn stops its own when a request starts: a socket's first
    `keep_alive_timeout` no longer holds a parked task (~2.5 KB a socket).
 
+7. `hypercorn.protocol.h11.H11Protocol.stream_send` (`gateway.api.response_head`): the head of
+   an HTTP/1.1 response that declares a non-zero Content-Length is held and written with its
+   first body chunk, one write instead of two per small GraphQL answer (issue 16). Any other
+   event sends a held head first; streamed and informational responses are untouched.
+
 Must never: patch hypercorn anywhere but here, patch a hypercorn it was not written for
 without saying so loudly, or change what hypercorn does for a server whose Config carries no
 `gateway_send_stall_timeout` (hypercorn's own `protocol_send` then runs unchanged), no
 `gateway_connection_gate` (its own `run`) or no `gateway_idle_timer` (its own keep-alive timer
-task per request); patch 6 excepted (above).
+task per request); patches 6 and 7 excepted (above).
 
 Slow clients are bounded by hypercorn's own settings, set in `gateway.api.server`, not by a
 patch: its keep-alive timer runs from a connection's start (and from the end of each response)
@@ -125,7 +130,7 @@ from hypercorn.protocol.events import Response
 from hypercorn.trio import tcp_server
 from hypercorn.utils import parse_socket_addr
 
-from gateway.api import deflate
+from gateway.api import deflate, response_head
 from gateway.api.direct_write import SCOPE_KEY, DirectWrite
 from gateway.api.keep_alive import IdleTimer
 
@@ -466,6 +471,14 @@ _METHODS: Final = (
         original=_HYPERCORN_WS_ACCEPT,
     ),
     _Method(ws_stream.Handshake, "accept", ("self", "subprotocol", "additional_headers")),  # 6
+    _Method(
+        h11.H11Protocol,
+        "stream_send",
+        ("self", "event"),
+        coroutine=True,
+        replacement=response_head.stream_send,
+        original=response_head.HYPERCORN_STREAM_SEND,
+    ),
 )
 
 # Instance attributes `protocol_send` and `tcp_server_run` read, set by TCPServer.__init__ or
