@@ -39,6 +39,7 @@ from typing import Any
 import strawberry
 import trio
 import uvicorn
+from serve_strawberry import Price  # the fan-out bench's strawberry type, the same fields
 from strawberry.asgi import GraphQL
 
 from gateway.config import ProvidersFile, Settings
@@ -109,18 +110,6 @@ def serve_ours(port: int, db_dir: Path) -> None:
 
 
 # -- strawberry ---------------------------------------------------------------------------------
-
-
-@strawberry.type
-class Price:
-    symbol: str
-    usd: float
-    market_cap_usd: float | None
-    volume_24h_usd: float | None
-    change_24h_pct: float | None
-    provider: str
-    sources: list[str]
-    observed_at: datetime
 
 
 _LOCAL = threading.local()  # one read connection per worker thread, as the gateway keeps
